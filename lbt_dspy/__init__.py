@@ -1,0 +1,29 @@
+"""lbt_dspy: LLMs that learn by teaching (LbT), as DSPy programs.
+
+teach -> exam -> score -> use the score: `Teacher` samples TR-TA pairs, `Student`s take exams taught by
+each pair, `LbTScore` turns their accuracy into a score, and `M1` picks the final answer by it.
+"""
+
+import os
+
+# litellm (under DSPy) would try to download a model-cost map at import; this machine may be offline.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from .adapter import TemplateAdapter  # noqa: E402
+from .config import LbtConfig  # noqa: E402
+from .errors import LbtError  # noqa: E402
+from .exam import FixedExamMaker, FunctionalExamMaker, MetaInfoExamMaker, resolve_teaching_plans  # noqa: E402
+from .lbt_score import LbTScore  # noqa: E402
+from .m1 import M1, run_m1  # noqa: E402
+from .models import ModelPool  # noqa: E402
+from .scoring import MathScorer, answers_equivalent, extract_math_answer  # noqa: E402
+from .select import Candidate, m1_max, m1_sum, self_consistency  # noqa: E402
+from .signatures import SolveProblem  # noqa: E402
+from .student import Student  # noqa: E402
+from .teacher import Teacher  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["TemplateAdapter", "LbtConfig", "LbtError", "FixedExamMaker", "FunctionalExamMaker", "MetaInfoExamMaker",
+           "resolve_teaching_plans", "LbTScore", "M1", "run_m1", "ModelPool", "MathScorer", "answers_equivalent",
+           "extract_math_answer", "Candidate", "m1_max", "m1_sum", "self_consistency", "SolveProblem", "Student",
+           "Teacher"]

@@ -1,0 +1,128 @@
+"""Run configuration: one dataclass whose fields carry their help text (TRL style), loaded from YAML.
+
+Keys follow the seed (``student_model_cfgs``, ``general_student_sample_cfg``, ``exam_maker_type`` /
+``exam_maker_cfg``, ``exam_prompter_*``, ``exam_scorer_*``, ``teaching_plans``) plus what a one-command
+M1 run needs (teacher, dataset, number of TR-TA pairs, concurrency).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import LbtError
+from .registry import did_you_mean
+
+EMBEDDED = {"model_type": "embedded"}
+
+
+def _help(text: str, default=MISSING, default_factory=MISSING):
+    kw = {"metadata": {"help": text}}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, **kw)
+    return field(default=default, **kw)
+
+
+@dataclass
+class LbtConfig:
+    """Everything an `lbt exam` / `lbt m1` run needs. Build with `LbtConfig.from_yaml(path)`.
+
+    Example:
+        >>> cfg = LbtConfig.from_dict({"num_rationales": 4})
+        >>> cfg.num_rationales, cfg.exam_maker_type
+        (4, 'func')
+    """
+
+    # --- models ---
+    teacher_model_cfg: dict = _help("The teacher: model_type + model_cfg (+ sample_cfg).",
+                                    default_factory=lambda: dict(EMBEDDED))
+    teacher_sample_cfg: dict = _help("Teacher sampling for TR-TA pairs (the paper: temperature 0.7, top_k 20).",
+                                     default_factory=lambda: {"temperature": 0.7, "top_k": 20, "max_new_tokens": 512})
+    greedy_sample_cfg: dict = _help("Overrides of teacher_sample_cfg for the greedy baseline.",
+                                    default_factory=lambda: {"do_sample": False})
+    student_model_cfgs: list = _help("The students: a list of model_type + model_cfg (+ sample_cfg) entries.",
+                                     default_factory=lambda: [dict(EMBEDDED)])
+    general_student_sample_cfg: dict = _help("Sampling defaults for every student (entries' sample_cfg override).",
+                                             default_factory=lambda: {"temperature": 0.7, "top_k": 20,
+                                                                      "max_new_tokens": 512})
+    # --- task ---
+    dataset_type: str = _help("Where teaching problems and the exam bank come from: arith, math181, jsonl.",
+                              default="math181")
+    dataset_cfg: dict = _help("Arguments of the dataset.", default_factory=dict)
+    num_rationales: int = _help("TR-TA pairs the teacher samples per teaching problem (the paper: 256).", default=8)
+    exam_maker_type: str = _help("How exam problems are chosen: fixed, func, metainfo.", default="func")
+    exam_maker_cfg: dict = _help("Arguments of the exam maker (func: num_exam_questions, num_repetitions).",
+                                 default_factory=lambda: {"num_exam_questions": 3, "num_repetitions": 3})
+    exam_prompter_type: str = _help("The prompt format: basic (the paper's templates).", default="basic")
+    exam_prompter_cfg: dict = _help("instruction, demo_template, exam_template, stub_teaching_items, "
+                                    "use_multi_round_conv.", default_factory=dict)
+    exam_scorer_type: str = _help("How exam answers are scored: math.", default="math")
+    exam_scorer_cfg: dict = _help("Arguments of the scorer.", default_factory=dict)
+    teaching_plans: object = _help("`lbt exam` only: 'every', 'no demo', or a list of index lists.", default="every")
+    # --- execution ---
+    concurrency: int = _help("Requests in flight at once.", default=16)
+    num_retries: int = _help("Retries of a failed LM call (backoff, honouring Retry-After).", default=5)
+    cache: bool = _help("Use DSPy's response cache.", default=True)
+    # --- report ---
+    subsample_sizes: list = _help("Numbers of TR-TA pairs for the accuracy-vs-pairs curve (default: powers of 2).",
+                                  default_factory=list)
+    subsample_repeats: int = _help("Random subsets per size in that curve.", default=20)
+    seed: int = _help("Seed for subsampling.", default=0)
+    description: str = _help("Free text, shown in the report.", default="")
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
+        if not isinstance(raw, dict):
+            raise LbtError(f"{source}: expected a mapping at the top level")
+        known = {f.name: f for f in fields(cls)}
+        for key in raw:
+            if key not in known:
+                raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, known)}")
+        for key, val in raw.items():
+            f = known[key]
+            expected = {"dict": dict, "list": list, "int": int, "str": str, "bool": bool}.get(str(f.type))
+            if expected and val is not None and not isinstance(val, expected):
+                raise LbtError(f"{source}: key {key!r} expects {f.type}, got {type(val).__name__} ({val!r:.60})")
+            if expected is int and isinstance(val, bool):
+                raise LbtError(f"{source}: key {key!r} expects int, got bool")
+        cfg = cls(**{k: v for k, v in raw.items() if v is not None})
+        if cfg.num_rationales < 1:
+            raise LbtError(f"{source}: num_rationales must be >= 1")
+        if cfg.concurrency < 1:
+            raise LbtError(f"{source}: concurrency must be >= 1")
+        if not cfg.student_model_cfgs:
+            raise LbtError(f"{source}: student_model_cfgs is empty")
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "LbtConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise LbtError(f"{path}: no such config file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise LbtError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        return cls.from_dict(raw, str(path))
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(asdict(self))
+
+
+_SECRET = re.compile(r"(api_?key|secret|token|password)", re.I)
+
+
+def redact(obj):
+    """A copy of a config with secret-looking values replaced by '***' (keys named *_env are kept)."""
+    if isinstance(obj, dict):
+        return {k: ("***" if _SECRET.search(str(k)) and not str(k).endswith("_env") and isinstance(v, str) else redact(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj

@@ -1,0 +1,183 @@
+"""One client path for every backend: an OpenAI-compatible DSPy engine with assistant prefill.
+
+DSPy owns caching, retries (honouring Retry-After) and history; this engine performs exactly one
+attempt per call with the `openai` client and translates its errors into DSPy's LM errors.
+
+The paper's prompts end with an assistant *prefill* ("[[Solution]]: Let's think step by step.") that
+the model must continue. Servers differ in how that is expressed, hence `prefill`:
+
+- ``"continue"``: chat request with ``continue_final_message`` (vLLM).
+- ``"completions"``: the chat template is rendered here with the model's tokenizer and the prefill
+  appended; the raw prompt goes to ``/v1/completions`` (`transformers serve`, vLLM).
+- ``"chat"``: plain chat (OpenAI, Azure); the prefill is dropped and the model answers freely.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from dspy.lm15 import Message, Response, TextPart, Usage
+import dspy.lm15 as lm15_errors
+
+PREFILL_MODES = ("chat", "continue", "completions")
+
+
+class OpenAICompatEngine:
+    """A DSPy LM engine for any OpenAI-compatible endpoint.
+
+    Args:
+        model: The model name the server expects in requests.
+        api_base: The server's ``/v1`` URL (None: the OpenAI default).
+        api_key: The key (never logged or saved).
+        prefill: How a trailing assistant message is continued: ``chat``, ``continue`` or ``completions``.
+        tokenizer: Tokenizer path/name whose chat template renders ``completions`` prompts.
+        extra_body: Extra request fields the server accepts.
+        send_top_k: Send ``top_k`` (vLLM takes it; OpenAI and `transformers serve` reject it with 4xx).
+        timeout: Seconds per request.
+        azure_api_version: When set, talk to Azure OpenAI (``api_base`` is the Azure endpoint).
+
+    Example:
+        >>> engine = OpenAICompatEngine("gpt-4o-mini", api_key="sk-...")  # doctest: +SKIP
+        >>> lm = dspy.LM("openai/gpt-4o-mini", engine=engine)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
+                 prefill: str = "chat", tokenizer: str | None = None, extra_body: dict | None = None,
+                 timeout: float = 600.0, azure_api_version: str | None = None, send_top_k: bool = False):
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}")
+        if prefill == "completions" and not tokenizer:
+            raise ValueError("prefill 'completions' needs a tokenizer to render the chat template")
+        self.model = model
+        self.api_base = api_base
+        self._api_key = api_key
+        self.prefill = prefill
+        self.tokenizer_name = tokenizer
+        self.extra_body = dict(extra_body or {})
+        self.timeout = timeout
+        self.azure_api_version = azure_api_version
+        self.send_top_k = send_top_k
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # no key in reprs, logs or tracebacks
+        return f"OpenAICompatEngine(model={self.model!r}, api_base={self.api_base!r}, prefill={self.prefill!r})"
+
+    @cached_property
+    def client(self):
+        import openai
+
+        if self.azure_api_version:
+            return openai.AzureOpenAI(azure_endpoint=self.api_base, api_key=self._api_key,
+                                      api_version=self.azure_api_version, max_retries=0, timeout=self.timeout)
+        return openai.OpenAI(base_url=self.api_base, api_key=self._api_key or "EMPTY", max_retries=0,
+                             timeout=self.timeout)
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.tokenizer_name)
+
+    # --- the engine protocol -------------------------------------------------------------------
+    def complete(self, request) -> Response:
+        messages = _to_openai_messages(request)
+        params = _sampling(request.config)
+        extra = dict(self.extra_body)
+        if self.send_top_k and request.config.top_k is not None:
+            extra["top_k"] = request.config.top_k
+        try:
+            if self.prefill == "completions":
+                prompt = self.render_prompt(messages)
+                out = self.client.completions.create(model=self.model, prompt=prompt, extra_body=extra or None,
+                                                     **params)
+                choice = out.choices[0] if out.choices else None
+                text = choice.text if choice else None
+            else:
+                if messages[-1]["role"] == "assistant":
+                    if self.prefill == "continue":
+                        extra.update(continue_final_message=True, add_generation_prompt=False)
+                    else:
+                        messages = messages[:-1]
+                out = self.client.chat.completions.create(model=self.model, messages=messages,
+                                                          extra_body=extra or None, **params)
+                choice = out.choices[0] if out.choices else None
+                text = choice.message.content if choice else None
+        except Exception as exc:
+            raise _translate(exc, self.api_base) from None
+        if choice is None or text is None:
+            # An empty answer is a failed call, never a student's answer.
+            raise lm15_errors.ServerError(f"{self.api_base or 'openai'}: response had no choices")
+        usage = getattr(out, "usage", None)
+        return Response(
+            id=getattr(out, "id", None), model=self.model, message=Message.assistant([TextPart(text)]),
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            usage=Usage(input_tokens=getattr(usage, "prompt_tokens", None),
+                        output_tokens=getattr(usage, "completion_tokens", None)),
+        )
+
+    def render_prompt(self, messages: list[dict]) -> str:
+        """The raw prompt for ``/v1/completions``: chat template, generation prompt, then the prefill."""
+        prefill = ""
+        if messages[-1]["role"] == "assistant":
+            prefill = messages[-1]["content"]
+            messages = messages[:-1]
+        with self._lock:  # HF tokenizers are not re-entrant across threads
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return prompt + prefill
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
+
+
+def _to_openai_messages(request) -> list[dict]:
+    messages = []
+    if request.system is not None:
+        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+        messages.append({"role": "system", "content": system})
+    messages.extend({"role": m.role, "content": m.text or ""} for m in request.messages)
+    return messages
+
+
+def _sampling(config) -> dict:
+    params = {}
+    for key in ("temperature", "top_p", "max_tokens", "seed"):
+        val = getattr(config, key, None)
+        if val is not None:
+            params[key] = val
+    if config.stop:
+        params["stop"] = list(config.stop)
+    return params
+
+
+def _translate(exc: Exception, where: str | None) -> Exception:
+    """An `openai` exception as the DSPy LM error DSPy knows how to retry (or not)."""
+    import openai
+
+    where = where or "openai"
+    msg = f"{where}: {type(exc).__name__}: {str(exc)[:300]}"
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = None
+        try:
+            retry_after = float(exc.response.headers.get("retry-after"))
+        except (TypeError, ValueError, AttributeError):
+            pass
+        return lm15_errors.RateLimitError(msg, retry_after=retry_after)
+    if isinstance(exc, openai.APITimeoutError):
+        return lm15_errors.TimeoutError(msg)
+    if isinstance(exc, openai.APIConnectionError):
+        return lm15_errors.TransportError(msg)
+    if isinstance(exc, openai.AuthenticationError):
+        return lm15_errors.AuthError(msg)
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return lm15_errors.ServerError(msg)
+        return lm15_errors.InvalidRequestError(msg)
+    if isinstance(exc, (ValueError, KeyError, TypeError)):  # malformed body
+        return lm15_errors.ServerError(msg)
+    return lm15_errors.TransportError(msg)

@@ -1,0 +1,201 @@
+"""Model entries -> `dspy.LM`: the seed's `model_type` + `model_cfg` + `sample_cfg`, one client path.
+
+Types: ``openai`` (any OpenAI-compatible server), ``azure_openai``, ``vllm`` (a running ``vllm serve``,
+or one lbt launches) and ``embedded`` (SmolLM2-135M-Instruct served locally by ``transformers serve``).
+Servers that lbt starts live in a `ModelPool`, which stops them on exit.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import dspy
+
+from ..errors import LbtError
+from ..registry import Registry, check_kwargs
+from .engine import OpenAICompatEngine
+
+model_types = Registry("model")
+
+# Seed sample_cfg keys (HF-pipeline style) and what they become on an OpenAI-compatible request.
+SAMPLE_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "do_sample",
+               "num_return_sequences", "batch_size", "seed", "stop"}
+
+
+def normalize_sample_cfg(cfg: dict, where: str) -> dict:
+    """Seed-style sampling settings as request kwargs; ``do_sample: false`` means greedy."""
+    for key in cfg:
+        if key not in SAMPLE_KEYS:
+            from ..registry import did_you_mean
+            raise LbtError(f"{where}.{key}: unknown sampling key{did_you_mean(key, SAMPLE_KEYS)}")
+    out = {}
+    for key in ("temperature", "top_p", "top_k", "seed", "stop"):
+        if cfg.get(key) is not None:
+            out[key] = cfg[key]
+    if cfg.get("max_new_tokens") is not None or cfg.get("max_tokens") is not None:
+        out["max_tokens"] = int(cfg.get("max_tokens") or cfg["max_new_tokens"])
+    if cfg.get("do_sample") is False:
+        out["temperature"] = 0.0
+        out.pop("top_k", None)
+        out.pop("top_p", None)
+    for key, typ in (("temperature", (int, float)), ("top_p", (int, float)), ("top_k", int), ("max_tokens", int)):
+        if key in out and not isinstance(out[key], typ):
+            raise LbtError(f"{where}.{key}: expected a number, got {out[key]!r}")
+    return out
+
+
+@dataclass
+class ModelEntry:
+    """A resolved model entry: a name for reports, the endpoint, and sampling defaults."""
+
+    name: str
+    model: str
+    api_base: str | None
+    api_key_env: str | None = None
+    prefill: str = "chat"
+    tokenizer: str | None = None
+    extra_body: dict = field(default_factory=dict)
+    azure_api_version: str | None = None
+    send_top_k: bool = False
+
+
+class ModelPool:
+    """Builds `dspy.LM`s from config entries and owns the servers it starts.
+
+    Args:
+        cache: Use DSPy's response cache.
+        num_retries: Retries per call (DSPy's backoff, honouring Retry-After).
+        log_dir: Where started servers write their logs.
+
+    Example:
+        >>> with ModelPool() as pool:  # doctest: +SKIP
+        ...     lm = pool.lm({"model_type": "embedded"}, {"temperature": 0.7})
+    """
+
+    def __init__(self, cache: bool = True, num_retries: int = 5, log_dir: str | None = None):
+        self.cache = cache
+        self.num_retries = num_retries
+        self.log_dir = log_dir
+        self._stack = ExitStack()
+        self._servers: dict = {}
+
+    def __enter__(self) -> "ModelPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+        self._servers.clear()
+
+    def shared_server(self, key, factory):
+        """Start (once per key) a server that this pool stops on close."""
+        if key not in self._servers:
+            server = factory()
+            self._stack.callback(server.stop)
+            server.start()
+            self._servers[key] = server
+        return self._servers[key]
+
+    def lm(self, entry: dict, default_sample_cfg: dict | None = None, where: str = "model") -> dspy.LM:
+        """A `dspy.LM` for a config entry (``model_type``, ``model_cfg``, ``sample_cfg``)."""
+        if not isinstance(entry, dict):
+            raise LbtError(f"{where}: expected a mapping with model_type/model_cfg")
+        for key in entry:
+            if key not in ("model_type", "model_cfg", "sample_cfg"):
+                from ..registry import did_you_mean
+                raise LbtError(f"{where}.{key}: unknown key{did_you_mean(key, ['model_type', 'model_cfg', 'sample_cfg'])}")
+        sample = {**(default_sample_cfg or {}), **(entry.get("sample_cfg") or {})}
+        kwargs = normalize_sample_cfg(sample, f"{where}.sample_cfg")
+        resolved = self.resolve(entry, kwargs, where)
+        engine = OpenAICompatEngine(
+            resolved.model, api_base=resolved.api_base, api_key=_api_key(resolved, where),
+            prefill=resolved.prefill, tokenizer=resolved.tokenizer, extra_body=resolved.extra_body,
+            azure_api_version=resolved.azure_api_version, send_top_k=resolved.send_top_k)
+        top_k = kwargs.pop("top_k", None)
+        lm = dspy.LM("openai/" + resolved.model, engine=engine, cache=self.cache, num_retries=self.num_retries,
+                     **kwargs, **({"top_k": top_k} if top_k is not None else {}))
+        lm.lbt_name = resolved.name
+        return lm
+
+    def resolve(self, entry: dict, sample_kwargs: dict, where: str) -> ModelEntry:
+        cfg = entry.get("model_cfg") or {}
+        if not isinstance(cfg, dict):
+            raise LbtError(f"{where}.model_cfg: expected a mapping")
+        factory = model_types.get(entry.get("model_type", "embedded"))
+        check_kwargs(factory, cfg, f"{where}.model_cfg")
+        try:
+            return factory(pool=self, sample_kwargs=sample_kwargs, **cfg)
+        except TypeError as exc:
+            raise LbtError(f"{where}.model_cfg: {exc}") from None
+
+
+def _api_key(entry: ModelEntry, where: str) -> str | None:
+    if entry.api_key_env is None:
+        return None
+    key = os.environ.get(entry.api_key_env)
+    if key is None:
+        raise LbtError(f"{where}.model_cfg.api_key_env: environment variable {entry.api_key_env} is not set")
+    return key
+
+
+@model_types.register("openai")
+def openai_entry(pool, sample_kwargs, model: str, api_base: str | None = None, name: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None, prefill: str = "chat",
+                 tokenizer: str | None = None, extra_body: dict | None = None, fastchat: bool = True) -> ModelEntry:
+    """Any OpenAI-compatible endpoint. The key comes from `api_key_env` (or, discouraged, `api_key`)."""
+    if api_key is not None:  # seed configs put keys inline; keep them out of saved configs (redacted)
+        os.environ.setdefault(api_key_env, api_key)
+    return ModelEntry(name or model, model, api_base, api_key_env, prefill, tokenizer, extra_body or {})
+
+
+@model_types.register("azure_openai")
+def azure_entry(pool, sample_kwargs, model: str, name: str | None = None, api_endpoint: str | None = None,
+                api_key: str | None = None, api_version: str = "2024-02-15-preview", fastchat: bool = True) -> ModelEntry:
+    """Azure OpenAI, as in the seed: endpoint/key from `AZURE_OPENAI_ENDPOINT` / `AZURE_OPENAI_API_KEY`."""
+    endpoint = api_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+    if not endpoint:
+        raise LbtError("model_cfg.api_endpoint: not set and AZURE_OPENAI_ENDPOINT is empty")
+    if api_key is not None:
+        os.environ.setdefault("AZURE_OPENAI_API_KEY", api_key)
+    return ModelEntry(name or "azure_" + model, model, endpoint, "AZURE_OPENAI_API_KEY",
+                      azure_api_version=api_version)
+
+
+@model_types.register("vllm")
+def vllm_entry(pool, sample_kwargs, model: str, api_base: str | None = None, name: str | None = None,
+               api_key_env: str | None = None, serve_args: list | None = None, prefill: str = "continue",
+               tokenizer: str | None = None) -> ModelEntry:
+    """A `vllm serve` endpoint; without `api_base`, lbt launches ``vllm serve MODEL`` itself (GPU, `[vllm]` extra)."""
+    if api_base is None:
+        from .vllm_server import VLLMServer
+
+        server = pool.shared_server(("vllm", model, tuple(serve_args or ())),
+                                    lambda: VLLMServer(model, serve_args=serve_args, log_dir=pool.log_dir))
+        api_base = server.api_base
+    return ModelEntry(name or model.rstrip("/").split("/")[-1], model, api_base, api_key_env, prefill,
+                      tokenizer or model, send_top_k=True)
+
+
+@model_types.register("embedded")
+def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: str | None = None,
+                   continuous_batching: bool = True, api_base: str | None = None) -> ModelEntry:
+    """SmolLM2-135M-Instruct (or `checkpoint`) served by `transformers serve` on loopback.
+
+    With continuous batching the server applies the first request's sampling settings to all, so
+    lbt starts one server per distinct sampling setting.
+    """
+    from .embedded import EmbeddedServer, checkpoint_path
+
+    ckpt = str(checkpoint or checkpoint_path())
+    if api_base is None:
+        key = ("embedded", ckpt, continuous_batching,
+               tuple(sorted(sample_kwargs.items())) if continuous_batching else None)
+        log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
+        server = pool.shared_server(key, lambda: EmbeddedServer(ckpt, continuous_batching=continuous_batching,
+                                                                log_path=log))
+        api_base = server.api_base
+    return ModelEntry(name, ckpt, api_base, None, "completions", ckpt)

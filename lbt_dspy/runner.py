@@ -1,0 +1,72 @@
+"""Concurrent LM jobs that land in a `RunStore` as they finish, skipping what is already there."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from .store import RunStore
+
+log = logging.getLogger("lbt_dspy")
+
+
+@dataclass
+class Job:
+    """One LM call: `call()` returns a prediction; `finish(prediction)` turns it into the stored record."""
+
+    key: str
+    call: Callable[[], Any]
+    finish: Callable[[Any], dict]
+
+
+@dataclass
+class StageReport:
+    done_before: int = 0
+    ran: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16, desc: str | None = None,
+             progress: bool = True) -> StageReport:
+    """Run the jobs whose key is not yet in `stage`, `concurrency` at a time, with a progress bar.
+
+    A call that fails (after the LM's own retries) is counted and logged, never recorded: a rerun
+    retries it. Records are scored and written in this thread, in completion order.
+    """
+    done = store.load(stage)
+    todo = [j for j in jobs if j.key not in done]
+    report = StageReport(done_before=len(jobs) - len(todo))
+    if not todo:
+        return report
+    bar = tqdm(total=len(jobs), initial=report.done_before, desc=desc or stage, disable=not progress,
+               dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = {pool.submit(j.call): j for j in todo}
+        try:
+            for fut in as_completed(futures):
+                job = futures[fut]
+                try:
+                    pred = fut.result()
+                    record = {"key": job.key, **job.finish(pred)}
+                except Exception as exc:  # a failed call is not a result
+                    report.failed += 1
+                    msg = f"{job.key}: {type(exc).__name__}: {exc}"
+                    if len(report.errors) < 5:
+                        report.errors.append(msg[:500])
+                    log.warning("call failed: %s", msg[:300])
+                else:
+                    store.append(stage, record)
+                    report.ran += 1
+                bar.update(1)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+    return report

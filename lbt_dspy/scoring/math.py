@@ -1,0 +1,141 @@
+"""Math answers: extraction from model output and equivalence by math-verify (not string rules)."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from .base import ExamScorer, exam_scorers
+
+FINAL_ANSWER_MARK = "[[Final Answer]]"
+_MAX_ANSWER_CHARS = 2000  # a runaway "answer" is not worth a sympy parse
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced; None if absent."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+def _strip_wrappers(ans: str) -> str:
+    """Remove the decoration around an answer: quotes, $...$, \\(...\\), "the answer is", a final period."""
+    prev = None
+    while ans != prev:
+        prev = ans
+        ans = ans.strip().strip("'`").strip().rstrip(".").strip()
+        ans = re.sub(r"^(the )?(correct |final )?answer( is)?\s*[:=]?\s*", "", ans, flags=re.I)
+        if len(ans) >= 2 and ans.startswith("$") and ans.endswith("$"):
+            ans = ans[1:-1]
+        if ans.startswith("\\(") and ans.endswith("\\)"):
+            ans = ans[2:-2]
+    return ans.strip()
+
+
+def _last_line_answer(line: str) -> str:
+    math = re.findall(r"\$([^$]+)\$", line)
+    if math:
+        return _strip_wrappers(math[-1])
+    said = re.findall(r"answer is\s*[:=]?\s*(.+)", line, flags=re.I)
+    return _strip_wrappers(said[-1] if said else line)
+
+
+def extract_math_answer(text: str) -> str:
+    """The final answer in a model's output: the ``[[Final Answer]]`` block, else the last
+    ``\\boxed{}``, else a ``Final answer:`` line, else the last non-empty line. Empty if nothing.
+
+    Example:
+        >>> extract_math_answer("so x=2.\\n\\n[[Final Answer]]:\\n$\\\\frac{1}{2}$\\n")
+        '\\\\frac{1}{2}'
+    """
+    if not text:
+        return ""
+    if FINAL_ANSWER_MARK in text:
+        block = text.split(FINAL_ANSWER_MARK)[-1].lstrip(":").strip()
+        block = block.split("[[")[0]  # a model that runs on into a new [[Question]]
+        boxed = last_boxed(block)
+        if boxed is not None:
+            return _strip_wrappers(boxed)
+        lines = [ln for ln in block.splitlines() if ln.strip().strip("'`$")]
+        if lines:
+            return _strip_wrappers(lines[0])
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return _strip_wrappers(boxed)
+    found = re.findall(r"final answer\s*(?:is)?\s*[:=]?\s*(.+)", text, flags=re.I)
+    if found:
+        return _last_line_answer(found[-1])
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return _last_line_answer(lines[-1]) if lines else ""
+
+
+def _parse(ans: str, timeout):
+    from math_verify import parse
+
+    ans = ans[:_MAX_ANSWER_CHARS]
+    return parse(f"${ans}$", parsing_timeout=timeout)
+
+
+def answers_equivalent(reference: str, answer: str) -> bool:
+    """True when `answer` equals `reference` mathematically (math-verify), or as normalised text.
+
+    Example:
+        >>> answers_equivalent("\\\\frac{1}{2}", "0.5")
+        True
+    """
+    if not answer or not reference:
+        return False
+    if _norm_text(reference) == _norm_text(answer):
+        return True
+    from math_verify import verify
+
+    # math-verify times out with SIGALRM, which exists only in the main thread.
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    try:
+        gold, pred = _parse(reference, timeout), _parse(answer, timeout)
+        if not gold or not pred:
+            return False
+        return bool(verify(gold, pred, timeout_seconds=timeout))
+    except Exception:  # hostile model output must never crash a run
+        return False
+
+
+def _norm_text(s: str) -> str:
+    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\(left|right|!|,|;)", "", s)
+    return re.sub(r"\s+", "", s).strip("$.").lower()
+
+
+@exam_scorers.register("math")
+class MathScorer(ExamScorer):
+    """Scores math answers: 1.0 when the extracted answer is equivalent to the reference, else 0.0.
+
+    Args:
+        recall_mode: Accepted for seed-config compatibility; has no effect.
+
+    Example:
+        >>> MathScorer().score("0.5", "\\\\frac12")
+        1.0
+    """
+
+    def __init__(self, recall_mode: bool = False):
+        self.recall_mode = recall_mode
+
+    def extract(self, text: str) -> str:
+        return extract_math_answer(text)
+
+    def score(self, answer: str, reference) -> float:
+        return float(answers_equivalent(str(reference), answer))
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return answers_equivalent(a, b)

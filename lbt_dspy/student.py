@@ -1,0 +1,35 @@
+"""The student: solves exam problems (EPs) taught by TR-TA demos in its context."""
+
+from __future__ import annotations
+
+import dspy
+
+from .adapter import TemplateAdapter
+from .signatures import SolveProblem
+
+
+class Student(dspy.Module):
+    """Answers an exam problem with the teacher's TR-TA pairs as in-context examples.
+
+    Args:
+        lm: The student's `dspy.LM`.
+        adapter: The prompt format; the paper's math prompt by default.
+        name: A label for reports (the LM's name when None).
+
+    Example:
+        >>> student = Student(lm=dspy.LM("openai/gpt-4o-mini"))  # doctest: +SKIP
+        >>> demo = dspy.Example(question="2+2?", rationale="2+2=4.", answer="4")
+        >>> student(question="3+3?", demos=[demo]).answer  # doctest: +SKIP
+    """
+
+    def __init__(self, lm: dspy.BaseLM | None = None, adapter: dspy.Adapter | None = None, name: str | None = None):
+        super().__init__()
+        self.lm = lm
+        self.adapter = adapter or TemplateAdapter()
+        self.name = name or getattr(lm, "lbt_name", None) or getattr(lm, "model", "student")
+        self.solve = dspy.Predict(SolveProblem)
+
+    def forward(self, question: str, demos: list | None = None, rollout_id: int | None = None) -> dspy.Prediction:
+        config = {"rollout_id": rollout_id} if rollout_id is not None else {}
+        with dspy.context(adapter=self.adapter, lm=self.lm or dspy.settings.lm):
+            return self.solve(question=question, demos=list(demos or []), config=config)
