@@ -30,6 +30,6 @@ class Student(dspy.Module):
         self.solve = dspy.Predict(SolveProblem)
 
     def forward(self, question: str, demos: list | None = None, rollout_id: int | None = None) -> dspy.Prediction:
-        config = {"rollout_id": rollout_id} if rollout_id is not None else {}
+        config = {"rollout_id": rollout_id} if rollout_id else {}
         with dspy.context(adapter=self.adapter, lm=self.lm or dspy.settings.lm):
             return self.solve(question=question, demos=list(demos or []), config=config)

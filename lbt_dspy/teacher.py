@@ -31,8 +31,10 @@ class Teacher(dspy.Module):
 
     def sample(self, question: str, index: int) -> dspy.Prediction:
         """The `index`-th TR-TA for `question` (its own rollout id, so samples differ and each caches)."""
+        # Sample 0 needs no rollout id (and a greedy teacher must not carry one).
+        config = {"rollout_id": index} if index else {}
         with dspy.context(adapter=self.adapter, lm=self.lm or dspy.settings.lm):
-            return self.solve(question=question, config={"rollout_id": index})
+            return self.solve(question=question, config=config)
 
     def forward(self, question: str) -> list[dspy.Prediction]:
         return [self.sample(question, i) for i in range(self.num_samples)]

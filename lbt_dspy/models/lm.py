@@ -7,6 +7,7 @@ Servers that lbt starts live in a `ModelPool`, which stops them on exit.
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: 
     ckpt = str(checkpoint or checkpoint_path())
     if api_base is None:
         key = ("embedded", ckpt, continuous_batching,
-               tuple(sorted(sample_kwargs.items())) if continuous_batching else None)
+               json.dumps(sample_kwargs, sort_keys=True) if continuous_batching else None)
         log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
         server = pool.shared_server(key, lambda: EmbeddedServer(ckpt, continuous_batching=continuous_batching,
                                                                 log_path=log))
