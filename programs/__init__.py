@@ -1,0 +1,1 @@
+"""Ready-made DSPy programs built on lbt_dspy, to import and compose."""
