@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--no-continuous-batching", action="store_true")
     for sp in (e, m, s, r, v):
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    from .m2.cli import add_m2_parser
+
+    add_m2_parser(sub)  # lbt m2 pairs | train | eval
     return p
 
 
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from .config import LbtConfig
 
+    if args.command == "m2":
+        from .m2.cli import run_m2
+
+        return run_m2(args)
     if args.command == "serve":
         from .models.embedded import EmbeddedServer
 
@@ -91,8 +99,8 @@ def _run(args) -> int:
         print(f"LM calls this run: {made} (greedy {calls['greedy']}, teacher {calls['teach']}, "
               f"students {calls['exam']}); wall time {wall:.0f} s")
         if calls["failed"]:
-            print(f"lbt: {calls['failed']} call(s) failed and were not recorded; rerun the same command to retry",
-                  file=sys.stderr)
+            print(f"lbt: {calls['failed']} call(s) failed {calls['error']}; they were not recorded: "
+                  "rerun the same command to retry", file=sys.stderr)
             return 1
         summary = summarize(out_dir)
         report = write_report(out_dir, summary)

@@ -38,7 +38,7 @@ class LbTScore(dspy.Module):
         per_student = {}
         for student in self.students:
             scores = [self.scorer.score(student(question=ep["question"], demos=[demo], rollout_id=slot).answer,
-                                        ep["answer"]) for slot, ep in enumerate(exam)]
+                                        self.scorer.reference(ep)) for slot, ep in enumerate(exam)]
             per_student[student.name] = mean(scores) if scores else 0.0
         return dspy.Prediction(score=mean(per_student.values()), per_student=per_student)
 

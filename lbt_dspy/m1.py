@@ -78,24 +78,28 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
     if len(set(keys)) != len(keys):
         raise LbtError("dataset: teaching problems need distinct unique_id values")
     exams = {k: parts.exam_maker.make_exam_questions([tp]) for k, tp in zip(keys, tps)}
-    calls = {"greedy": 0, "teach": 0, "exam": 0, "failed": 0}
+    calls = {"greedy": 0, "teach": 0, "exam": 0, "failed": 0, "error": None}
     with ModelPool(cache=cfg.cache, num_retries=cfg.num_retries, log_dir=log_dir) as pool:
         teacher = build_teacher(cfg, pool, parts.adapter)
         greedy = build_teacher(cfg, pool, parts.adapter, greedy=True)
         students = build_students(cfg, pool, parts.adapter)
         scorer = parts.scorer
 
-        def finish(meta, reference):
+        def finish(meta, reference, judge=False):
             def f(pred):
-                return {**meta, "rationale": pred.rationale, "answer": pred.answer,
-                        "score": scorer.score(pred.answer, reference)}
+                rec = {**meta, "rationale": pred.rationale, "answer": pred.answer,
+                       "score": scorer.score(pred.answer, reference)}
+                if judge:  # teacher answers only: extra grades, e.g. code's hidden-test S-score
+                    rec.update(scorer.judge(pred.answer, reference))
+                return rec
             return f
 
-        jobs = [Job(f"{k}", (lambda q=tp["question"]: greedy.sample(q, 0)), finish({"tp": k}, tp["answer"]))
+        jobs = [Job(f"{k}", (lambda q=tp["question"]: greedy.sample(q, 0)),
+                    finish({"tp": k}, scorer.reference(tp), True))
                 for k, tp in zip(keys, tps)]
         _stage(store, "greedy", jobs, cfg, calls, "greedy (teacher)", progress)
         jobs = [Job(f"{k}/{i}", (lambda q=tp["question"], i=i: teacher.sample(q, i)),
-                    finish({"tp": k, "sample": i}, tp["answer"]))
+                    finish({"tp": k, "sample": i}, scorer.reference(tp), True))
                 for k, tp in zip(keys, tps) for i in range(cfg.num_rationales)]
         _stage(store, "teach", jobs, cfg, calls, "teach (TR-TA pairs)", progress)
 
@@ -114,7 +118,7 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
                                         (lambda s=student, q=ep["question"], d=demo, slot=slot:
                                          s(question=q, demos=[d], rollout_id=slot)),
                                         finish({"tp": k, "sample": i, "student": student.name, "slot": slot},
-                                               ep["answer"])))
+                                               scorer.reference(ep))))
         _stage(store, "exam", jobs, cfg, calls, "exam (students)", progress)
     store.close()
     return calls
@@ -125,4 +129,6 @@ def _stage(store, stage, jobs, cfg, calls, desc, progress):
     calls[stage] += rep.ran + rep.failed
     calls["failed"] += rep.failed
     if rep.errors:
-        log.error("%s: %d call(s) failed, e.g. %s", stage, rep.failed, rep.errors[0])
+        calls["error"] = calls["error"] or f"after {cfg.num_retries + 1} attempt(s) each, e.g. {rep.errors[0]}"
+        log.error("%s: %d call(s) failed after %d attempt(s) each, e.g. %s", stage, rep.failed, cfg.num_retries + 1,
+                  rep.errors[0])

@@ -58,7 +58,7 @@ def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16
                     msg = f"{job.key}: {type(exc).__name__}: {exc}"
                     if len(report.errors) < 5:
                         report.errors.append(msg[:500])
-                    log.warning("call failed: %s", msg[:300])
+                    log.debug("call failed: %s", msg[:300])
                 else:
                     store.append(stage, record)
                     report.ran += 1

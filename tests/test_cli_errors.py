@@ -99,7 +99,7 @@ def test_failed_calls_are_not_recorded_and_exit_nonzero(tmp_path, capsys, monkey
         out = tmp_path / "out"
         cfg = write(tmp_path, fake_config(srv.api_base, concurrency=1))
         assert main(["m1", str(cfg), "--output-path", str(out), "-q"]) == 1
-        assert "3 call(s) failed" in capsys.readouterr().err
+        assert "3 call(s) failed after 1 attempt(s) each" in capsys.readouterr().err
         lines = (out / "greedy.jsonl").read_text().splitlines() if (out / "greedy.jsonl").exists() else []
         assert len(lines) == 0  # the 3 greedy calls failed: nothing recorded for them
         assert main(["m1", str(cfg), "--output-path", str(out), "-q"]) == 0  # the server recovered: resume

@@ -60,6 +60,7 @@ class ModelEntry:
     extra_body: dict = field(default_factory=dict)
     azure_api_version: str | None = None
     send_top_k: bool = False
+    timeout: float = 600.0
 
 
 class ModelPool:
@@ -115,7 +116,7 @@ class ModelPool:
         engine = OpenAICompatEngine(
             resolved.model, api_base=resolved.api_base, api_key=_api_key(resolved, where),
             prefill=resolved.prefill, tokenizer=resolved.tokenizer, extra_body=resolved.extra_body,
-            azure_api_version=resolved.azure_api_version, send_top_k=resolved.send_top_k)
+            azure_api_version=resolved.azure_api_version, send_top_k=resolved.send_top_k, timeout=resolved.timeout)
         top_k = kwargs.pop("top_k", None)
         lm = dspy.LM("openai/" + resolved.model, engine=engine, cache=self.cache, num_retries=self.num_retries,
                      **kwargs, **({"top_k": top_k} if top_k is not None else {}))
@@ -146,11 +147,14 @@ def _api_key(entry: ModelEntry, where: str) -> str | None:
 @model_types.register("openai")
 def openai_entry(pool, sample_kwargs, model: str, api_base: str | None = None, name: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None, prefill: str = "chat",
-                 tokenizer: str | None = None, extra_body: dict | None = None, fastchat: bool = True) -> ModelEntry:
-    """Any OpenAI-compatible endpoint. The key comes from `api_key_env` (or, discouraged, `api_key`)."""
+                 tokenizer: str | None = None, extra_body: dict | None = None, fastchat: bool = True,
+                 timeout: float = 600.0) -> ModelEntry:
+    """Any OpenAI-compatible endpoint. The key comes from `api_key_env` (or, discouraged, `api_key`);
+    `timeout` is seconds per request."""
     if api_key is not None:  # seed configs put keys inline; keep them out of saved configs (redacted)
         os.environ.setdefault(api_key_env, api_key)
-    return ModelEntry(name or model, model, api_base, api_key_env, prefill, tokenizer, extra_body or {})
+    return ModelEntry(name or model, model, api_base, api_key_env, prefill, tokenizer, extra_body or {},
+                      timeout=float(timeout))
 
 
 @model_types.register("azure_openai")
@@ -169,7 +173,7 @@ def azure_entry(pool, sample_kwargs, model: str, name: str | None = None, api_en
 @model_types.register("vllm")
 def vllm_entry(pool, sample_kwargs, model: str, api_base: str | None = None, name: str | None = None,
                api_key_env: str | None = None, serve_args: list | None = None, prefill: str = "continue",
-               tokenizer: str | None = None) -> ModelEntry:
+               tokenizer: str | None = None, timeout: float = 600.0) -> ModelEntry:
     """A `vllm serve` endpoint; without `api_base`, lbt launches ``vllm serve MODEL`` itself (GPU, `[vllm]` extra)."""
     if api_base is None:
         from .vllm_server import VLLMServer
@@ -178,7 +182,7 @@ def vllm_entry(pool, sample_kwargs, model: str, api_base: str | None = None, nam
                                     lambda: VLLMServer(model, serve_args=serve_args, log_dir=pool.log_dir))
         api_base = server.api_base
     return ModelEntry(name or model.rstrip("/").split("/")[-1], model, api_base, api_key_env, prefill,
-                      tokenizer or model, send_top_k=True)
+                      tokenizer or model, send_top_k=True, timeout=float(timeout))
 
 
 @model_types.register("embedded")
