@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -45,26 +45,39 @@ def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16
         return report
     bar = tqdm(total=len(jobs), initial=report.done_before, desc=desc or stage, disable=not progress,
                dynamic_ncols=True)
+    # At most `concurrency` calls are out at once, counted until their record is written: a kill loses at
+    # most that many finished generations, and a slow record-writer slows the callers instead of piling up.
+    queue = iter(todo)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {pool.submit(j.call): j for j in todo}
+        running = {}
+
+        def refill():
+            for job in queue:
+                running[pool.submit(job.call)] = job
+                if len(running) >= concurrency:
+                    break
+
+        refill()
         try:
-            for fut in as_completed(futures):
-                job = futures[fut]
-                try:
-                    pred = fut.result()
-                    record = {"key": job.key, **job.finish(pred)}
-                except Exception as exc:  # a failed call is not a result
-                    report.failed += 1
-                    msg = f"{job.key}: {type(exc).__name__}: {exc}"
-                    if len(report.errors) < 5:
-                        report.errors.append(msg[:500])
-                    log.debug("call failed: %s", msg[:300])
-                else:
-                    store.append(stage, record)
-                    report.ran += 1
-                bar.update(1)
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    job = running.pop(fut)
+                    try:
+                        record = {"key": job.key, **job.finish(fut.result())}
+                    except Exception as exc:  # a failed call is not a result
+                        report.failed += 1
+                        msg = f"{job.key}: {type(exc).__name__}: {exc}"
+                        if len(report.errors) < 5:
+                            report.errors.append(msg[:500])
+                        log.debug("call failed: %s", msg[:300])
+                    else:
+                        store.append(stage, record)
+                        report.ran += 1
+                    bar.update(1)
+                refill()
         except BaseException:
-            for f in futures:
+            for f in running:
                 f.cancel()
             raise
         finally:

@@ -104,3 +104,86 @@ def test_failed_calls_are_not_recorded_and_exit_nonzero(tmp_path, capsys, monkey
         assert len(lines) == 0  # the 3 greedy calls failed: nothing recorded for them
         assert main(["m1", str(cfg), "--output-path", str(out), "-q"]) == 0  # the server recovered: resume
         assert len((out / "greedy.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"dataset_cfg": "arith"}, "key 'dataset_cfg' expects dict"),
+    ({"num_rationales": 0}, "num_rationales must be >= 1"),
+    ({"concurrency": True}, "key 'concurrency' expects int, got bool"),
+    ({"teacher_model_cfg": {"model_type": "openai", "model_cfg": {"model": "x", "api_bsae": "y"}}},
+     "teacher_model_cfg.model_cfg.api_bsae: unknown key (did you mean 'api_base'?)"),
+    ({"teacher_model_cfg": {"model_type": "openai", "model_cfg": {"model": "x"}, "sampel_cfg": {}}},
+     "teacher_model_cfg.sampel_cfg: unknown key (did you mean 'sample_cfg'?)"),
+    ({"teacher_sample_cfg": {"temperature": "hot"}}, "teacher_model_cfg.sample_cfg.temperature: expected a number"),
+    ({"exam_scorer_type": "maths"}, "exam_scorer_type: unknown type 'maths' (did you mean 'math'?)"),
+    ({"dataset_type": "arith", "dataset_cfg": {"num_famillies": 3}}, "dataset_cfg.num_famillies: unknown key"),
+])
+def test_more_bad_configs(tmp_path, capsys, monkeypatch, change, needle):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    cfg = {**fake_config("http://127.0.0.1:9/v1"), **change}
+    code, err = run_cli(capsys, "m1", str(write(tmp_path, cfg)), "--output-path", str(tmp_path / "out"))
+    assert code == 2
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    target = tmp_path / "results.txt"
+    target.write_text("precious")
+    code, err = run_cli(capsys, "m1", str(write(tmp_path, fake_config("http://127.0.0.1:9/v1"))), "--output-path",
+                        str(target))
+    assert code == 2 and "not a directory" in err and target.read_text() == "precious"
+
+
+def _exam_files(tmp_path):
+    tp = tmp_path / "tp.jsonl"
+    tp.write_text('{"question": "Ann has 2 pens. Ann buys 3 more pens.", "rationale": "2+3=5", "answer": "5"}\n')
+    ep = tmp_path / "ep.jsonl"
+    ep.write_text('{"question": "Bo has 4 cups. Bo buys 1 more cups.", "answer": "5"}\n')
+    return tp, ep
+
+
+def test_exam_plan_index_out_of_range(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    tp, ep = _exam_files(tmp_path)
+    cfg = {**fake_config("http://127.0.0.1:9/v1"), "teaching_plans": [[0], [3]], "exam_maker_type": "fixed",
+           "exam_maker_cfg": {}}
+    code, err = run_cli(capsys, "exam", str(write(tmp_path, cfg)), "--output-path", str(tmp_path / "o"),
+                        "--teaching-dataset-file", str(tp), "--exam-dataset-file", str(ep))
+    assert code == 2 and "teaching_plans[1]: index 3 out of range" in err
+
+
+def test_exam_missing_exam_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    cfg = {**fake_config("http://127.0.0.1:9/v1"), "exam_maker_type": "fixed", "exam_maker_cfg": {}}
+    code, err = run_cli(capsys, "exam", str(write(tmp_path, cfg)), "--output-path", str(tmp_path / "o"),
+                        "--exam-dataset-file", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "missing.jsonl: no such file" in err
+
+
+def test_exam_plans_need_a_teaching_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    _, ep = _exam_files(tmp_path)
+    cfg = {**fake_config("http://127.0.0.1:9/v1"), "exam_maker_type": "fixed", "exam_maker_cfg": {}}
+    code, err = run_cli(capsys, "exam", str(write(tmp_path, cfg)), "--output-path", str(tmp_path / "o"),
+                        "--exam-dataset-file", str(ep))
+    assert code == 2 and "need --teaching-dataset-file" in err
+
+
+def test_exam_runs_the_seed_way(tmp_path, capsys, monkeypatch, fake_server):
+    """`lbt exam` with the seed's flags: one exam per plan, a dataset row per plan with scores."""
+    import json
+
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    tp, ep = _exam_files(tmp_path)
+    cfg = {**fake_config(fake_server.api_base), "teaching_plans": [[0], ["question-only", 0]],
+           "exam_maker_type": "fixed", "exam_maker_cfg": {}}
+    out = tmp_path / "o"
+    assert main(["exam", str(write(tmp_path, cfg)), "--output-path", str(out), "--teaching-dataset-file", str(tp),
+                 "--exam-dataset-file", str(ep), "-q"]) == 0
+    rows = [json.loads(x) for x in (out / "dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["exam_gt_answers"] == ["5"]
+    student_prompts = [r["body"]["messages"][-1]["content"] for r in fake_server.requests]
+    assert "2+3=5" in student_prompts[0] or "2+3=5" in student_prompts[1]  # plan 0 shows the TR
+    assert sum("2+3=5" in p for p in student_prompts) == 1  # the question-only plan does not
+    assert all(isinstance(r["scores"]["fake-student"], float) for r in rows)
