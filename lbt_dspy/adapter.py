@@ -111,12 +111,11 @@ class TemplateAdapter(dspy.Adapter):
                 demo_user, _, demo_assistant = self.demo_template.format(**item).partition(ROLE_SWITCH)
                 messages.append({"role": "user", "content": demo_user})
                 messages.append({"role": "assistant", "content": demo_assistant})
+            # as in the seed, the instruction goes into the last user turn
             last_user = self.instruction + user_part.replace("{demo}", "").lstrip("\n").format(question=inputs["question"])
         else:
             demo_text = "\n\n\n".join(self.demo_template.format(**item) for item in items)
             last_user = self.instruction + user_part.format(demo=demo_text, question=inputs["question"])
-        if self.use_multi_round_conv and messages and messages[-1]["role"] == "assistant":
-            pass  # the instruction goes into the last user turn, as in the seed
         messages.append({"role": "user", "content": last_user})
         if prefill:
             messages.append({"role": "assistant", "content": prefill})

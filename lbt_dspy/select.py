@@ -42,35 +42,29 @@ def group_answers(answers: Sequence[str], equivalent: Equiv) -> list[list[int]]:
     return groups
 
 
-def _pick(groups: list[list[int]], weight: Callable[[list[int]], float],
-          cands: Sequence[Candidate]) -> Candidate | None:
-    if not groups:
-        return None
+def _best_group(groups: list[list[int]], weight: Callable[[list[int]], float]) -> list[int] | None:
     # Ties go to the larger group, then to the earlier one.
-    best = max(groups, key=lambda g: (weight(g), len(g), -g[0]))
-    return cands[best[0]]
+    return max(groups, key=lambda g: (weight(g), len(g), -g[0])) if groups else None
 
 
-def self_consistency(cands: Sequence[Candidate], equivalent: Equiv) -> str | None:
+def self_consistency(cands: Sequence[Candidate], equivalent: Equiv) -> Candidate | None:
     """SC: the majority answer among the candidates."""
-    groups = group_answers([c.answer for c in cands], equivalent)
-    return _pick(groups, len, cands)
+    best = _best_group(group_answers([c.answer for c in cands], equivalent), len)
+    return cands[best[0]] if best else None
 
 
-def m1_sum(cands: Sequence[Candidate], equivalent: Equiv) -> str | None:
+def m1_sum(cands: Sequence[Candidate], equivalent: Equiv) -> Candidate | None:
     """M1 (SUM): the answer whose candidates have the largest total LbT score."""
-    groups = group_answers([c.answer for c in cands], equivalent)
-    return _pick(groups, lambda g: sum(cands[i].lbt_score for i in g), cands)
+    best = _best_group(group_answers([c.answer for c in cands], equivalent),
+                       lambda g: sum(cands[i].lbt_score for i in g))
+    return cands[best[0]] if best else None
 
 
-def m1_max(cands: Sequence[Candidate], equivalent: Equiv) -> str | None:
-    """M1 (MAX): the answer of the candidate with the highest LbT score (ties: the larger group)."""
-    groups = group_answers([c.answer for c in cands], equivalent)
-    best = _pick(groups, lambda g: max(cands[i].lbt_score for i in g), cands)
-    if best is None:
-        return None
-    group = next(g for g in groups if cands[g[0]] is best)
-    return cands[max(group, key=lambda i: (cands[i].lbt_score, -i))]
+def m1_max(cands: Sequence[Candidate], equivalent: Equiv) -> Candidate | None:
+    """M1 (MAX): the candidate with the highest LbT score (ties: the answer with more candidates)."""
+    best = _best_group(group_answers([c.answer for c in cands], equivalent),
+                       lambda g: max(cands[i].lbt_score for i in g))
+    return cands[max(best, key=lambda i: (cands[i].lbt_score, -i))] if best else None
 
 
 METHODS = {"SC": self_consistency, "M1 MAX": m1_max, "M1 SUM": m1_sum}

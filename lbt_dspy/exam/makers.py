@@ -6,7 +6,7 @@ is a list of such dicts. Makers are deterministic, so a resumed run sees the sam
 
 from __future__ import annotations
 
-import random
+import random as _random
 
 from ..errors import LbtError
 from ..registry import Registry
@@ -126,5 +126,3 @@ class MetaInfoExamMaker(ExamMaker):
             exam.extend(pool[: self.num_exam_questions])
         return exam * self.num_repetitions
 
-
-_random = random
