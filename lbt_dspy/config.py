@@ -76,20 +76,7 @@ class LbtConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
-        if not isinstance(raw, dict):
-            raise LbtError(f"{source}: expected a mapping at the top level")
-        known = {f.name: f for f in fields(cls)}
-        for key in raw:
-            if key not in known:
-                raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, known)}")
-        for key, val in raw.items():
-            f = known[key]
-            expected = {"dict": dict, "list": list, "int": int, "str": str, "bool": bool}.get(str(f.type))
-            if expected and val is not None and not isinstance(val, expected):
-                raise LbtError(f"{source}: key {key!r} expects {f.type}, got {type(val).__name__} ({val!r:.60})")
-            if expected is int and isinstance(val, bool):
-                raise LbtError(f"{source}: key {key!r} expects int, got bool")
-        cfg = cls(**{k: v for k, v in raw.items() if v is not None})
+        cfg = dataclass_from_dict(cls, raw, source)
         if cfg.num_rationales < 1:
             raise LbtError(f"{source}: num_rationales must be >= 1")
         if cfg.concurrency < 1:
@@ -100,19 +87,42 @@ class LbtConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "LbtConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise LbtError(f"{path}: no such config file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise LbtError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        return cls.from_dict(raw, str(path))
+        return cls.from_dict(load_yaml(path), str(path))
 
     def to_dict(self) -> dict:
         return copy.deepcopy(asdict(self))
+
+
+_TYPES = {"dict": dict, "list": list, "int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def dataclass_from_dict(cls, raw: dict, source: str = "config"):
+    """Build config dataclass `cls` from a mapping: unknown keys (with a did-you-mean) and wrong types of
+    plain fields raise a one-line `LbtError` naming `source` and the key; None means "the default"."""
+    if not isinstance(raw, dict):
+        raise LbtError(f"{source}: expected a mapping at the top level")
+    known = {f.name: f for f in fields(cls)}
+    for key, val in raw.items():
+        if key not in known:
+            raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, known)}")
+        expected = _TYPES.get(str(known[key].type))
+        if expected and val is not None and (not isinstance(val, expected) or
+                                             (isinstance(val, bool) and expected is not bool)):
+            raise LbtError(f"{source}: key {key!r} expects {known[key].type}, got {type(val).__name__} ({val!r:.60})")
+    return cls(**{k: v for k, v in raw.items() if v is not None})
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML file as a mapping; a missing file or a syntax error is an `LbtError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise LbtError(f"{path}: no such config file")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise LbtError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
 _SECRET = re.compile(r"(api_?key|secret|token|password)", re.I)
