@@ -9,12 +9,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_dspy_cache(tmp_path, monkeypatch):
+def _isolated_dspy_cache(tmp_path_factory, monkeypatch):
     """Each test gets its own DSPy disk cache, so no test passes thanks to another's cached answers."""
     import dspy
 
-    monkeypatch.setenv("DSPY_CACHEDIR", str(tmp_path / "dspy_cache"))
-    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(tmp_path / "dspy_cache"))
+    cache = str(tmp_path_factory.mktemp("dspy_cache"))
+    monkeypatch.setenv("DSPY_CACHEDIR", cache)
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=cache)
     yield
 
 
