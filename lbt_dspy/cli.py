@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     from .m2.cli import add_m2_parser
 
     add_m2_parser(sub)  # lbt m2 pairs | train | eval
+    from .m3.cli import add_m3_parser
+
+    add_m3_parser(sub)  # lbt m3 CFG
     return p
 
 
@@ -65,6 +68,10 @@ def _run(args) -> int:
         from .m2.cli import run_m2
 
         return run_m2(args)
+    if args.command == "m3":
+        from .m3.cli import run_m3_command
+
+        return run_m3_command(args)
     if args.command == "serve":
         from .models.embedded import EmbeddedServer
 

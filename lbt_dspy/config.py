@@ -63,6 +63,16 @@ class LbtConfig:
     exam_scorer_type: str = _help("How exam answers are scored: math.", default="math")
     exam_scorer_cfg: dict = _help("Arguments of the scorer.", default_factory=dict)
     teaching_plans: object = _help("`lbt exam` only: 'every', 'no demo', or a list of index lists.", default="every")
+    exam_budget: str = _help("`lbt m1` exam generations: 'full' (every pair takes every exam problem, the paper) "
+                             "or 'adaptive' (racing: only pairs that can still change the M1 MAX/SUM pick get more "
+                             "exam problems; see lbt_dspy/adaptive.py). Adaptive runs give partial LbT scores.",
+                             default="full")
+    exam_budget_cfg: dict = _help("With exam_budget 'adaptive': initial (exam problems every pair of a contested TP "
+                                  "takes first, default 1), step (added per round, 1), confidence (1.0: worst-case "
+                                  "bounds, always the full exam's pick; lower: fewer generations, default 0.95), "
+                                  "prior_strength (2.0), max_width (MAX: pairs per answer group per round, 4), "
+                                  "methods (picks to decide, default both M1 MAX and M1 SUM).",
+                                  default_factory=dict)
     # --- execution ---
     concurrency: int = _help("Requests in flight at once.", default=16)
     num_retries: int = _help("Retries of a failed LM call (backoff, honouring Retry-After).", default=5)
@@ -83,6 +93,15 @@ class LbtConfig:
             raise LbtError(f"{source}: concurrency must be >= 1")
         if not cfg.student_model_cfgs:
             raise LbtError(f"{source}: student_model_cfgs is empty")
+        if cfg.exam_budget not in ("full", "adaptive"):
+            raise LbtError(f"{source}: exam_budget must be 'full' or 'adaptive', got {cfg.exam_budget!r}")
+        if cfg.exam_budget_cfg:
+            from .adaptive import exam_scheduler
+
+            try:
+                exam_scheduler(cfg.exam_budget_cfg, num_slots=1)
+            except (TypeError, ValueError) as exc:
+                raise LbtError(f"{source}: exam_budget_cfg: {exc}") from None
         return cfg
 
     @classmethod
@@ -90,7 +109,15 @@ class LbtConfig:
         return cls.from_dict(load_yaml(path), str(path))
 
     def to_dict(self) -> dict:
-        return copy.deepcopy(asdict(self))
+        out = copy.deepcopy(asdict(self))
+        # Keys added after runs were saved are left out while at their default, so those runs still resume.
+        for key, default in _OMIT_WHEN_DEFAULT.items():
+            if out.get(key) == default:
+                del out[key]
+        return out
+
+
+_OMIT_WHEN_DEFAULT = {"exam_budget": "full", "exam_budget_cfg": {}}
 
 
 _TYPES = {"dict": dict, "list": list, "int": int, "float": (int, float), "str": str, "bool": bool}

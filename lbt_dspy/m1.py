@@ -105,21 +105,27 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
 
         # Exams of one pair are queued together, so a server's prefix cache sees the shared demo.
         pairs = store.load("teach")
-        jobs = []
-        for k, tp in zip(keys, tps):
-            for i in range(cfg.num_rationales):
-                pair = pairs.get(f"{k}/{i}")
-                if pair is None:
-                    continue  # its generation failed; a rerun makes it, then its exam
-                demo = dspy.Example(question=tp["question"], rationale=pair["rationale"], answer=pair["answer"])
-                for student in students:
-                    for slot, ep in enumerate(exams[k]):
-                        jobs.append(Job(f"{k}/{i}/{student.name}/{slot}",
-                                        (lambda s=student, q=ep["question"], d=demo, slot=slot:
-                                         s(question=q, demos=[d], rollout_id=slot)),
-                                        finish({"tp": k, "sample": i, "student": student.name, "slot": slot},
-                                               scorer.reference(ep))))
-        _stage(store, "exam", jobs, cfg, calls, "exam (students)", progress)
+        by_key = dict(zip(keys, tps))
+
+        def exam_jobs(k, i, slots):
+            pair = pairs.get(f"{k}/{i}")
+            if pair is None:
+                return []  # its generation failed; a rerun makes it, then its exam
+            tp = by_key[k]
+            demo = dspy.Example(question=tp["question"], rationale=pair["rationale"], answer=pair["answer"])
+            return [Job(f"{k}/{i}/{student.name}/{slot}",
+                        (lambda s=student, q=exams[k][slot]["question"], d=demo, slot=slot:
+                         s(question=q, demos=[d], rollout_id=slot)),
+                        finish({"tp": k, "sample": i, "student": student.name, "slot": slot},
+                               scorer.reference(exams[k][slot])))
+                    for student in students for slot in slots]
+
+        if cfg.exam_budget == "adaptive":  # rounds of exams, only where they can still change the pick
+            _adaptive_exam_stage(cfg, store, keys, exams, pairs, students, scorer.equivalent, exam_jobs, calls,
+                                 progress)
+        else:
+            jobs = [j for k in keys for i in range(cfg.num_rationales) for j in exam_jobs(k, i, range(len(exams[k])))]
+            _stage(store, "exam", jobs, cfg, calls, "exam (students)", progress)
     store.close()
     return calls
 
@@ -132,3 +138,59 @@ def _stage(store, stage, jobs, cfg, calls, desc, progress):
         calls["error"] = calls["error"] or f"after {cfg.num_retries + 1} attempt(s) each, e.g. {rep.errors[0]}"
         log.error("%s: %d call(s) failed after %d attempt(s) each, e.g. %s", stage, rep.failed, cfg.num_retries + 1,
                   rep.errors[0])
+
+
+def _adaptive_exam_stage(cfg, store, keys, exams, pairs, students, equivalent, exam_jobs, calls, progress):
+    """``exam_budget: adaptive``: exams in rounds chosen by the racing scheduler (`lbt_dspy.adaptive`).
+
+    The scheduler reads only what the store holds, so an interrupted run resumes to the same rounds.
+    Writes ``exam_budget.json``: student generations used vs the full exam's.
+    """
+    from .adaptive import exam_scheduler, run_rounds
+    from .results import memo_equivalent
+    from .select import group_answers
+
+    eq = memo_equivalent(equivalent)
+    samples, groups, scheds = {}, {}, {}
+    for k in keys:
+        samples[k] = [i for i in range(cfg.num_rationales) if f"{k}/{i}" in pairs]
+        gid = [None] * len(samples[k])  # unparseable answers vote for nothing and take no exam
+        for g, members in enumerate(group_answers([pairs[f"{k}/{i}"]["answer"] for i in samples[k]], eq)):
+            for j in members:
+                gid[j] = g
+        groups[k] = gid
+        scheds[k] = exam_scheduler(cfg.exam_budget_cfg, len(exams[k]), len(students))
+
+    def recorded():
+        done = store.load("exam")
+        out = {}
+        for k in keys:
+            rows = []
+            for i in samples[k]:
+                row = []
+                for slot in range(len(exams[k])):
+                    recs = [done.get(f"{k}/{i}/{s.name}/{slot}") for s in students]
+                    row.append(None if None in recs else sum(r["score"] for r in recs) / len(recs))
+                rows.append(row)
+            out[k] = rows
+        return out
+
+    rounds = [0]
+
+    def run_round(todo):
+        rounds[0] += 1
+        jobs = [j for k, per_pair in todo.items() for j_idx, slots in per_pair.items()
+                for j in exam_jobs(k, samples[k][j_idx], slots)]
+        failed = calls["failed"]
+        _stage(store, "exam", jobs, cfg, calls, f"exam (adaptive, round {rounds[0]})", progress)
+        return calls["failed"] == failed
+
+    out = run_rounds(scheds, groups, recorded, run_round)
+    res = recorded()
+    used = sum(v is not None for k in keys for row in res[k] for v in row) * len(students)
+    full = sum(len(samples[k]) * len(exams[k]) for k in keys) * len(students)
+    store.write_json("exam_budget.json", {
+        "exam_budget": "adaptive", "exam_budget_cfg": cfg.exam_budget_cfg, "complete": out["complete"],
+        "rounds_this_run": out["rounds"], "student_generations": used, "full_exam_generations": full,
+        "fraction": round(used / full, 4) if full else 0.0})
+    log.info("adaptive exams: %d of %d student generations (%.1f%%)", used, full, 100 * used / max(full, 1))

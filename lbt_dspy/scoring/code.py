@@ -59,6 +59,16 @@ CODE_HEADER = (
 )
 _PY_LANGS = {"", "python", "python3", "py", "py3"}
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w.+-]*)[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
+_AST_LOCK = threading.Lock()
+
+
+def _parse(source: str, *args, **kwargs) -> ast.AST:
+    """`ast.parse` under a lock. CPython 3.11 keeps the AST constructor's recursion depth in state
+    shared by all threads, so concurrent parses (answer extraction in the LM worker threads, scoring
+    in the main thread) fail now and then with "SystemError: AST constructor recursion depth
+    mismatch" (python/cpython#106905)."""
+    with _AST_LOCK:
+        return ast.parse(source, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,7 +76,7 @@ _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w.+-]*)[^\n]*\n(.*?)^[ \t]*```", re.S |
 # --------------------------------------------------------------------------------------------
 def _parses(code: str) -> bool:
     try:
-        ast.parse(code)
+        _parse(code)
         return True
     except (SyntaxError, ValueError):
         return False
@@ -74,7 +84,7 @@ def _parses(code: str) -> bool:
 
 def _defines_function(code: str) -> bool:
     try:
-        tree = ast.parse(code)
+        tree = _parse(code)
     except (SyntaxError, ValueError):
         return False
     return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(tree))
@@ -194,7 +204,7 @@ def split_checks(test: str, candidate: str | None = None) -> list[str]:
     calls_check = candidate and re.search(r"^def check\(", test, re.M)
     whole = test.rstrip() + (f"\n\ncheck({candidate})\n" if calls_check else "\n")
     try:
-        tree = ast.parse(test)
+        tree = _parse(test)
     except (SyntaxError, ValueError):
         return [whole]
     check_fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
@@ -246,7 +256,7 @@ def _example_calls(prompt: str, entry_point: str) -> set:
         if end is None:
             continue
         try:
-            node = ast.parse(prompt[m.start():end].strip(), mode="eval").body
+            node = _parse(prompt[m.start():end].strip(), mode="eval").body
         except (SyntaxError, ValueError, MemoryError, RecursionError):
             continue
         if isinstance(node, ast.Call):
@@ -256,7 +266,7 @@ def _example_calls(prompt: str, entry_point: str) -> set:
 
 def _calls_in(check: str, names: tuple[str, ...]) -> set:
     try:
-        tree = ast.parse(check)
+        tree = _parse(check)
     except (SyntaxError, ValueError):
         return set()
     last = tree.body[-1] if tree.body else tree  # only the check statement, not the setup
@@ -387,7 +397,7 @@ def as_problem(reference) -> dict:
 # --------------------------------------------------------------------------------------------
 def _defines(code: str, entry_point: str) -> bool:
     try:
-        tree = ast.parse(code)
+        tree = _parse(code)
     except (SyntaxError, ValueError):
         return False
     defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -449,7 +459,7 @@ def _run_check_list(solution: str, checks: list[str], limits: SandboxLimits | No
 
 def _normalise(code: str) -> str:
     try:
-        tree = ast.parse(code)
+        tree = _parse(code)
     except (SyntaxError, ValueError):
         return re.sub(r"\s+", " ", code).strip()
     for node in ast.walk(tree):  # docstrings do not change behaviour
@@ -494,6 +504,10 @@ class CodeScorer(ExamScorer):
         self._cache: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
 
+    def reference(self, item: dict):
+        """The problem itself: its checks, entry point and prompt are what a code answer is run against."""
+        return item
+
     def extract(self, text: str) -> str:
         return extract_code(text)
 
@@ -528,6 +542,10 @@ class CodeScorer(ExamScorer):
 
     def score(self, answer: str, reference) -> float:
         return self.v_score(answer, reference) if self.mode == "visible" else self.s_score(answer, reference)
+
+    def judge(self, answer: str, reference) -> dict:
+        """The hidden-test S-score of a teacher answer (M1 judges its picks by it, never selects by it)."""
+        return {"s_score": self.s_score(answer, reference)}
 
     def equivalent(self, a: str, b: str) -> bool:
         """Same code up to formatting, comments and docstrings."""

@@ -1,0 +1,225 @@
+"""P1: does `lbt m1`'s exam stage keep the inference server as busy as a plain client can?
+
+The same exam prompts (the demo's arithmetic task; each TR-TA pair's exams sent together, so the
+server's prefix cache sees the shared demo) are sent
+
+  (a) straight to the server with the plain `openai` client from a thread pool, at the best
+      concurrency found by a short sweep, and
+  (b) through `run_m1`'s exam stage (DSPy Predict + adapter + engine + runner + scoring + store; the
+      run directory is pre-filled with TR-TA pairs, so only the exam stage runs; DSPy cache off),
+
+and the generated tokens/s of each are printed with the ratio b/a. Passes run in the order a, b, b, a
+so that drift on a shared machine (and a warm prefix cache) favours neither. Target: b/a >= 0.90.
+
+By default an embedded server (`transformers serve`, continuous batching) is started and stopped
+here; ``--api-base`` points at a running server instead (e.g. ``vllm serve``; ``--prefill continue``
+for chat with continue_final_message, ``completions`` for raw prompts).
+
+Usage:
+    python eval/bench_throughput.py [--families 8 --pairs 4] [--concurrency 8,16,32]
+    python eval/bench_throughput.py --api-base http://gpu:8000/v1 --model meta-llama/Meta-Llama-3-8B-Instruct \
+        --prefill continue --families 60 --pairs 8 --concurrency 64,128,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("BENCH_API_KEY", "EMPTY")
+
+import dspy  # noqa: E402
+import openai  # noqa: E402
+import yaml  # noqa: E402
+
+from lbt_dspy.components import build_components  # noqa: E402
+from lbt_dspy.config import LbtConfig  # noqa: E402
+from lbt_dspy.m1 import run_m1, tp_key  # noqa: E402
+from lbt_dspy.models import OpenAICompatEngine, normalize_sample_cfg  # noqa: E402
+from lbt_dspy.models.engine import _tokenizer  # noqa: E402
+from lbt_dspy.signatures import SolveProblem  # noqa: E402
+from lbt_dspy.store import RunStore  # noqa: E402
+
+
+class TokenCounter:
+    """Generated tokens: the server's usage count, else the tokenizer's count of the text."""
+
+    def __init__(self, tokenizer_name: str | None):
+        self.tokenizer_name = tokenizer_name
+        self.tokens = 0
+        self.requests = 0
+        self.lock = threading.Lock()
+
+    def add(self, usage_tokens, text: str) -> None:
+        n = usage_tokens
+        if not n:
+            n = len(_tokenizer(self.tokenizer_name)[0](text or "", add_special_tokens=False)["input_ids"])
+        with self.lock:
+            self.tokens += n
+            self.requests += 1
+
+    def reset(self) -> None:
+        self.tokens = self.requests = 0
+
+
+def make_config(args, model: str, api_base: str) -> dict:
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    model_cfg = {"model": model, "api_base": api_base, "api_key_env": "BENCH_API_KEY", "prefill": args.prefill,
+                 "tokenizer": args.tokenizer or model, "timeout": 600}
+    entry = {"model_type": "openai", "model_cfg": model_cfg}
+    cfg.update(teacher_model_cfg=entry, student_model_cfgs=[entry], cache=False, num_retries=2,
+               num_rationales=args.pairs, dataset_cfg={"num_families": args.families, "num_variants": 3, "seed": 0},
+               exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 1})
+    cfg["general_student_sample_cfg"] = {**cfg["general_student_sample_cfg"], "max_new_tokens": args.max_tokens}
+    return cfg
+
+
+def prefill_run_dir(cfg: LbtConfig, path: Path) -> None:
+    """A run directory whose greedy and teach stages are done (TR-TA pairs written, no LM call)."""
+    parts = build_components(cfg)
+    store = RunStore(path, cfg.to_dict())
+    for n, tp in enumerate(parts.data.teaching):
+        k = tp_key(tp, n)
+        store.append("greedy", {"key": k, "tp": k, "rationale": "", "answer": tp["answer"], "score": 1.0})
+        for i in range(cfg.num_rationales):
+            rationale = f"Pair {i}: read the numbers, apply the operation, check the result: {tp['answer']}."
+            store.append("teach", {"key": f"{k}/{i}", "tp": k, "sample": i, "rationale": rationale,
+                                   "answer": tp["answer"], "score": 1.0})
+    store.close()
+
+
+def exam_requests(cfg: LbtConfig, engine: OpenAICompatEngine) -> list[dict]:
+    """The exam stage's requests, in its order (pair by pair), as the engine would send them."""
+    parts = build_components(cfg)
+    exams = {tp_key(tp, n): parts.exam_maker.make_exam_questions([tp]) for n, tp in enumerate(parts.data.teaching)}
+    out = []
+    for n, tp in enumerate(parts.data.teaching):
+        k = tp_key(tp, n)
+        for i in range(cfg.num_rationales):
+            rationale = f"Pair {i}: read the numbers, apply the operation, check the result: {tp['answer']}."
+            demo = dspy.Example(question=tp["question"], rationale=rationale, answer=tp["answer"])
+            for ep in exams[k]:
+                msgs = parts.adapter.format(SolveProblem, [demo], {"question": ep["question"]})
+                if engine.prefill == "completions":
+                    out.append({"prompt": engine.render_prompt(msgs)})
+                elif engine.prefill == "continue" and msgs[-1]["role"] == "assistant":
+                    out.append({"messages": msgs, "extra_body": {"continue_final_message": True,
+                                                                  "add_generation_prompt": False}})
+                else:
+                    out.append({"messages": msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs})
+    return out
+
+
+def plain_pass(client, model: str, requests: list[dict], params: dict, concurrency: int, counter: TokenCounter):
+    def send(req):
+        if "prompt" in req:
+            r = client.completions.create(model=model, prompt=req["prompt"], **params)
+            text = r.choices[0].text
+        else:
+            r = client.chat.completions.create(model=model, messages=req["messages"],
+                                               extra_body=req.get("extra_body"), **params)
+            text = r.choices[0].message.content
+        counter.add(getattr(r.usage, "completion_tokens", None) if r.usage else None, text)
+
+    counter.reset()
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as ex:
+        list(ex.map(send, requests))
+    wall = time.perf_counter() - t
+    return counter.tokens / wall, wall, counter.tokens
+
+
+def lbt_pass(cfg_dict: dict, concurrency: int, counter: TokenCounter):
+    cfg = LbtConfig.from_dict({**cfg_dict, "concurrency": concurrency})
+    with tempfile.TemporaryDirectory() as tmp:
+        prefill_run_dir(cfg, Path(tmp) / "run")
+        counter.reset()
+        t = time.perf_counter()
+        calls = run_m1(cfg, Path(tmp) / "run", progress=False)
+        wall = time.perf_counter() - t
+    if calls["failed"] or calls["teach"] or calls["greedy"]:
+        raise SystemExit(f"unexpected calls: {calls}")
+    return counter.tokens / wall, wall, counter.tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--api-base", help="a running OpenAI-compatible server (default: start the embedded one)")
+    ap.add_argument("--model", help="model name the server expects (default: the embedded checkpoint)")
+    ap.add_argument("--tokenizer", help="tokenizer for the completions prefill (default: --model)")
+    ap.add_argument("--prefill", default="completions", choices=["completions", "continue", "chat"])
+    ap.add_argument("--families", type=int, default=8)
+    ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", default="8,16,32", help="plain-client concurrencies to sweep")
+    ap.add_argument("--sweep-requests", type=int, default=48, help="requests per sweep point")
+    args = ap.parse_args()
+
+    server = None
+    if args.api_base is None:
+        from lbt_dspy.models.embedded import EmbeddedServer, checkpoint_path
+
+        args.model = str(checkpoint_path())
+        server = EmbeddedServer(args.model, continuous_batching=True).start()
+        args.api_base = server.api_base
+    try:
+        cfg_dict = make_config(args, args.model, args.api_base)
+        cfg = LbtConfig.from_dict(cfg_dict)
+        engine = OpenAICompatEngine(args.model, api_base=args.api_base, prefill=args.prefill,
+                                    tokenizer=args.tokenizer or args.model)
+        requests = exam_requests(cfg, engine)
+        params = normalize_sample_cfg(cfg.general_student_sample_cfg, "bench")
+        params.pop("top_k", None)  # not sent to OpenAI-type entries (send_top_k off)
+        client = openai.OpenAI(base_url=args.api_base, api_key=os.environ["BENCH_API_KEY"], max_retries=0,
+                               timeout=600)
+        counter = TokenCounter(args.tokenizer or args.model)
+        # (b) counts the tokens of each response its engine returns, by the same rule as (a)
+        plain_complete = OpenAICompatEngine.complete
+
+        def counted(self, request):
+            resp = plain_complete(self, request)
+            counter.add(resp.usage.output_tokens if resp.usage else None, resp.message.text)
+            return resp
+        OpenAICompatEngine.complete = counted
+
+        print(f"server {args.api_base} ({'embedded, started here' if server else 'external'}), prefill {args.prefill}")
+        print(f"{len(requests)} exam requests ({args.families} problems x {args.pairs} pairs x 3 exam problems), "
+              f"max_tokens {args.max_tokens}, sampling {params}")
+        plain_pass(client, args.model, requests[:8], params, 8, counter)  # warm-up (first-request settings)
+        best, best_c = 0.0, None
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            tps, wall, _ = plain_pass(client, args.model, requests[:args.sweep_requests], params, c, counter)
+            print(f"  sweep: plain client, concurrency {c:4d}: {tps:8.1f} tok/s")
+            if tps > best:
+                best, best_c = tps, c
+        print(f"best plain-client concurrency: {best_c}; lbt runs its exam stage with concurrency {best_c}\n")
+        rows = {"a": [], "b": []}
+        for which in ("a", "b", "b", "a"):
+            if which == "a":
+                res = plain_pass(client, args.model, requests, params, best_c, counter)
+            else:
+                res = lbt_pass(cfg_dict, best_c, counter)
+            rows[which].append(res)
+            label = "(a) plain openai client" if which == "a" else "(b) lbt m1 exam stage  "
+            print(f"{label}: {res[2]:6d} tokens in {res[1]:6.1f} s = {res[0]:7.1f} tok/s")
+        a = sum(r[2] for r in rows["a"]) / sum(r[1] for r in rows["a"])
+        b = sum(r[2] for r in rows["b"]) / sum(r[1] for r in rows["b"])
+        print(f"\n(a) plain client: {a:.1f} tok/s   (b) lbt m1 exam stage: {b:.1f} tok/s   "
+              f"ratio b/a = {b / a:.3f}  (target >= 0.90: {'met' if b / a >= 0.9 else 'NOT met'})")
+        OpenAICompatEngine.complete = plain_complete
+    finally:
+        if server:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

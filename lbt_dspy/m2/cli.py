@@ -1,0 +1,167 @@
+"""`lbt m2 pairs | train | eval`: the M2 commands, hooked into `lbt` by `add_m2_parser` / `run_m2`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..errors import LbtError
+
+
+def _parse_sets(items: list[str] | None, flag: str = "--set") -> dict:
+    """``KEY=VALUE`` pairs, the value read as YAML (``lr=1e-5``, ``dataset_cfg={seed: 1}``)."""
+    out = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise LbtError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(val)
+        except yaml.YAMLError as exc:
+            raise LbtError(f"{flag} {item!r}: the value is not valid YAML ({exc})") from None
+    return out
+
+
+def _add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--field-name`` flag per dataclass field, its help text and default from the field."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_text)
+        else:
+            typ = {"float": float, "int": int, "str": str}.get(str(f.type), str)
+            parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=help_text)
+
+
+def _config_keys(cls) -> str:
+    import textwrap
+
+    lines = ["config keys (YAML; --set KEY=VALUE overrides):"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name} (default {default!r})")
+        lines += textwrap.wrap(f.metadata.get("help", ""), 96, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def add_m2_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``m2`` with its ``pairs``, ``train`` and ``eval`` subcommands to `lbt`'s subparsers."""
+    from .pairs import PairConfig
+
+    m2 = subparsers.add_parser("m2", help="M2: LbT-scored DPO of the teacher (pairs -> train -> eval)")
+    sub = m2.add_subparsers(dest="m2_command", required=True)
+
+    p = sub.add_parser("pairs", help="M1 run directories -> preference pairs (a datasets dataset + JSONL)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="`lbt m1` output directories")
+    p.add_argument("--output-path", required=True, help="directory for pairs.jsonl, dataset/, pairs_summary.json")
+    _add_dataclass_args(p, PairConfig)
+
+    from .train import M2TrainConfig
+
+    t = sub.add_parser("train", help="DPO (TRL DPOTrainer, optional LoRA) on the pairs; saves adapter/ and merged/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_keys(M2TrainConfig))
+    t.add_argument("cfg_file", help="a train config YAML (see configs/m2_demo_train.yaml)")
+    t.add_argument("--pairs", help="override the config's pairs")
+    t.add_argument("--output-dir", help="override the config's output_dir")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (YAML value)")
+
+    e = sub.add_parser("eval", help="greedy accuracy of base vs tuned teachers on held-out problems, one report")
+    e.add_argument("cfg_file", help="an `lbt` config: dataset, prompt format, scorer, teacher_model_cfg (the base)")
+    e.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="a tuned model: a checkpoint dir or a `lbt m2 train` output dir (repeatable)")
+    e.add_argument("--no-base", action="store_true", help="leave out the base model")
+    e.add_argument("--split", default="teaching", choices=("teaching", "bank", "all"),
+                   help="which problems of the config's dataset: teaching problems, exam bank, or both")
+    e.add_argument("--limit", type=int, help="only the first N problems")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. dataset_cfg='{num_families: 32, seed: 1}'")
+    e.add_argument("--output-path", required=True, help="directory for per-model records and report.md")
+    for sp in (p, t, e):
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return m2
+
+
+def run_m2(args) -> int:
+    """Run the parsed ``lbt m2 ...`` command; returns the exit code."""
+    if args.m2_command == "pairs":
+        return _pairs(args)
+    if args.m2_command == "train":
+        return _train(args)
+    if args.m2_command == "eval":
+        return _eval(args)
+    return 2
+
+
+def _pairs(args) -> int:
+    from .pairs import PairConfig, build_pairs, save_pairs
+
+    cfg = PairConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PairConfig)})
+    records, summary = build_pairs(args.run_dirs, cfg)
+    out = save_pairs(records, summary, args.output_path)
+    wc, wl = cfg.weights()
+    print(f"score = {wc:g} x correctness + {wl:g} x LbT; pairs where the scores differ by > {cfg.threshold:g}, "
+          f"at most {cfg.max_pairs_per_problem or 'all'} per problem ({cfg.selection})")
+    print(f"{summary['problems']} problem(s), {summary['samples']} sample(s)"
+          + (f" ({summary['samples_dropped_no_exam']} without exam records, dropped)"
+             if summary["samples_dropped_no_exam"] else "")
+          + f"; {summary['qualifying_pairs']} qualifying pair(s); kept {summary['pairs']} from "
+          f"{summary['problems_with_pairs']} problem(s)")
+    print(f"written to {out}/ (pairs.jsonl, pairs_summary.json" + (", dataset/)" if records else ")"))
+    if not records:
+        print("lbt: no pairs qualified; lower --threshold or use more samples per problem", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train(args) -> int:
+    from .train import M2TrainConfig, format_summary, train
+
+    over = _parse_sets(args.set)
+    if args.pairs:
+        over["pairs"] = args.pairs
+    if args.output_dir:
+        over["output_dir"] = args.output_dir
+    cfg = M2TrainConfig.from_yaml(args.cfg_file, over)
+    if args.quiet:
+        cfg.dpo_args.setdefault("disable_tqdm", True)
+    summary = train(cfg)
+    print(format_summary(summary))
+    print(f"summary: {Path(cfg.output_dir) / 'train_summary.json'}")
+    return 0
+
+
+def _eval(args) -> int:
+    from ..config import LbtConfig
+    from .evaluate import eval_table, run_eval
+
+    path = Path(args.cfg_file)
+    if not path.is_file():
+        raise LbtError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LbtError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise LbtError(f"{path}: expected a mapping at the top level")
+    cfg = LbtConfig.from_dict({**raw, **_parse_sets(args.set)}, str(path))
+    models = []
+    for item in args.model:
+        name, sep, p = item.partition("=")
+        if not sep or not name or not p:
+            raise LbtError(f"--model {item!r}: expected NAME=PATH")
+        models.append((name, p))
+    summary = run_eval(cfg, models, args.output_path, include_base=not args.no_base, split=args.split,
+                       limit=args.limit, progress=not args.quiet)
+    print(eval_table(summary))
+    print(f"report: {Path(args.output_path) / 'report.md'}")
+    if summary["failed_calls"]:
+        print(f"lbt: {summary['failed_calls']} call(s) failed; rerun the same command to retry", file=sys.stderr)
+        return 1
+    return 0

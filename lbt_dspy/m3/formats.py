@@ -1,0 +1,130 @@
+"""Text formats of M3: labels, rendered examples and failure cases, and parsing the teacher's answers.
+
+Rendering follows the LbT patch of ProTeGi: demos as ``### Example j`` / ``**Text:**`` / ``**Label:**``, failure
+cases as ``## Failure Case i`` / ``Text: "..."`` / ``Label:`` / ``Prediction:``; the teacher wraps its
+answers in ``<START>`` / ``<END>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import dspy
+
+YES, NO = "Yes", "No"
+START, END = "<START>", "<END>"
+
+_YES_WORDS = {"yes", "true", "1", "positive"}
+_NO_WORDS = {"no", "false", "0", "negative"}
+
+
+def to_label(value) -> str:
+    """A dataset or model label as ``"Yes"``/``"No"``: 1/True/"yes"... -> Yes, everything else -> No.
+
+    Example:
+        >>> to_label(1), to_label("no"), to_label(" YES."), to_label(0)
+        ('Yes', 'No', 'Yes', 'No')
+    """
+    if isinstance(value, bool):
+        return YES if value else NO
+    if isinstance(value, (int, float)):
+        return YES if value == 1 else NO
+    return parse_label_word(str(value)) or (YES if answer_is_yes(str(value)) else NO)
+
+
+def answer_is_yes(completion: str) -> bool:
+    """The patch's rule: the prediction is positive iff the answer starts with "YES" (after markup)."""
+    return re.sub(r"^[\s\"'*`#:>\-\[\]]+", "", completion or "").upper().startswith("YES")
+
+
+def parse_label_word(word: str) -> str | None:
+    """A label written by the teacher ("Yes", "no", "True", "1"...), or None when it is not one."""
+    w = re.sub(r"[^a-z0-9]", "", (word or "").lower())
+    if w in _YES_WORDS:
+        return YES
+    if w in _NO_WORDS:
+        return NO
+    return None
+
+
+def render_examples(demos) -> str:
+    """Demos as the patch's example section (``### Example j``, ``**Text:**``, ``**Label:**``)."""
+    return "\n\n".join(f"### Example {j}\n**Text:** {d['text']}\n**Label:** {d['label']}"
+                       for j, d in enumerate(demos, 1))
+
+
+def render_failures(failures) -> str:
+    """Failure cases as in the patch: ``## Failure Case i`` / ``Text: "..."`` / ``Label:`` / ``Prediction:``."""
+    return "\n\n".join(f'## Failure Case {i}\nText: "{f["text"]}"\nLabel: {f["label"]}\nPrediction: {f["pred"]}'
+                       for i, f in enumerate(failures, 1))
+
+
+def tagged_segments(text: str) -> list[str]:
+    """Every ``<START>...<END>`` segment; an unterminated last one (cut by max_tokens) counts too."""
+    out = []
+    for part in (text or "").split(START)[1:]:
+        seg = part.split(END)[0].strip()
+        if seg:
+            out.append(seg)
+    return out
+
+
+def last_tagged(text: str) -> str:
+    """The patch's ``parse_tagged_text_for_icl``: the text after the last ``<START>`` up to ``<END>``.
+
+    Without any ``<START>`` the whole answer is used (small models often forget the tags).
+    """
+    text = text or ""
+    if START not in text:
+        return text.split(END)[0].strip()
+    return text.rsplit(START, 1)[1].split(END)[0].strip()
+
+
+def parse_reasons(text: str, min_words: int = 6) -> list[str]:
+    """Reasons from a reflection: tagged segments with more than 5 words, as the patch keeps them."""
+    return [r for r in tagged_segments(text) if len(r.split()) >= min_words]
+
+
+_EXAMPLE = re.compile(
+    r"(?:\*\*)?\bText(?:\*\*)?\s*:\s*(?:\*\*)?(?P<text>.*?)\s*(?:\*\*)?\bLabel(?:\*\*)?\s*:\s*(?:\*\*)?\s*"
+    r"[\"'`(]*(?P<label>[A-Za-z0-9]+)", re.S)
+_HEADER = re.compile(r"\n?\s*#+\s*Example\s*\d*\s*$", re.I)
+
+
+def parse_examples(text: str, limit: int | None = None) -> list[dspy.Example]:
+    """The examples a teacher wrote (``Text: ...`` then ``Label: Yes|No``) as demos; junk is skipped.
+
+    Args:
+        text: The teacher's answer; only its last ``<START>...<END>`` section is read (see `last_tagged`).
+        limit: Keep at most this many (the first ones), i.e. K.
+
+    Example:
+        >>> [(e.text, e.label) for e in parse_examples("<START>Text: a cat\\nLabel: yes\\n\\nText: a dog\\nLabel: No<END>")]
+        [('a cat', 'Yes'), ('a dog', 'No')]
+    """
+    section = last_tagged(text)
+    out = []
+    for m in _EXAMPLE.finditer(section):
+        label = parse_label_word(m.group("label"))
+        body = _HEADER.sub("", m.group("text")).strip().strip("*").strip()
+        if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'":
+            body = body[1:-1].strip()
+        if label is None or not body:
+            continue
+        out.append(dspy.Example(text=body, label=label).with_inputs("text"))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def demos_key(demos) -> tuple:
+    """What makes two example sets duplicates: the same (text, label) pairs in the same order."""
+    return tuple((" ".join(str(d["text"]).split()), d["label"]) for d in demos)
+
+
+def demo_dicts(demos) -> list[dict]:
+    return [{"text": d["text"], "label": d["label"]} for d in demos]
+
+
+def as_demos(rows) -> list[dspy.Example]:
+    return [dspy.Example(text=r["text"], label=to_label(r["label"])).with_inputs("text") for r in rows]

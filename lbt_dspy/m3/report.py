@@ -1,0 +1,219 @@
+"""report.md, summary.json and PNGs of an `lbt m3` run directory (F1 per round, baselines, LM calls)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean
+
+from ..errors import LbtError
+from ..store import RunStore
+from .formats import YES, render_examples
+from .metrics import summary as metric_summary
+
+ROLE_COLUMNS = [("teacher_write", "teacher writes"), ("teacher_reflect", "teacher reflections"),
+                ("student_exam", "student exams"), ("score", "scoring")]
+
+
+def summarize(run_dir: str | Path) -> dict:
+    """Everything the report shows, from the run directory's records."""
+    store = RunStore(run_dir)
+    cfg = store.read_config()
+    data_file = store.path / "data.json"
+    if not data_file.exists():
+        raise LbtError(f"{store.path}: not an m3 run directory (no data.json)")
+    data = json.loads(data_file.read_text())
+    rounds = store.load("rounds")
+    evals = store.load("eval")
+    configs: dict[str, dict] = {}
+    for rec in rounds.values():
+        c = configs.setdefault(rec["config"], {"students": rec["students"], "rounds": {}})
+        r = rec["record"]
+        ev = {k.rsplit("/", 1)[1]: v for k, v in evals.items() if k.startswith(f"{rec['config']}/{r['round']}/")}
+        news = r.get("new", [])
+        c["rounds"][r["round"]] = {
+            "f1": {name: e["f1"] for name, e in ev.items()},
+            "accuracy": {name: e["accuracy"] for name, e in ev.items()},
+            "n_test": {name: e["n"] for name, e in ev.items()},
+            "train_score": r["beam"][0]["score"],
+            "beam_scores": [b["score"] for b in r["beam"]],
+            "best_demos": r["beam"][0]["demos"],
+            "calls": r["calls"],
+            "eval_calls": sum(e.get("calls", 0) for e in ev.values()),
+            "seconds": r.get("seconds"),
+            "candidates": len(r["candidates"]),
+            "new_sets": len(news),
+            "dropped": r.get("dropped", {}),
+            "reflections": len(r.get("reflections", [])),
+            "reasons": sum(len(x["reasons"]) for x in r.get("reflections", [])),
+            "failures": {x["student"]: len(x["failed"]) for x in r.get("exams", [])},
+            "exam_answered": sum(x["answered"] for x in r.get("exams", [])),
+            "init_fallback": r.get("init_fallback"),
+        }
+    baselines: dict[str, dict] = {}
+    zero = [e for k, e in evals.items() if k.startswith("baseline/zero_shot/")]
+    for e in zero:
+        baselines.setdefault(e["evaluator"], {})["zero-shot"] = _metrics(e)
+    draws: dict[str, list] = {}
+    for k, e in evals.items():
+        if k.startswith("baseline/random"):
+            draws.setdefault(e["evaluator"], []).append(e)
+    for ev, es in draws.items():
+        baselines.setdefault(ev, {})[f"random K ({len(es)} draw{'s' if len(es) > 1 else ''})"] = {
+            "f1": mean(e["f1"] for e in es), "accuracy": mean(e["accuracy"] for e in es),
+            "n": es[0]["n"], "predicted_yes": mean(e["predicted_yes"] for e in es),
+            "calls": sum(e.get("calls", 0) for e in es)}
+    labels = data.get("test_labels", [])
+    const = metric_summary(labels, [YES] * len(labels))
+    baselines.setdefault("teacher", {})["always Yes (no LM)"] = {**_metrics(const), "calls": 0}
+    runs = list(store.load("invocations").values())
+    return {"config": cfg, "task": data["task"], "invocations": runs, "question": data["question"], "train_size": data["train_size"],
+            "test_size": data["test_size"], "configs": configs, "baselines": baselines,
+            "self_is_lbt": bool(data.get("self_is_lbt"))}
+
+
+def _metrics(e: dict) -> dict:
+    return {"f1": e["f1"], "accuracy": e["accuracy"], "n": e["n"], "predicted_yes": e.get("predicted_yes"),
+            "calls": e.get("calls", 0)}
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def f1_table(s: dict, evaluator: str = "teacher") -> str:
+    """Markdown: one row per configuration, test F1 (%) of the best set after each round."""
+    n_rounds = max((max(c["rounds"]) for c in s["configs"].values() if c["rounds"]), default=-1) + 1
+    head = "| configuration | students | " + " | ".join(f"round {r}" for r in range(n_rounds)) + " |\n"
+    head += "|---|---|" + "---|" * n_rounds + "\n"
+    rows = []
+    for name, c in s["configs"].items():
+        cells = [_pct(c["rounds"].get(r, {}).get("f1", {}).get(evaluator)) for r in range(n_rounds)]
+        label = name + (" (= self)" if name == "LbT" and s["self_is_lbt"] else "")
+        rows.append(f"| {label} | {', '.join(c['students'])} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def baseline_table(s: dict, evaluator: str = "teacher") -> str:
+    rows = ["| baseline | test F1 | accuracy | answered | predicted Yes | LM calls |", "|---|---|---|---|---|---|"]
+    for name, m in s["baselines"].get(evaluator, {}).items():
+        py = m.get("predicted_yes")
+        rows.append(f"| {name} | {_pct(m['f1'])} | {_pct(m['accuracy'])} | {m['n']} | "
+                    f"{'–' if py is None else f'{py:g}'} | {m.get('calls', 0)} |")
+    return "\n".join(rows) + "\n"
+
+
+def calls_table(s: dict) -> str:
+    rows = ["| configuration | round | " + " | ".join(h for _, h in ROLE_COLUMNS) +
+            " | test eval | total | failed | seconds (optimizer) |",
+            "|---|---|" + "---|" * (len(ROLE_COLUMNS) + 4)]
+    for name, c in s["configs"].items():
+        for r, rr in sorted(c["rounds"].items()):
+            calls = rr["calls"]
+            total = calls["total"] + rr["eval_calls"]
+            rows.append(f"| {name} | {r} | " + " | ".join(str(calls.get(k, 0)) for k, _ in ROLE_COLUMNS) +
+                        f" | {rr['eval_calls']} | {total} | {calls.get('failed', 0)} | {rr['seconds']} |")
+    return "\n".join(rows) + "\n"
+
+
+def search_table(s: dict) -> str:
+    rows = ["| configuration | round | sets scored | new sets | duplicates dropped | unparsed rewrites | "
+            "reflections (reasons) | failures per student | beam train scores |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in s["configs"].items():
+        for r, rr in sorted(c["rounds"].items()):
+            d = rr["dropped"]
+            fails = ", ".join(f"{k}: {v}" for k, v in rr["failures"].items()) or "–"
+            scores = ", ".join("–" if x is None else f"{x:.3f}" for x in rr["beam_scores"])
+            rows.append(f"| {name} | {r} | {rr['candidates']} | {rr['new_sets']} | {d.get('duplicates', 0)} | "
+                        f"{d.get('unparsed', 0)} | {rr['reflections']} ({rr['reasons']}) | {fails} | {scores} |")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(run_dir: str | Path, s: dict | None = None) -> Path:
+    """Write report.md, summary.json and the F1-vs-round PNGs; returns report.md's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    s = s or summarize(run_dir)
+    store = RunStore(run_dir)
+    store.write_json("summary.json", s)
+    cfg = s["config"]
+    figures = []
+    base = s["baselines"].get("teacher", {})
+
+    def plot(names: list[str], file: str, title: str) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name in names:
+            rs = sorted(s["configs"][name]["rounds"].items())
+            pts = [(r, 100 * rr["f1"]["teacher"]) for r, rr in rs if "teacher" in rr["f1"]]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        for (bname, m), style in zip(base.items(), ("--", ":", "-.", "--")):
+            ax.axhline(100 * m["f1"], linestyle=style, color="gray", linewidth=1)
+            ax.annotate(bname, (0, 100 * m["f1"]), fontsize=7, color="gray", va="bottom")
+        ax.set_xlabel("round")
+        ax.set_ylabel("test F1 (%), teacher classifies")
+        ax.set_title(title)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / file, dpi=120)
+        plt.close(fig)
+        figures.append(file)
+
+    names = list(s["configs"])
+    if names:
+        plot(names, "f1_vs_round.png", f"M3 on {s['task']}: F1 of the best set per round")
+        for name in names:
+            plot([name], f"f1_vs_round_{name}.png", f"M3 on {s['task']} ({name})")
+
+    lines = [f"# M3 report: {s['task']}", ""]
+    if cfg.get("description"):
+        lines += [cfg["description"], ""]
+    teacher = cfg["teacher_model_cfg"]
+    lines += [
+        f"- question: {s['question']}",
+        f"- teacher: `{json.dumps(teacher)}`; students: "
+        + ", ".join(f"`{json.dumps(e)}`" for e in cfg["student_model_cfgs"]),
+        f"- K = {cfg['num_examples']}, init `{cfg['init_method']}`, rounds {cfg['rounds']}, beam {cfg['beam_size']}, "
+        f"minibatch {cfg['minibatch_size']}, reflections/set {cfg['reflections_per_set']}, failures/reflection "
+        f"{cfg['failures_per_reflection']}, reasons/reflection {cfg['reasons_per_reflection']}, expansion "
+        f"{cfg['expansion_factor']}, dedupe {cfg['dedupe']}, scorer `{cfg['scorer']}` ({cfg['score_metric']}, "
+        f"sample {cfg['score_sample_size'] or 'eval_budget/#candidates'}), seed {cfg['seed']}",
+        f"- training pool {s['train_size']} texts, test {s['test_size']} texts",
+    ]
+    if s["self_is_lbt"]:
+        lines.append("- the only student is the teacher itself (same model and settings), so the LbT run *is* the "
+                     "self-reflection (APO-style) baseline; it was not run twice")
+    lines += ["", "## Test F1 (%) of the best example set after each round (the teacher classifies, as in the paper)",
+              "", f1_table(s)]
+    students = sorted({ev for c in s["configs"].values() for rr in c["rounds"].values() for ev in rr["f1"]}
+                      - {"teacher"})
+    for ev in students:
+        lines += [f"Test F1 (%) when student `{ev}` classifies:", "", f1_table(s, ev)]
+    lines += ["## Baselines (test, the teacher classifies)", "", baseline_table(s)]
+    for ev in students:
+        if ev in s["baselines"]:
+            lines += [f"Student `{ev}`:", "", baseline_table(s, ev)]
+    lines += ["## LM calls per round", "",
+              "Calls issued by the optimizer per round (repeated prompts are answered by DSPy's cache and still "
+              "counted) and the test evaluation of the round's best set.", "", calls_table(s),
+              "## Search per round", "", search_table(s)]
+    if s.get("invocations"):
+        lines += ["## Invocations of `lbt m3` on this directory", "",
+                  "| started | wall time (s) | LM calls, optimizer | LM calls, test evaluation | failed |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {x['started']} | {x['seconds']} | {x['optimize']} | {x['eval']} | {x['failed']} |"
+                  for x in s["invocations"]]
+        lines.append("")
+    for name, c in s["configs"].items():
+        if c["rounds"]:
+            last = max(c["rounds"])
+            lines += [f"## Best example set ({name}, round {last})", "", "```",
+                      render_examples(c["rounds"][last]["best_demos"]), "```", ""]
+    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    return store.write_text("report.md", "\n".join(lines))

@@ -1,0 +1,202 @@
+"""`lbt m3 CFG`: optimise in-context examples the LbT way, evaluate test F1 after every round, with baselines.
+
+Configurations (each an `LbTOptimizer` run with the same teacher and seeds):
+
+- ``LbT``: the configured students take the exams.
+- ``self``: the teacher is its own only student (APO-style self-reflection; baseline ``self``). When the
+  configured students are exactly the classifying teacher, ``self`` *is* the LbT run and is not run twice.
+
+Baselines without optimisation: zero-shot, K random training examples, and "always Yes" (no LM call). Test F1
+is the teacher's (the paper's measure), and the students' too with ``eval_students``.
+
+The run directory (resumable, `RunStore`): ``config.yaml``; ``rounds.jsonl`` (one record per configuration
+and round: candidates, scores, reflections, rewrites, which student failed where, LM calls); ``eval.jsonl``
+(test F1 of the best set per round, and baselines); ``best_program_<configuration>.json`` (DSPy's JSON);
+``report.md``, ``summary.json`` and PNGs (`report.write_report`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+from ..models import ModelPool
+from ..store import RunStore
+from .adapters import STEERING_PREFILLS, ClassifierAdapter, TeacherAdapter
+from .classify import Classifier
+from .config import M3Config
+from .formats import YES, demo_dicts
+from .metrics import summary
+from .optimizer import LbTOptimizer, lm_name
+from .signatures import make_classifier
+from .tasks import load_task
+
+log = logging.getLogger("lbt_dspy")
+
+
+def subsample(examples: list, size: int | None, seed: str) -> list:
+    """A seeded random subset of `size` examples (all of them, in order, when size is None or too large)."""
+    if size is None or size >= len(examples):
+        return list(examples)
+    return random.Random(seed).sample(examples, size)
+
+
+def _entry_key(entry: dict, default_sample: dict) -> str:
+    """What makes two model entries the same classifier: model and merged sampling settings."""
+    model = {k: v for k, v in entry.items() if k != "sample_cfg"}
+    sample = {**default_sample, **(entry.get("sample_cfg") or {})}
+    return json.dumps([model, sample], sort_keys=True, default=str)
+
+
+def self_is_lbt(cfg: M3Config) -> bool:
+    """True when the only student is the teacher classifying with the same settings (LbT = self-reflection)."""
+    return (len(cfg.student_model_cfgs) == 1 and
+            _entry_key(cfg.student_model_cfgs[0], cfg.classify_sample_cfg)
+            == _entry_key(cfg.teacher_model_cfg, cfg.classify_sample_cfg))
+
+
+class _Models:
+    """The run's LMs: teacher (writes), classifier (the teacher classifying) and students."""
+
+    def __init__(self, teacher, classifier, students: list):
+        self.teacher, self.classifier, self.students = teacher, classifier, students
+        names = []
+        for i, lm in enumerate(students):
+            name = lm_name(lm, f"student{i}")
+            names.append(f"{name}#{i}" if name in names else name)
+        self.student_names = names
+
+
+def build_models(cfg: M3Config, pool: ModelPool) -> _Models:
+    teacher = pool.lm(cfg.teacher_model_cfg, cfg.teacher_sample_cfg, where="teacher_model_cfg")
+    classifier = pool.lm(cfg.teacher_model_cfg, cfg.classify_sample_cfg, where="teacher_model_cfg")
+    students = [pool.lm(e, cfg.classify_sample_cfg, where=f"student_model_cfgs[{i}]")
+                for i, e in enumerate(cfg.student_model_cfgs)]
+    return _Models(teacher, classifier, students)
+
+
+def run_m3(cfg: M3Config, output_path: str | Path, progress: bool = True, log_dir: str | None = None,
+           models: _Models | None = None) -> dict:
+    """Run (or resume) M3 into `output_path`; returns LM call counts and wall time.
+
+    Args:
+        cfg: The configuration.
+        output_path: The run directory.
+        progress: tqdm bars and one line per round.
+        log_dir: Where started model servers write logs.
+        models: Ready LMs (tests); None builds them from `cfg` with a `ModelPool`.
+    """
+    t0 = time.monotonic()
+    task = load_task(cfg.task, cfg.question, **cfg.task_cfg)
+    train = subsample(task.train, cfg.train_size, f"{cfg.seed}/train")
+    test = subsample(task.test, cfg.test_size, f"{cfg.seed}/test")
+    store = RunStore(output_path, cfg.to_dict())
+    store.write_json("data.json", {"task": task.name, "question": task.question,
+                                   "train": [demo_dicts([e])[0] for e in train],
+                                   "test_labels": [e.label for e in test], "train_size": len(train),
+                                   "test_size": len(test), "self_is_lbt": self_is_lbt(cfg)})
+    calls = {"optimize": 0, "eval": 0, "failed": 0}
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        if models is not None:
+            _run(cfg, store, task.question, train, test, models, calls, progress)
+        else:
+            with ModelPool(cache=cfg.cache, num_retries=cfg.num_retries, log_dir=log_dir) as pool:
+                _run(cfg, store, task.question, train, test, build_models(cfg, pool), calls, progress)
+        calls["seconds"] = round(time.monotonic() - t0, 1)
+        store.append("invocations", {"key": f"{started}/{len(store.load('invocations'))}", "started": started,
+                                     **calls})
+    finally:
+        store.close()
+    return calls
+
+
+def _run(cfg, store, question, train, test, models: _Models, calls: dict, progress: bool) -> None:
+    program = make_classifier(question)
+    evaluated = store.load("eval")
+
+    def count(role, failed):
+        calls["eval"] += 1
+        calls["failed"] += failed
+
+    clf = Classifier(program, ClassifierAdapter(), cfg.concurrency, progress, on_call=count)
+    evaluators = [("teacher", models.classifier)]
+    if cfg.eval_students:
+        evaluators += list(zip(models.student_names, models.students))
+    labels = [e.label for e in test]
+
+    def evaluate(key_prefix: str, demos: list, meta: dict, desc: str) -> None:
+        for ev_name, lm in evaluators:
+            key = f"{key_prefix}/{ev_name}"
+            if key in evaluated:
+                continue
+            before = calls["eval"]
+            preds = clf.many([(demos, lm, e.text) for e in test], "test", f"{desc} ({ev_name})")
+            rec = {"key": key, **meta, "evaluator": ev_name, **summary(labels, preds),
+                   "calls": calls["eval"] - before, "preds": preds}
+            store.append("eval", rec)
+            evaluated[key] = rec
+
+    # Baselines first: they are cheap and give the reference points.
+    if "zero_shot" in cfg.baselines:
+        evaluate("baseline/zero_shot", [], {"baseline": "zero_shot"}, "zero-shot on test")
+    if "random" in cfg.baselines:
+        for d in range(cfg.random_draws):
+            demos = random.Random(f"{cfg.seed}/random/{d}").sample(train, min(cfg.num_examples, len(train)))
+            evaluate(f"baseline/random{d}", demos, {"baseline": "random", "draw": d, "demos": demo_dicts(demos)},
+                     f"random K draw {d} on test")
+
+    configurations = [("LbT", models.students, models.student_names)]
+    if "self" in cfg.baselines and not self_is_lbt(cfg):
+        configurations.append(("self", [models.classifier], ["teacher"]))
+    rounds_done = store.load("rounds")
+    for name, students, student_names in configurations:
+        prior = []
+        while f"{name}/{len(prior)}" in rounds_done and len(prior) <= cfg.rounds:
+            prior.append(rounds_done[f"{name}/{len(prior)}"]["record"])
+
+        def on_round(record, name=name, student_names=student_names):
+            r = record["round"]
+            calls["optimize"] += record["calls"]["total"]
+            calls["failed"] += record["calls"]["failed"]
+            store.append("rounds", {"key": f"{name}/{r}", "config": name, "students": student_names,
+                                    "record": record})
+            best = record["beam"][0]
+            evaluate(f"{name}/{r}", best["demos"], {"config": name, "round": r, "best": best["id"],
+                                                   "train_score": best["score"]}, f"{name} round {r} on test")
+            if progress:
+                f1 = evaluated[f"{name}/{r}/teacher"]["f1"]
+                score = best["score"]
+                score_txt = f"{score:.3f}" if score is not None else "n/a"
+                from tqdm.auto import tqdm
+
+                tqdm.write(f"{name} round {r}: best train score {score_txt}, test F1 {100 * f1:.1f}, "
+                           f"LM calls {record['calls']['total']}, {record['seconds']:.0f} s")
+
+        optimizer = LbTOptimizer(
+            students, num_examples=cfg.num_examples, init_method=cfg.init_method, rounds=cfg.rounds,
+            beam_size=cfg.beam_size, minibatch_size=cfg.minibatch_size, reflections_per_set=cfg.reflections_per_set,
+            failures_per_reflection=cfg.failures_per_reflection, reasons_per_reflection=cfg.reasons_per_reflection,
+            expansion_factor=cfg.expansion_factor, dedupe=cfg.dedupe, scorer=cfg.scorer,
+            score_sample_size=cfg.score_sample_size, eval_budget=cfg.eval_budget, score_metric=cfg.score_metric,
+            reason_max_tokens=cfg.reason_max_new_tokens, teacher_classifier=models.classifier, classifier_adapter=ClassifierAdapter(),
+            teacher_adapter=TeacherAdapter(STEERING_PREFILLS if cfg.teacher_prefill else None),
+            num_threads=cfg.concurrency, seed=cfg.seed, history=prior, on_round=on_round, progress=progress)
+        best = optimizer.compile(program, trainset=train, teacher=models.teacher)
+        for record in optimizer.history:  # rounds stored by an interrupted run but not yet evaluated
+            b = record["beam"][0]
+            evaluate(f"{name}/{record['round']}", b["demos"], {"config": name, "round": record["round"],
+                                                               "best": b["id"], "train_score": b["score"]},
+                     f"{name} round {record['round']} on test")
+        best.save(str(store.path / f"best_program_{name}.json"))
+
+
+def constant_yes_f1(labels: list[str]) -> dict:
+    """The "always Yes" reference (no LM call): what F1 a classifier gets by never saying No."""
+    return summary(labels, [YES] * len(labels))
+
+
+__all__ = ["run_m3", "build_models", "self_is_lbt", "subsample", "constant_yes_f1"]

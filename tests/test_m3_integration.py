@@ -1,0 +1,40 @@
+"""M3 with the real embedded model (SmolLM2-135M through `transformers serve`): one tiny round, end to end."""
+
+import json
+
+import pytest
+import yaml
+
+from lbt_dspy.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_tiny_m3_round_on_the_embedded_model(tmp_path, capsys):
+    cfg = yaml.safe_load(open("configs/m3_liar.yaml"))
+    cfg.update(train_size=24, test_size=6, rounds=1, beam_size=1, minibatch_size=4, reflections_per_set=1,
+               failures_per_reflection=2, score_sample_size=4, baselines=["zero_shot"], concurrency=4)
+    cfg["teacher_sample_cfg"]["max_new_tokens"] = 60
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    rc = main(["m3", str(path), "--output-path", str(out), "-q"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "| LbT (= self) |" in printed and "LM calls this run:" in printed
+
+    rounds = [json.loads(x)["record"] for x in open(out / "rounds.jsonl")]
+    assert [r["round"] for r in rounds] == [0, 1]
+    r0, r1 = rounds
+    assert r0["calls"]["score"] == 4 and r0["calls"]["failed"] == 0
+    assert [e["answered"] for e in r1["exams"]] == [4]  # the student really took the exam
+    failed = r1["exams"][0]["failed"]
+    # The teacher reflects exactly when the student failed, and its answers are recorded verbatim.
+    assert r1["calls"]["teacher_reflect"] == (1 if failed else 0)
+    assert all(x["response"] for x in r1["reflections"])
+    assert r1["calls"]["teacher_write"] == sum(len(x["reasons"]) for x in r1["reflections"])
+    evals = [json.loads(x) for x in open(out / "eval.jsonl")]
+    assert {e["key"] for e in evals} == {"baseline/zero_shot/teacher", "LbT/0/teacher", "LbT/1/teacher"}
+    assert all(e["n"] == 6 for e in evals)
+    assert (out / "report.md").exists() and (out / "f1_vs_round.png").stat().st_size > 1000
+    assert (out / "best_program_LbT.json").exists()

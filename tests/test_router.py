@@ -1,0 +1,180 @@
+"""Several endpoints of one model: least-loaded routing, a dead endpoint taken out (no request lost) and
+tried again later. Scripted servers for the logic; two real embedded servers, one killed mid-run."""
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import dspy
+import pytest
+from conftest import fake_config
+from fake_openai import FakeOpenAI
+
+from lbt_dspy.config import LbtConfig
+from lbt_dspy.errors import LbtError
+from lbt_dspy.m1 import run_m1
+from lbt_dspy.models import ModelPool, OpenAICompatEngine
+from lbt_dspy.models.router import RoutedEngine
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "sk-test-router")
+
+
+def entry(bases):
+    return {"model_type": "openai", "model_cfg": {"model": "fake", "api_base": bases, "api_key_env": "FAKE_API_KEY"}}
+
+
+def ask(lm, n, concurrency=8, tag="q"):
+    q = "Tom has {} apples. Tom buys 2 more apples. How many apples does Tom have now?"
+    with ThreadPoolExecutor(concurrency) as ex:
+        return list(ex.map(lambda i: lm(f"[[Question]]: {q.format(i)} ({tag})")[0], range(n)))
+
+
+def kill(srv):
+    """The scripted server stops accepting: new connections are refused."""
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+def test_a_list_of_api_bases_routes_and_one_stays_plain(fake_server):
+    with ModelPool(cache=False) as pool:
+        assert isinstance(pool.lm(entry([fake_server.api_base])).engine, OpenAICompatEngine)
+        with FakeOpenAI() as other:
+            lm = pool.lm(entry([fake_server.api_base, other.api_base]))
+            assert isinstance(lm.engine, RoutedEngine)
+            assert "sk-test" not in repr(lm.engine)
+            ask(lm, 16)
+            assert fake_server.requests and other.requests  # both replicas served
+        for bad in ([], [fake_server.api_base] * 2, [fake_server.api_base, 3]):
+            with pytest.raises(LbtError, match="api_base"):
+                pool.lm(entry(bad))
+
+
+def test_the_least_loaded_replica_takes_more():
+    with FakeOpenAI(delay=0.4) as slow, FakeOpenAI(delay=0.02) as fast, ModelPool(cache=False) as pool:
+        lm = pool.lm(entry([slow.api_base, fast.api_base]))
+        ask(lm, 48, concurrency=6)
+        assert len(fast.requests) >= 3 * len(slow.requests) > 0
+        assert all(ep["in_flight"] == 0 for ep in lm.engine.status())
+
+
+def test_a_killed_replica_loses_no_request_of_an_m1_run(tmp_path):
+    with FakeOpenAI(delay=0.05) as a, FakeOpenAI(delay=0.05) as b:
+        cfg = fake_config(a.api_base, concurrency=4, num_retries=0)  # no DSPy retry: failover alone
+        cfg["teacher_model_cfg"] = entry([a.api_base, b.api_base])
+        cfg["student_model_cfgs"][0]["model_cfg"]["api_base"] = [a.api_base, b.api_base]
+
+        def killer():
+            while len(b.requests) < 6:
+                time.sleep(0.01)
+            kill(b)
+        t = threading.Thread(target=killer)
+        t.start()
+        calls = run_m1(LbtConfig.from_dict(cfg), tmp_path / "run", progress=False)
+        t.join()
+    assert calls["failed"] == 0 and (calls["greedy"], calls["teach"], calls["exam"]) == (3, 6, 12)
+    assert len(a.requests) + len(b.requests) >= 21 and len(b.requests) < 21
+    keys = [json.loads(x)["key"] for x in (tmp_path / "run" / "exam.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 12
+
+
+def test_a_dropped_connection_is_sent_to_another_replica_at_once():
+    with FakeOpenAI() as a, FakeOpenAI(faults=["drop"] * 4) as b, ModelPool(cache=False, num_retries=0) as pool:
+        lm = pool.lm(entry([a.api_base, b.api_base]))
+        out = ask(lm, 12, concurrency=4)
+        assert len(out) == 12 and all("[[Final Answer]]" in x for x in out)
+        st = {e["api_base"]: e for e in lm.engine.status()}
+        assert st[b.api_base]["failed"] >= 1
+
+
+def test_a_dead_replica_is_taken_out_then_tried_again_after_its_cooldown():
+    with FakeOpenAI() as a, FakeOpenAI(faults=["drop"]) as b:
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], cooldown=0.5, api_key="x")
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0)
+        ask(lm, 2, concurrency=1, tag="first")  # the rotation reaches b, whose connection drops
+        assert len(b.requests) == 1 and engine.status()[1]["up"] is False
+        ask(lm, 6, concurrency=1, tag="cooling")
+        assert len(b.requests) == 1  # out of the rotation while it cools down
+        time.sleep(0.6)
+        ask(lm, 6, concurrency=1, tag="later")
+        assert len(b.requests) > 1 and engine.status()[1]["up"] and engine.status()[1]["served"] >= 1
+
+
+def test_server_errors_are_left_to_dspy_retries():
+    """A 5xx is not failed over (the server is up; DSPy backs off), but counts against the endpoint."""
+    with FakeOpenAI(faults=[500] * 10) as a, FakeOpenAI(faults=[500] * 10) as b:
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], api_key="x")
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0)
+        with pytest.raises(Exception, match="500"):
+            lm("hello")
+        assert len(a.requests) + len(b.requests) == 1
+
+
+def test_routed_completions_prefill_renders_one_template():
+    from lbt_dspy.models.embedded import checkpoint_path
+
+    ckpt = str(checkpoint_path())
+    with FakeOpenAI() as a, FakeOpenAI() as b, ModelPool(cache=False) as pool:
+        e = entry([a.api_base, b.api_base])
+        e["model_cfg"].update(prefill="completions", tokenizer=ckpt)
+        lm = pool.lm(e)
+        msgs = [{"role": "user", "content": "[[Question]]: Tom has 3 apples. Tom buys 2 more apples."},
+                {"role": "assistant", "content": "[[Solution]]:\n"}]
+        with ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda i: lm(messages=msgs, rollout_id=i + 1, temperature=0.5), range(8)))
+        bodies = [r["body"] for r in a.requests + b.requests]
+        assert len(bodies) == 8 and all(r["path"].endswith("/completions") for r in a.requests + b.requests)
+        assert all(x["prompt"].endswith("<|im_start|>assistant\n[[Solution]]:\n") for x in bodies)
+
+
+def test_embedded_replicas_must_be_a_positive_integer():
+    with ModelPool() as pool:
+        for bad in (0, -1, "2", True):
+            with pytest.raises(LbtError, match="replicas"):
+                pool.lm({"model_type": "embedded", "model_cfg": {"replicas": bad}})
+
+
+@pytest.mark.integration
+def test_two_embedded_servers_one_killed_mid_run(tmp_path):
+    """Two real `transformers serve` replicas; one is SIGKILLed during the exams: no request is lost."""
+    import yaml
+
+    from lbt_dspy.models.embedded import EmbeddedServer, checkpoint_path
+
+    ckpt = str(checkpoint_path())
+    cfg = yaml.safe_load(open("configs/demo.yaml"))
+    with EmbeddedServer(cb_num_blocks=256) as s1, EmbeddedServer(cb_num_blocks=256) as s2:
+        model = {"model_type": "openai", "model_cfg": {
+            "model": ckpt, "api_base": [s1.api_base, s2.api_base], "api_key_env": "FAKE_API_KEY",
+            "prefill": "completions", "tokenizer": ckpt, "timeout": 120}}
+        cfg.update(teacher_model_cfg=model, student_model_cfgs=[model], num_rationales=2, concurrency=4,
+                   dataset_cfg={"num_families": 2, "num_variants": 3, "seed": 0}, num_retries=2, cache=False,
+                   exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 1})
+        for key in ("teacher_sample_cfg", "general_student_sample_cfg"):
+            cfg[key] = {**cfg[key], "max_new_tokens": 24}
+        cfg["greedy_sample_cfg"] = {}  # one sampling setting for both servers (continuous batching)
+        exam_file = tmp_path / "run" / "exam.jsonl"
+        killed = threading.Event()
+
+        def killer():
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                if exam_file.exists() and len(exam_file.read_text().splitlines()) >= 2:
+                    os.killpg(s2.proc.pid, signal.SIGKILL)
+                    killed.set()
+                    return
+                time.sleep(0.05)
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        calls = run_m1(LbtConfig.from_dict(cfg), tmp_path / "run", progress=False)
+        t.join(timeout=5)
+        assert killed.is_set() and s2.proc.poll() is not None
+    assert calls["failed"] == 0, calls["error"]
+    exam = [json.loads(x) for x in exam_file.read_text().splitlines()]
+    assert len(exam) == len({r["key"] for r in exam}) == 2 * 2 * 3  # families x pairs x exam problems
+    assert all(r["rationale"] or r["answer"] for r in exam)
