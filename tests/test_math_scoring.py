@@ -38,6 +38,10 @@ def test_equivalence(ref, ans, same):
     ("blah\nFinal answer: 12", "12"),
     ("The answer is $7$.", "7"),
     ("The correct answer is $4$", "4"),
+    ("Pia has 30 - 5 = 25 cookies left.", "25"),
+    ("so the total is 3 * 4 = 12 stamps", "12"),
+    ("[The answer is 15]", "15"),
+    ("\\text{Evelyn}", "\\text{Evelyn}"),
     ("", ""),
 ])
 def test_extraction(text, expected):

@@ -47,7 +47,12 @@ def _last_line_answer(line: str) -> str:
     if math:
         return _strip_wrappers(math[-1])
     said = re.findall(r"answer is\s*[:=]?\s*(.+)", line, flags=re.I)
-    return _strip_wrappers(said[-1] if said else line)
+    line = said[-1] if said else line
+    if len(line.split()) > 2:  # a sentence ("so she has 30 - 5 = 15 cookies left"): its last number
+        numbers = re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", line)
+        if numbers:
+            return numbers[-1]
+    return _strip_wrappers(line.strip("[]"))
 
 
 def extract_math_answer(text: str) -> str:
