@@ -43,9 +43,9 @@ class ScriptedEngine:
         pass
 
 
-def scripted_lm(name, fn):
+def scripted_lm(name, fn, cache=False):
     engine = ScriptedEngine(fn)
-    lm = dspy.LM(f"openai/{name}", engine=engine, cache=False, num_retries=0)
+    lm = dspy.LM(f"openai/{name}", engine=engine, cache=cache, num_retries=0)
     lm.lbt_name = name
     return lm, engine
 
@@ -183,10 +183,10 @@ def test_calls_per_round_are_counted(world):
     opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
     r0, r1 = opt.history
     assert r0["calls"] == {"teacher_write": 1, "teacher_reflect": 0, "student_exam": 0, "score": 12,
-                           "total": 13, "failed": 0}
+                           "total": 13, "failed": 0, "cached": 0}
     # 2 students x 12 exams; 3 reflections; 3 rewrites; (1 incumbent + 1 new set) x 12 scoring texts.
     assert r1["calls"] == {"teacher_write": 3, "teacher_reflect": 3, "student_exam": 24, "score": 24,
-                           "total": 54, "failed": 0}
+                           "total": 54, "failed": 0, "cached": 0}
     assert len(world["engines"]["a"].prompts) == 12 and len(world["engines"]["b"].prompts) == 12
 
 
@@ -196,6 +196,24 @@ def test_reason_max_tokens_caps_only_reflections(world):
     caps = {("reflect" if "reasons why" in p else "other", m) for p, m in zip(engine.prompts, engine.max_tokens)}
     assert ("reflect", 7) in caps and not any(kind == "other" and m == 7 for kind, m in caps)
     assert not any(kind == "reflect" and m != 7 for kind, m in caps)
+
+
+def test_repeated_prompts_hit_the_cache():
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    teacher, t_engine = scripted_lm("teacher", teacher_fn, cache=True)
+    a, a_engine = scripted_lm("student-a", student_fn({"pos-1", "pos-2"}), cache=True)
+    first = LbTOptimizer([a], num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=2,
+                         score_sample_size=12, num_threads=4)
+    first.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
+    served = len(t_engine.prompts) + len(a_engine.prompts)
+    # Round 1 re-scores the incumbent on the same 12 texts as round 0: those 12 calls come from the cache.
+    assert first.history[1]["calls"]["cached"] >= 12
+    again = LbTOptimizer([a], num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=2,
+                         score_sample_size=12, num_threads=4)
+    again.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
+    assert len(t_engine.prompts) + len(a_engine.prompts) == served  # nothing reached the "servers"
+    assert all(r["calls"]["cached"] == r["calls"]["total"] > 0 for r in again.history)
+    assert again.history[-1]["beam"] == first.history[-1]["beam"]
 
 
 def test_students_can_score_and_teacher_defaults_to_settings_lm(world):

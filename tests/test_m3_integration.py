@@ -14,7 +14,8 @@ def test_one_tiny_m3_round_on_the_embedded_model(tmp_path, capsys):
     cfg = yaml.safe_load(open("configs/m3_liar.yaml"))
     cfg.update(train_size=24, test_size=6, rounds=1, beam_size=1, minibatch_size=4, reflections_per_set=1,
                failures_per_reflection=2, score_sample_size=4, baselines=["zero_shot"], concurrency=4)
-    cfg["teacher_sample_cfg"]["max_new_tokens"] = 60
+    cfg["teacher_sample_cfg"]["max_new_tokens"] = 48
+    cfg["reason_max_new_tokens"] = 32
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

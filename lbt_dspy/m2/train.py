@@ -319,6 +319,7 @@ def dpo_metrics(trainer, dataset) -> dict:
         m = trainer.evaluate(eval_dataset=dataset, metric_key_prefix="pairs")
     finally:
         trainer.loss_types, trainer.loss_weights = saved
+
     def get(name):  # TRL logs its own metrics under eval_*, the Trainer's under the prefix
         return m.get(f"pairs_{name}", m.get(f"eval_{name}"))
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import dspy
+from dspy.utils.usage_tracker import UsageTracker
 
 from .adapters import ClassifierAdapter
 from .formats import demos_key, to_label
@@ -26,6 +27,18 @@ def with_demos(program: dspy.Module, demos: list) -> dspy.Module:
     for predictor in prog.predictors():
         predictor.demos = [dspy.Example(text=d["text"], label=d["label"]).with_inputs("text") for d in demos]
     return prog
+
+
+def traced_call(fn: Callable, **context):
+    """Run `fn()` in ``dspy.context(**context)``; returns ``(result, cached)``.
+
+    ``cached`` is True when no request reached a server: DSPy's usage tracker records usage only for calls not
+    answered by its cache (a server that reports no token usage would also look cached).
+    """
+    tracker = UsageTracker()
+    with dspy.context(usage_tracker=tracker, **context):
+        out = fn()
+    return out, not tracker.usage_data
 
 
 def thread_map(fn: Callable, items: list, num_threads: int, desc: str = "", progress: bool = False) -> list:
@@ -47,7 +60,7 @@ class Classifier:
         adapter: The classification prompt (default `ClassifierAdapter`).
         num_threads: Calls in flight.
         progress: tqdm bars.
-        on_call: Called as ``on_call(role, failed)`` after every call (for counting).
+        on_call: Called as ``on_call(role, failed, cached)`` after every call (for counting; see `traced_call`).
 
     Example:
         >>> clf = Classifier(make_classifier("Is it a lie?"))  # doctest: +SKIP
@@ -56,7 +69,7 @@ class Classifier:
     """
 
     def __init__(self, program: dspy.Module, adapter: dspy.Adapter | None = None, num_threads: int = 16,
-                 progress: bool = False, on_call: Callable[[str, bool], None] | None = None):
+                 progress: bool = False, on_call: Callable[[str, bool, bool], None] | None = None):
         if not program.predictors():
             raise ValueError("the program has no predictors to carry demos")
         self.program = program
@@ -79,15 +92,14 @@ class Classifier:
         """"Yes"/"No" for `text` by `lm` with `demos` in context; None when the call failed (after retries)."""
         program = self.program_for(demos)
         try:
-            with dspy.context(lm=lm, adapter=self.adapter):
-                pred = program(text=text)
+            pred, cached = traced_call(lambda: program(text=text), lm=lm, adapter=self.adapter)
         except Exception as exc:
             if self.on_call:
-                self.on_call(role, True)
+                self.on_call(role, True, False)
             log.warning("M3 classification failed: %s: %s", type(exc).__name__, str(exc)[:300])
             return None
         if self.on_call:
-            self.on_call(role, False)
+            self.on_call(role, False, cached)
         return to_label(pred.label)
 
     def many(self, jobs: list[tuple], role: str = "classify", desc: str = "") -> list[str | None]:

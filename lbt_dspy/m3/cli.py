@@ -38,7 +38,7 @@ def run_m3_command(args) -> int:
     report = write_report(out_dir, s)
     print(f1_table(s), end="")
     print(f"LM calls this run: {calls['optimize'] + calls['eval']} (optimizer {calls['optimize']}, "
-          f"test evaluation {calls['eval']}; cache hits included); wall time {wall:.0f} s")
+          f"test evaluation {calls['eval']}; {calls['cached']} answered by DSPy's cache); wall time {wall:.0f} s")
     print(f"report: {report}")
     if calls["failed"]:
         print(f"lbt: {calls['failed']} call(s) failed (left out of scores); rerun the same command to retry",

@@ -26,7 +26,7 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
 from .adapters import ClassifierAdapter, TeacherAdapter
-from .classify import Classifier, thread_map, with_demos
+from .classify import Classifier, thread_map, traced_call, with_demos
 from .formats import (NO, YES, as_demos, demo_dicts, demos_key, parse_examples, parse_reasons, render_examples,
                       render_failures, to_label)
 from .metrics import METRICS
@@ -63,23 +63,26 @@ class Candidate:
 
 
 class _Calls:
-    """Thread-safe count of LM calls issued, by role (cache hits included: they are calls DSPy answers)."""
+    """Thread-safe count of LM calls issued, by role; ``cached``: how many of them DSPy's cache answered."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.counts: Counter = Counter()
         self.failed = 0
+        self.cached = 0
 
-    def add(self, role: str, failed: bool = False) -> None:
+    def add(self, role: str, failed: bool = False, cached: bool = False) -> None:
         with self._lock:
             self.counts[role] += 1
             self.failed += failed
+            self.cached += cached
 
     def snapshot(self) -> dict:
         with self._lock:
             out = {role: self.counts.get(role, 0) for role in ROLES}
             out["total"] = sum(out.values())
             out["failed"] = self.failed
+            out["cached"] = self.cached
             return out
 
 
@@ -216,7 +219,7 @@ class LbTOptimizer(Teleprompter):
             names.append(f"{name}#{i}" if name in names else name)
         self._student_names = names
         self._clf = Classifier(student, self.classifier_adapter, self.num_threads, self.progress,
-                               on_call=lambda role, failed: self._calls.add(role, failed))
+                               on_call=lambda role, failed, cached: self._calls.add(role, failed, cached))
         self._question = student.predictors()[0].signature.instructions
         self._train = self._normalize(trainset, "trainset")
         self._score_pool = self._normalize(valset, "valset") if valset else self._train
@@ -414,11 +417,11 @@ class LbTOptimizer(Teleprompter):
         if signature is ReflectOnFailures and self.reason_max_tokens is not None:
             config["max_tokens"] = self.reason_max_tokens
         try:
-            with dspy.context(lm=self._teacher, adapter=self.teacher_adapter):
-                out = dspy.Predict(signature)(**inputs, config=config)
+            out, cached = traced_call(lambda: dspy.Predict(signature)(**inputs, config=config), lm=self._teacher,
+                                      adapter=self.teacher_adapter)
         except Exception as exc:  # a failed call gives no reason / no set; the round goes on
             self._calls.add(role, failed=True)
             log.warning("M3 teacher call failed: %s: %s", type(exc).__name__, str(exc)[:300])
             return None
-        self._calls.add(role)
+        self._calls.add(role, cached=cached)
         return out

@@ -40,6 +40,8 @@ def summarize(run_dir: str | Path) -> dict:
             "best_demos": r["beam"][0]["demos"],
             "calls": r["calls"],
             "eval_calls": sum(e.get("calls", 0) for e in ev.values()),
+            "eval_cached": (sum(e["cached"] for e in ev.values()) if all("cached" in e for e in ev.values())
+                            else None),  # runs recorded before cache counting
             "seconds": r.get("seconds"),
             "candidates": len(r["candidates"]),
             "new_sets": len(news),
@@ -62,10 +64,11 @@ def summarize(run_dir: str | Path) -> dict:
         baselines.setdefault(ev, {})[f"random K ({len(es)} draw{'s' if len(es) > 1 else ''})"] = {
             "f1": mean(e["f1"] for e in es), "accuracy": mean(e["accuracy"] for e in es),
             "n": es[0]["n"], "predicted_yes": mean(e["predicted_yes"] for e in es),
-            "calls": sum(e.get("calls", 0) for e in es)}
+            "calls": sum(e.get("calls", 0) for e in es),
+            "cached": sum(e["cached"] for e in es) if all("cached" in e for e in es) else "–"}
     labels = data.get("test_labels", [])
     const = metric_summary(labels, [YES] * len(labels))
-    baselines.setdefault("teacher", {})["always Yes (no LM)"] = {**_metrics(const), "calls": 0}
+    baselines.setdefault("teacher", {})["always Yes (no LM)"] = {**_metrics(const), "calls": 0, "cached": 0}
     runs = list(store.load("invocations").values())
     return {"config": cfg, "task": data["task"], "invocations": runs, "question": data["question"], "train_size": data["train_size"],
             "test_size": data["test_size"], "configs": configs, "baselines": baselines,
@@ -74,7 +77,7 @@ def summarize(run_dir: str | Path) -> dict:
 
 def _metrics(e: dict) -> dict:
     return {"f1": e["f1"], "accuracy": e["accuracy"], "n": e["n"], "predicted_yes": e.get("predicted_yes"),
-            "calls": e.get("calls", 0)}
+            "calls": e.get("calls", 0), "cached": e.get("cached", "–")}
 
 
 def _pct(x) -> str:
@@ -95,24 +98,27 @@ def f1_table(s: dict, evaluator: str = "teacher") -> str:
 
 
 def baseline_table(s: dict, evaluator: str = "teacher") -> str:
-    rows = ["| baseline | test F1 | accuracy | answered | predicted Yes | LM calls |", "|---|---|---|---|---|---|"]
+    rows = ["| baseline | test F1 | accuracy | answered | predicted Yes | LM calls (from cache) |",
+            "|---|---|---|---|---|---|"]
     for name, m in s["baselines"].get(evaluator, {}).items():
         py = m.get("predicted_yes")
         rows.append(f"| {name} | {_pct(m['f1'])} | {_pct(m['accuracy'])} | {m['n']} | "
-                    f"{'–' if py is None else f'{py:g}'} | {m.get('calls', 0)} |")
+                    f"{'–' if py is None else f'{py:g}'} | {m.get('calls', 0)} ({m.get('cached', '–')}) |")
     return "\n".join(rows) + "\n"
 
 
 def calls_table(s: dict) -> str:
     rows = ["| configuration | round | " + " | ".join(h for _, h in ROLE_COLUMNS) +
-            " | test eval | total | failed | seconds (optimizer) |",
-            "|---|---|" + "---|" * (len(ROLE_COLUMNS) + 4)]
+            " | test eval | total | answered by cache | failed | seconds (optimizer) |",
+            "|---|---|" + "---|" * (len(ROLE_COLUMNS) + 5)]
     for name, c in s["configs"].items():
         for r, rr in sorted(c["rounds"].items()):
             calls = rr["calls"]
             total = calls["total"] + rr["eval_calls"]
+            cached = ("–" if "cached" not in calls or rr["eval_cached"] is None
+                      else calls["cached"] + rr["eval_cached"])
             rows.append(f"| {name} | {r} | " + " | ".join(str(calls.get(k, 0)) for k, _ in ROLE_COLUMNS) +
-                        f" | {rr['eval_calls']} | {total} | {calls.get('failed', 0)} | {rr['seconds']} |")
+                        f" | {rr['eval_calls']} | {total} | {cached} | {calls.get('failed', 0)} | {rr['seconds']} |")
     return "\n".join(rows) + "\n"
 
 
@@ -200,15 +206,17 @@ def write_report(run_dir: str | Path, s: dict | None = None) -> Path:
         if ev in s["baselines"]:
             lines += [f"Student `{ev}`:", "", baseline_table(s, ev)]
     lines += ["## LM calls per round", "",
-              "Calls issued by the optimizer per round (repeated prompts are answered by DSPy's cache and still "
-              "counted) and the test evaluation of the round's best set.", "", calls_table(s),
+              "Calls issued by the optimizer per round and by the test evaluation of the round's best set; "
+              "\"answered by cache\" counts those DSPy's cache served without a request (repeated prompts, "
+              "resumed runs).", "", calls_table(s),
               "## Search per round", "", search_table(s)]
     if s.get("invocations"):
         lines += ["## Invocations of `lbt m3` on this directory", "",
-                  "| started | wall time (s) | LM calls, optimizer | LM calls, test evaluation | failed |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {x['started']} | {x['seconds']} | {x['optimize']} | {x['eval']} | {x['failed']} |"
-                  for x in s["invocations"]]
+                  "Only invocations that finished are listed.", "",
+                  "| started | wall time (s) | LM calls, optimizer | LM calls, test evaluation | answered by cache | "
+                  "failed |", "|---|---|---|---|---|---|"]
+        lines += [f"| {x['started']} | {x['seconds']} | {x['optimize']} | {x['eval']} | {x.get('cached', '–')} | "
+                  f"{x['failed']} |" for x in s["invocations"]]
         lines.append("")
     for name, c in s["configs"].items():
         if c["rounds"]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def run_m3(cfg: M3Config, output_path: str | Path, progress: bool = True, log_di
                                    "train": [demo_dicts([e])[0] for e in train],
                                    "test_labels": [e.label for e in test], "train_size": len(train),
                                    "test_size": len(test), "self_is_lbt": self_is_lbt(cfg)})
-    calls = {"optimize": 0, "eval": 0, "failed": 0}
+    calls = {"optimize": 0, "eval": 0, "cached": 0, "failed": 0}
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         if models is not None:
@@ -118,9 +119,13 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
     program = make_classifier(question)
     evaluated = store.load("eval")
 
-    def count(role, failed):
-        calls["eval"] += 1
-        calls["failed"] += failed
+    lock = threading.Lock()
+
+    def count(role, failed, cached):
+        with lock:
+            calls["eval"] += 1
+            calls["failed"] += failed
+            calls["cached"] += cached
 
     clf = Classifier(program, ClassifierAdapter(), cfg.concurrency, progress, on_call=count)
     evaluators = [("teacher", models.classifier)]
@@ -133,10 +138,10 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
             key = f"{key_prefix}/{ev_name}"
             if key in evaluated:
                 continue
-            before = calls["eval"]
+            before, cached_before = calls["eval"], calls["cached"]
             preds = clf.many([(demos, lm, e.text) for e in test], "test", f"{desc} ({ev_name})")
             rec = {"key": key, **meta, "evaluator": ev_name, **summary(labels, preds),
-                   "calls": calls["eval"] - before, "preds": preds}
+                   "calls": calls["eval"] - before, "cached": calls["cached"] - cached_before, "preds": preds}
             store.append("eval", rec)
             evaluated[key] = rec
 
@@ -162,6 +167,7 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
             r = record["round"]
             calls["optimize"] += record["calls"]["total"]
             calls["failed"] += record["calls"]["failed"]
+            calls["cached"] += record["calls"].get("cached", 0)
             store.append("rounds", {"key": f"{name}/{r}", "config": name, "students": student_names,
                                     "record": record})
             best = record["beam"][0]
