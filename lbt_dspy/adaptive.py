@@ -70,7 +70,7 @@ class AdaptiveExam:
     prior_strength: float = 2.0
     methods: Sequence[str] = RACED_METHODS
     units_per_slot: int = 1
-    max_width: int = 4
+    max_width: int = 2
 
     def __post_init__(self):
         if self.num_slots < 1:
@@ -266,33 +266,6 @@ def exam_scheduler(cfg: dict | None, num_slots: int, units_per_slot: int = 1) ->
         cfg["methods"] = tuple([cfg["methods"]] if isinstance(cfg["methods"], str) else cfg["methods"])
     cfg["initial"] = min(int(cfg.get("initial", 1)), num_slots)
     return AdaptiveExam(num_slots=num_slots, units_per_slot=units_per_slot, **cfg)
-
-
-def run_rounds(schedulers: dict, groups: dict, recorded, run_round) -> dict:
-    """Drive exams in rounds until every TP is decided (or a round had failures).
-
-    Args:
-        schedulers: TP key -> its `AdaptiveExam`.
-        groups: TP key -> answer group per pair (see `AdaptiveExam.next_slots`).
-        recorded: ``() -> {tp: results}``, the results recorded so far (read from the run store).
-        run_round: ``({tp: {pair: [slots]}}) -> bool``, runs the exams; False if some failed (stop:
-            a rerun resumes from what was recorded).
-
-    Returns: rounds run and whether everything is decided.
-    """
-    rounds = 0
-    while True:
-        results = recorded()
-        todo = {}
-        for tp, sched in schedulers.items():
-            nxt = sched.next_slots(groups[tp], results[tp])
-            if nxt:
-                todo[tp] = nxt
-        if not todo:
-            return {"rounds": rounds, "complete": True}
-        rounds += 1
-        if not run_round(todo):
-            return {"rounds": rounds, "complete": False}
 
 
 # --- replay over saved full-exam results --------------------------------------------------------------

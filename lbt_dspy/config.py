@@ -70,7 +70,7 @@ class LbtConfig:
     exam_budget_cfg: dict = _help("With exam_budget 'adaptive': initial (exam problems every pair of a contested TP "
                                   "takes first, default 1), step (added per round, 1), confidence (1.0: worst-case "
                                   "bounds, always the full exam's pick; lower: fewer generations, default 0.95), "
-                                  "prior_strength (2.0), max_width (MAX: pairs per answer group per round, 4), "
+                                  "prior_strength (2.0), max_width (MAX: pairs per answer group per round, 2), "
                                   "methods (picks to decide, default both M1 MAX and M1 SUM).",
                                   default_factory=dict)
     # --- execution ---

@@ -141,17 +141,26 @@ def _stage(store, stage, jobs, cfg, calls, desc, progress):
 
 
 def _adaptive_exam_stage(cfg, store, keys, exams, pairs, students, equivalent, exam_jobs, calls, progress):
-    """``exam_budget: adaptive``: exams in rounds chosen by the racing scheduler (`lbt_dspy.adaptive`).
+    """``exam_budget: adaptive``: exams chosen by the racing scheduler (`lbt_dspy.adaptive`), pipelined.
 
-    The scheduler reads only what the store holds, so an interrupted run resumes to the same rounds.
-    Writes ``exam_budget.json``: student generations used vs the full exam's.
+    Each teaching problem (TP) races on its own: as soon as its last round is recorded, the scheduler
+    picks its next exam problems, which go to the front of the queue (a pair's exams together), so
+    the servers stay busy while any TP is undecided; there is no barrier between rounds. The scheduler
+    reads only recorded results, so an interrupted run resumes to the same decisions. A failed call
+    stops its TP's race for this run (a rerun goes on). Writes ``exam_budget.json``.
     """
-    from .adaptive import exam_scheduler, run_rounds
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from tqdm.auto import tqdm
+
+    from .adaptive import exam_scheduler
     from .results import memo_equivalent
     from .select import group_answers
 
     eq = memo_equivalent(equivalent)
-    samples, groups, scheds = {}, {}, {}
+    samples, groups, scheds, results = {}, {}, {}, {}
+    done = store.load("exam")
     for k in keys:
         samples[k] = [i for i in range(cfg.num_rationales) if f"{k}/{i}" in pairs]
         gid = [None] * len(samples[k])  # unparseable answers vote for nothing and take no exam
@@ -160,37 +169,77 @@ def _adaptive_exam_stage(cfg, store, keys, exams, pairs, students, equivalent, e
                 gid[j] = g
         groups[k] = gid
         scheds[k] = exam_scheduler(cfg.exam_budget_cfg, len(exams[k]), len(students))
+        results[k] = [[None] * len(exams[k]) for _ in samples[k]]
+    names = [s.name for s in students]
 
-    def recorded():
-        done = store.load("exam")
-        out = {}
-        for k in keys:
-            rows = []
-            for i in samples[k]:
-                row = []
-                for slot in range(len(exams[k])):
-                    recs = [done.get(f"{k}/{i}/{s.name}/{slot}") for s in students]
-                    row.append(None if None in recs else sum(r["score"] for r in recs) / len(recs))
-                rows.append(row)
-            out[k] = rows
-        return out
+    def update(k, j, slot):  # a slot counts once every student has taken it
+        recs = [done.get(f"{k}/{samples[k][j]}/{n}/{slot}") for n in names]
+        if None not in recs:
+            results[k][j][slot] = sum(r["score"] for r in recs) / len(recs)
 
-    rounds = [0]
+    for k in keys:
+        for j in range(len(samples[k])):
+            for slot in range(len(exams[k])):
+                update(k, j, slot)
 
-    def run_round(todo):
-        rounds[0] += 1
-        jobs = [j for k, per_pair in todo.items() for j_idx, slots in per_pair.items()
-                for j in exam_jobs(k, samples[k][j_idx], slots)]
-        failed = calls["failed"]
-        _stage(store, "exam", jobs, cfg, calls, f"exam (adaptive, round {rounds[0]})", progress)
-        return calls["failed"] == failed
+    queue: deque = deque()
+    waiting = {k: 0 for k in keys}  # per TP: jobs queued or running
+    rounds = {k: 0 for k in keys}
+    stopped: set = set()
 
-    out = run_rounds(scheds, groups, recorded, run_round)
-    res = recorded()
-    used = sum(v is not None for k in keys for row in res[k] for v in row) * len(students)
+    def plan(k) -> None:
+        todo = scheds[k].next_slots(groups[k], results[k])
+        batch = [(job, k, j, slot) for j, slots in todo.items() for slot in slots
+                 for job in exam_jobs(k, samples[k][j], [slot]) if job.key not in done]
+        if todo:
+            rounds[k] += 1
+        waiting[k] += len(batch)
+        queue.extendleft(reversed(batch))  # a TP's next round first: short races, a full queue behind
+
+    for k in reversed(keys):
+        plan(k)
+    bar = tqdm(desc="exam (adaptive)", disable=not progress, dynamic_ncols=True, unit="gen")
+    errors = []
+    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+        running: dict = {}
+        try:
+            while queue or running:
+                while queue and len(running) < cfg.concurrency:
+                    item = queue.popleft()
+                    running[pool.submit(item[0].call)] = item
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    job, k, j, slot = running.pop(fut)
+                    waiting[k] -= 1
+                    try:
+                        record = {"key": job.key, **job.finish(fut.result())}
+                    except Exception as exc:  # a failed call is not a result; its TP waits for a rerun
+                        calls["failed"] += 1
+                        stopped.add(k)
+                        if len(errors) < 5:
+                            errors.append(f"{job.key}: {type(exc).__name__}: {exc}"[:500])
+                    else:
+                        store.append("exam", record)
+                        done[job.key] = record
+                        update(k, j, slot)
+                    calls["exam"] += 1
+                    bar.update(1)
+                    if waiting[k] == 0 and k not in stopped:
+                        plan(k)
+        except BaseException:
+            for f in running:
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+    if errors:
+        calls["error"] = calls["error"] or f"after {cfg.num_retries + 1} attempt(s) each, e.g. {errors[0]}"
+        log.error("exam: %d call(s) failed after %d attempt(s) each, e.g. %s", calls["failed"], cfg.num_retries + 1,
+                  errors[0])
+    used = sum(v is not None for k in keys for row in results[k] for v in row) * len(students)
     full = sum(len(samples[k]) * len(exams[k]) for k in keys) * len(students)
     store.write_json("exam_budget.json", {
-        "exam_budget": "adaptive", "exam_budget_cfg": cfg.exam_budget_cfg, "complete": out["complete"],
-        "rounds_this_run": out["rounds"], "student_generations": used, "full_exam_generations": full,
-        "fraction": round(used / full, 4) if full else 0.0})
+        "exam_budget": "adaptive", "exam_budget_cfg": cfg.exam_budget_cfg, "complete": not stopped,
+        "max_rounds_this_run": max(rounds.values(), default=0), "student_generations": used,
+        "full_exam_generations": full, "fraction": round(used / full, 4) if full else 0.0})
     log.info("adaptive exams: %d of %d student generations (%.1f%%)", used, full, 100 * used / max(full, 1))

@@ -59,7 +59,7 @@ def test_the_least_loaded_replica_takes_more():
     with FakeOpenAI(delay=0.4) as slow, FakeOpenAI(delay=0.02) as fast, ModelPool(cache=False) as pool:
         lm = pool.lm(entry([slow.api_base, fast.api_base]))
         ask(lm, 48, concurrency=6)
-        assert len(fast.requests) >= 3 * len(slow.requests) > 0
+        assert len(fast.requests) >= 2 * len(slow.requests) > 0
         assert all(ep["in_flight"] == 0 for ep in lm.engine.status())
 
 
@@ -105,6 +105,16 @@ def test_a_dead_replica_is_taken_out_then_tried_again_after_its_cooldown():
         assert len(b.requests) > 1 and engine.status()[1]["up"] and engine.status()[1]["served"] >= 1
 
 
+def test_requests_failing_together_on_a_dead_replica_do_not_lengthen_its_cooldown():
+    with FakeOpenAI(delay=0.05) as a, FakeOpenAI() as b:
+        kill(b)  # connections refused from the start
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], cooldown=30, api_key="x")
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0)
+        assert len(ask(lm, 16, concurrency=8)) == 16
+        dead = engine.endpoints[1]
+        assert dead.failed >= 1 and dead.down_for == 30 and not engine.status()[1]["up"]
+
+
 def test_server_errors_are_left_to_dspy_retries():
     """A 5xx is not failed over (the server is up; DSPy backs off), but counts against the endpoint."""
     with FakeOpenAI(faults=[500] * 10) as a, FakeOpenAI(faults=[500] * 10) as b:
@@ -130,6 +140,40 @@ def test_routed_completions_prefill_renders_one_template():
         bodies = [r["body"] for r in a.requests + b.requests]
         assert len(bodies) == 8 and all(r["path"].endswith("/completions") for r in a.requests + b.requests)
         assert all(x["prompt"].endswith("<|im_start|>assistant\n[[Solution]]:\n") for x in bodies)
+
+
+def test_embedded_replicas_start_that_many_servers(monkeypatch):
+    """`replicas: 2` starts two servers (scripted stand-ins here) and routes over both; the pool stops them."""
+    import lbt_dspy.models.embedded as embedded
+
+    started = []
+
+    class StandIn:
+        def __init__(self, checkpoint, continuous_batching=True, log_path=None):
+            self.srv = FakeOpenAI()
+
+        def start(self):
+            self.srv.__enter__()
+            started.append(self)
+            return self
+
+        def stop(self):
+            self.srv.__exit__(None, None, None)
+            started.remove(self)
+
+        @property
+        def api_base(self):
+            return self.srv.api_base
+
+    monkeypatch.setattr(embedded, "EmbeddedServer", StandIn)
+    with ModelPool(cache=False) as pool:
+        lm = pool.lm({"model_type": "embedded", "model_cfg": {"replicas": 2}}, {"temperature": 0.7})
+        assert isinstance(lm.engine, RoutedEngine) and len(started) == 2
+        ask(lm, 12, concurrency=4)
+        assert all(s.srv.requests for s in started)
+        again = pool.lm({"model_type": "embedded", "model_cfg": {"replicas": 2}}, {"temperature": 0.7})
+        assert again.engine.api_base == lm.engine.api_base and len(started) == 2  # shared, not restarted
+    assert not started
 
 
 def test_embedded_replicas_must_be_a_positive_integer():

@@ -139,9 +139,12 @@ class RoutedEngine:
             elif counts:
                 ep.failed += 1
                 ep.consecutive_fails += 1
-                if ep.consecutive_fails >= self.allowed_fails:
+                now = time.monotonic()
+                # Out of the rotation once; the requests that were in flight and fail with it do not
+                # lengthen the cooldown. It doubles when the endpoint fails again after coming back.
+                if ep.consecutive_fails >= self.allowed_fails and ep.up(now):
                     ep.down_for = min(self.max_cooldown, ep.down_for * 2 if ep.down_for else self.cooldown)
-                    ep.down_until = time.monotonic() + ep.down_for
+                    ep.down_until = now + ep.down_for
 
     # --- the engine protocol -----------------------------------------------------------------------
     def complete(self, request):
