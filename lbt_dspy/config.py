@@ -20,7 +20,8 @@ from .registry import did_you_mean
 EMBEDDED = {"model_type": "embedded"}
 
 
-def _help(text: str, default=MISSING, default_factory=MISSING):
+def help_field(text: str, default=MISSING, default_factory=MISSING):
+    """A dataclass field whose help text is in its metadata (TRL style; CLIs and docs read it)."""
     kw = {"metadata": {"help": text}}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, **kw)
@@ -38,51 +39,51 @@ class LbtConfig:
     """
 
     # --- models ---
-    teacher_model_cfg: dict = _help("The teacher: model_type + model_cfg (+ sample_cfg).",
+    teacher_model_cfg: dict = help_field("The teacher: model_type + model_cfg (+ sample_cfg).",
                                     default_factory=lambda: dict(EMBEDDED))
-    teacher_sample_cfg: dict = _help("Teacher sampling for TR-TA pairs (the paper: temperature 0.7, top_k 20).",
+    teacher_sample_cfg: dict = help_field("Teacher sampling for TR-TA pairs (the paper: temperature 0.7, top_k 20).",
                                      default_factory=lambda: {"temperature": 0.7, "top_k": 20, "max_new_tokens": 512})
-    greedy_sample_cfg: dict = _help("Overrides of teacher_sample_cfg for the greedy baseline.",
+    greedy_sample_cfg: dict = help_field("Overrides of teacher_sample_cfg for the greedy baseline.",
                                     default_factory=lambda: {"do_sample": False})
-    student_model_cfgs: list = _help("The students: a list of model_type + model_cfg (+ sample_cfg) entries.",
+    student_model_cfgs: list = help_field("The students: a list of model_type + model_cfg (+ sample_cfg) entries.",
                                      default_factory=lambda: [dict(EMBEDDED)])
-    general_student_sample_cfg: dict = _help("Sampling defaults for every student (entries' sample_cfg override).",
+    general_student_sample_cfg: dict = help_field("Sampling defaults for every student (entries' sample_cfg override).",
                                              default_factory=lambda: {"temperature": 0.7, "top_k": 20,
                                                                       "max_new_tokens": 512})
     # --- task ---
-    dataset_type: str = _help("Where teaching problems and the exam bank come from: arith, math181, jsonl.",
+    dataset_type: str = help_field("Where teaching problems and the exam bank come from: arith, math181, jsonl.",
                               default="math181")
-    dataset_cfg: dict = _help("Arguments of the dataset.", default_factory=dict)
-    num_rationales: int = _help("TR-TA pairs the teacher samples per teaching problem (the paper: 256).", default=8)
-    exam_maker_type: str = _help("How exam problems are chosen: fixed, func, metainfo.", default="func")
-    exam_maker_cfg: dict = _help("Arguments of the exam maker (func: num_exam_questions, num_repetitions).",
+    dataset_cfg: dict = help_field("Arguments of the dataset.", default_factory=dict)
+    num_rationales: int = help_field("TR-TA pairs the teacher samples per teaching problem (the paper: 256).", default=8)
+    exam_maker_type: str = help_field("How exam problems are chosen: fixed, func, metainfo.", default="func")
+    exam_maker_cfg: dict = help_field("Arguments of the exam maker (func: num_exam_questions, num_repetitions).",
                                  default_factory=lambda: {"num_exam_questions": 3, "num_repetitions": 3})
-    exam_prompter_type: str = _help("The prompt format: basic (the paper's templates).", default="basic")
-    exam_prompter_cfg: dict = _help("instruction, demo_template, exam_template, stub_teaching_items, "
+    exam_prompter_type: str = help_field("The prompt format: basic (the paper's templates).", default="basic")
+    exam_prompter_cfg: dict = help_field("instruction, demo_template, exam_template, stub_teaching_items, "
                                     "use_multi_round_conv.", default_factory=dict)
-    exam_scorer_type: str = _help("How exam answers are scored: math.", default="math")
-    exam_scorer_cfg: dict = _help("Arguments of the scorer.", default_factory=dict)
-    teaching_plans: object = _help("`lbt exam` only: 'every', 'no demo', or a list of index lists.", default="every")
-    exam_budget: str = _help("`lbt m1` exam generations: 'full' (every pair takes every exam problem, the paper) "
+    exam_scorer_type: str = help_field("How exam answers are scored: math.", default="math")
+    exam_scorer_cfg: dict = help_field("Arguments of the scorer.", default_factory=dict)
+    teaching_plans: object = help_field("`lbt exam` only: 'every', 'no demo', or a list of index lists.", default="every")
+    exam_budget: str = help_field("`lbt m1` exam generations: 'full' (every pair takes every exam problem, the paper) "
                              "or 'adaptive' (racing: only pairs that can still change the M1 MAX/SUM pick get more "
                              "exam problems; see lbt_dspy/adaptive.py). Adaptive runs give partial LbT scores.",
                              default="full")
-    exam_budget_cfg: dict = _help("With exam_budget 'adaptive': initial (exam problems every pair of a contested TP "
+    exam_budget_cfg: dict = help_field("With exam_budget 'adaptive': initial (exam problems every pair of a contested TP "
                                   "takes first, default 1), step (added per round, 1), confidence (1.0: worst-case "
                                   "bounds, always the full exam's pick; lower: fewer generations, default 0.95), "
                                   "prior_strength (2.0), max_width (MAX: pairs per answer group per round, 2), "
                                   "methods (picks to decide, default both M1 MAX and M1 SUM).",
                                   default_factory=dict)
     # --- execution ---
-    concurrency: int = _help("Requests in flight at once.", default=16)
-    num_retries: int = _help("Retries of a failed LM call (backoff, honouring Retry-After).", default=5)
-    cache: bool = _help("Use DSPy's response cache.", default=True)
+    concurrency: int = help_field("Requests in flight at once.", default=16)
+    num_retries: int = help_field("Retries of a failed LM call (backoff, honouring Retry-After).", default=5)
+    cache: bool = help_field("Use DSPy's response cache.", default=True)
     # --- report ---
-    subsample_sizes: list = _help("Numbers of TR-TA pairs for the accuracy-vs-pairs curve (default: powers of 2).",
+    subsample_sizes: list = help_field("Numbers of TR-TA pairs for the accuracy-vs-pairs curve (default: powers of 2).",
                                   default_factory=list)
-    subsample_repeats: int = _help("Random subsets per size in that curve.", default=20)
-    seed: int = _help("Seed for subsampling.", default=0)
-    description: str = _help("Free text, shown in the report.", default="")
+    subsample_repeats: int = help_field("Random subsets per size in that curve.", default=20)
+    seed: int = help_field("Seed for subsampling.", default=0)
+    description: str = help_field("Free text, shown in the report.", default="")
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
@@ -145,11 +146,14 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise LbtError(f"{path}: no such config file")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise LbtError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise LbtError(f"{path}: expected a mapping at the top level")
+    return raw
 
 
 _SECRET = re.compile(r"(api_?key|secret|token|password)", re.I)

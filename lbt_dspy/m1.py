@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from statistics import mean
 
 import dspy
 
@@ -21,7 +20,6 @@ from .models import ModelPool
 from .runner import Job, run_jobs
 from .select import METHODS, Candidate
 from .store import RunStore
-from .student import Student
 from .teacher import Teacher
 
 log = logging.getLogger("lbt_dspy")

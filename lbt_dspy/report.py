@@ -30,7 +30,7 @@ def method_table(summary: dict, methods: list[str]) -> str:
         vals = []
         for view in views:
             c = cells.get(view) or cells.get("all")
-            vals.append(f"{100 * c['accuracy']:.1f}% ({c['correct']:g}/{c['n']})")
+            vals.append(f"{100 * c['accuracy']:.1f}% ({c['correct']:.4g}/{c['n']})")
         rows.append(f"| {method} | " + " | ".join(vals) + " |")
     return head + "\n".join(rows) + "\n"
 

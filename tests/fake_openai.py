@@ -44,11 +44,30 @@ def scripted_code(prompt: str, nth: int = 0) -> str:
     return (f"Follow the docstring step by step.\n\n[[Final Code]]:\n```python\n{row['prompt']}{body.rstrip()}\n```\n")
 
 
+def scripted_m3(prompt: str) -> str:
+    """M3's prompts (`lbt_dspy.m3.adapters`): a classifier that says Yes to texts its examples label Yes and
+    otherwise decides by a hash; a teacher that writes two examples, reflects by naming the failure cases
+    and rewrites the examples as those cases. Deterministic in the prompt."""
+    if prompt.startswith("# Task"):
+        text = prompt.rsplit("Text: ", 1)[1].split("\n")[0]
+        if f"**Text:** {text}\n**Label:** Yes" in prompt:
+            return "Yes"
+        return "Yes" if int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 3 == 0 else "No"
+    cases = re.findall(r'## Failure Case \d+\nText: "(.*?)"\nLabel: (Yes|No)', prompt)
+    if "reasons why these examples" in prompt:
+        return f"<START>The examples miss cases such as {', '.join(sorted(t for t, _ in cases))}.<END>"
+    if "the problem with the current in-context examples is that" in prompt:
+        return "<START>\n" + "\n\n".join(f"Text: {t}\nLabel: {y}" for t, y in sorted(cases)) + "\n<END>"
+    return "Here you go.\n<START>\nText: pos-0\nLabel: Yes\n\nText: neg-0\nLabel: No\n<END>"
+
+
 def scripted_answer(prompt: str, nth: int = 0) -> str:
     """Solve the last arithmetic question right or off by one, decided by a hash of the whole prompt.
-    A prompt asking for code (``[[Final Code]]``) gets :func:`scripted_code`."""
+    A prompt asking for code (``[[Final Code]]``) gets :func:`scripted_code`, an M3 prompt :func:`scripted_m3`."""
     if "[[Final Code]]" in prompt:
         return scripted_code(prompt, nth)
+    if prompt.startswith("# Task") or "in-context examples" in prompt or "I need a list of" in prompt:
+        return scripted_m3(prompt)
     question = prompt.split("[[Question]]:")[-1]
     value = None
     for pattern, fn in ARITH:

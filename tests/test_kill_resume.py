@@ -71,3 +71,78 @@ def test_twenty_sigkills(tmp_path):
     # only calls in flight at a kill (at most `concurrency` each) may have been asked twice
     assert TOTAL <= requested <= TOTAL + 2 * kills
     assert _table(run) == _table(tmp_path / "ref")
+
+
+# --- lbt m3 ------------------------------------------------------------------------------------------
+def _m3_cfg(tmp_path, api_base):
+    rows = [{"label": 1, "text": f"pos-{i}"} for i in range(8)] + [{"label": 0, "text": f"neg-{i}"} for i in range(8)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = [{"label": 1, "text": f"pos-{i}"} for i in range(2, 8)] + [{"label": 0, "text": f"neg-{i}"} for i in range(5)]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    model = {"model": "fake", "api_base": api_base, "api_key_env": "FAKE_API_KEY"}
+    cfg = {"task": "jsonl", "question": "Is the text positive?", "task_cfg": {"data_dir": str(tmp_path)},
+           "teacher_model_cfg": {"model_type": "openai", "model_cfg": model},
+           "student_model_cfgs": [{"model_type": "openai", "model_cfg": {**model, "name": "student-a"},
+                                   "sample_cfg": {"temperature": 0.3}},
+                                  {"model_type": "openai", "model_cfg": {**model, "name": "student-b"}}],
+           "num_examples": 4, "rounds": 2, "beam_size": 2, "minibatch_size": 16, "reflections_per_set": 2,
+           "score_sample_size": 16, "random_draws": 1, "concurrency": 2, "num_retries": 0}
+    path = tmp_path / "m3.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _m3_records(run):
+    """Round records without timings, and test F1s: what must not depend on where the run was killed."""
+    rounds = {}
+    for line in open(run / "rounds.jsonl"):
+        r = json.loads(line)
+        rec = {k: v for k, v in r["record"].items() if k not in ("seconds", "calls")}
+        rounds[r["key"]] = json.dumps(rec, sort_keys=True)
+    evals = {json.loads(x)["key"]: (json.loads(x)["f1"], json.loads(x)["preds"]) for x in open(run / "eval.jsonl")}
+    return rounds, evals
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_m3(tmp_path):
+    """`lbt m3` killed 20 times: rounds and evaluations are recorded once each and equal an uninterrupted
+    run's; answers that arrived before a kill come from DSPy's disk cache (no request is repeated beyond
+    those in flight at a kill)."""
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    with FakeOpenAI() as srv:
+        cfg = _m3_cfg(tmp_path, srv.api_base)
+        env_ref = {**env, "DSPY_CACHEDIR": str(tmp_path / "cache_ref")}
+        subprocess.run(LBT + ["m3", str(cfg), "--output-path", str(tmp_path / "ref"), "-q"], env=env_ref, check=True,
+                       capture_output=True)
+        reference_requests = len(srv.requests)
+    env["DSPY_CACHEDIR"] = str(tmp_path / "cache_run")
+    rng = random.Random(3)
+    run = tmp_path / "run"
+    kills = 0
+    with FakeOpenAI(delay=0.02) as srv:
+        cfg = _m3_cfg(tmp_path, srv.api_base)
+        while kills < 20:
+            proc = subprocess.Popen(LBT + ["m3", str(cfg), "--output-path", str(run), "-q"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # kill after a random number of new requests (0: during start-up) reached the server
+            target = len(srv.requests) + rng.choice([0, 1, 5, 20, 40])
+            if target == len(srv.requests):
+                time.sleep(rng.uniform(0.1, 1.5))
+            while len(srv.requests) < target and proc.poll() is None:
+                time.sleep(0.002)
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        subprocess.run(LBT + ["m3", str(cfg), "--output-path", str(run), "-q"], env=env, check=True,
+                       capture_output=True)
+        requested = len(srv.requests)
+    assert kills == 20
+    for stage in ("rounds", "eval"):
+        keys = [json.loads(x)["key"] for x in open(run / f"{stage}.jsonl")]
+        assert len(keys) == len(set(keys))
+    assert _m3_records(run) == _m3_records(tmp_path / "ref")
+    assert (run / "report.md").exists() and (run / "best_program_LbT.json").exists()
+    # only calls in flight at a kill (at most `concurrency` each) may have been asked twice
+    assert reference_requests <= requested <= reference_requests + 2 * kills

@@ -138,19 +138,10 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from ..config import LbtConfig
+    from ..config import LbtConfig, load_yaml
     from .evaluate import eval_table, run_eval
 
-    path = Path(args.cfg_file)
-    if not path.is_file():
-        raise LbtError(f"{path}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise LbtError(f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise LbtError(f"{path}: expected a mapping at the top level")
-    cfg = LbtConfig.from_dict({**raw, **_parse_sets(args.set)}, str(path))
+    cfg = LbtConfig.from_dict({**load_yaml(args.cfg_file), **_parse_sets(args.set)}, args.cfg_file)
     models = []
     for item in args.model:
         name, sep, p = item.partition("=")

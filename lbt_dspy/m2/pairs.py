@@ -24,21 +24,20 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean
 
 from ..adapter import ROLE_SWITCH
+from ..config import dataclass_from_dict
+from ..config import help_field as _help
 from ..errors import LbtError
-from ..registry import did_you_mean
 from ..signatures import SolveProblem
 
 SELECTIONS = ("gap", "random")
 _EPS = 1e-9  # float slack: 0.5 * (2/3) - 0.5 * (1/3) must not beat a threshold of 1/6 by rounding
 
 
-def _help(text: str, default=MISSING):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
@@ -83,11 +82,7 @@ class PairConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "pairs") -> "PairConfig":
-        known = {f.name for f in fields(cls)}
-        for key in raw:
-            if key not in known:
-                raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, known)}")
-        return cls(**raw)
+        return dataclass_from_dict(cls, raw, source)
 
 
 @dataclass

@@ -22,11 +22,12 @@ import json
 import logging
 import math
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import yaml
 
+from ..config import dataclass_from_dict, load_yaml
+from ..config import help_field as _help
 from ..errors import LbtError
 from ..registry import did_you_mean
 
@@ -37,11 +38,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _help(text: str, default=MISSING, default_factory=MISSING):
-    kw = {"metadata": {"help": text}}
-    if default_factory is not MISSING:
-        return field(default_factory=default_factory, **kw)
-    return field(default=default, **kw)
 
 
 @dataclass
@@ -109,39 +105,13 @@ class M2TrainConfig:
     # --- loading ---
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "M2TrainConfig":
-        if not isinstance(raw, dict):
-            raise LbtError(f"{source}: expected a mapping at the top level")
-        known = {f.name: f for f in fields(cls)}
-        for key, val in raw.items():
-            if key not in known:
-                raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, known)}")
-            typ = str(known[key].type)
-            if val is None:
-                continue
-            ok = {"str": isinstance(val, str), "bool": isinstance(val, bool),
-                  "int": isinstance(val, int) and not isinstance(val, bool),
-                  "float": isinstance(val, (int, float)) and not isinstance(val, bool),
-                  "dict": isinstance(val, dict)}.get(typ, True)
-            if not ok:
-                raise LbtError(f"{source}: key {key!r} expects {typ}, got {type(val).__name__} ({val!r:.60})")
-        cfg = cls(**{k: v for k, v in raw.items() if v is not None})
+        cfg = dataclass_from_dict(cls, raw, source)
         cfg.validate(source)
         return cfg
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "M2TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise LbtError(f"{path}: no such config file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise LbtError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(raw, dict):
-            raise LbtError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict({**raw, **(overrides or {})}, str(path))
+        return cls.from_dict({**load_yaml(path), **(overrides or {})}, str(path))
 
     def validate(self, source: str = "config") -> None:
         for key, choices in (("device", DEVICES), ("precision", PRECISIONS), ("model_dtype", DTYPES),

