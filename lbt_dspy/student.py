@@ -30,6 +30,9 @@ class Student(dspy.Module):
         self.solve = dspy.Predict(SolveProblem)
 
     def forward(self, question: str, demos: list | None = None, rollout_id: int | None = None) -> dspy.Prediction:
-        config = {"rollout_id": rollout_id} if rollout_id else {}
-        with dspy.context(adapter=self.adapter, lm=self.lm or dspy.settings.lm):
+        lm = self.lm or dspy.settings.lm
+        # A greedy student answers a repeated exam problem the same way: no rollout id (DSPy would warn).
+        greedy = (getattr(lm, "kwargs", None) or {}).get("temperature") == 0
+        config = {"rollout_id": rollout_id} if rollout_id and not greedy else {}
+        with dspy.context(adapter=self.adapter, lm=lm):
             return self.solve(question=question, demos=list(demos or []), config=config)

@@ -75,9 +75,9 @@ def test_twenty_sigkills(tmp_path):
 
 # --- lbt m3 ------------------------------------------------------------------------------------------
 def _m3_cfg(tmp_path, api_base):
-    rows = [{"label": 1, "text": f"pos-{i}"} for i in range(8)] + [{"label": 0, "text": f"neg-{i}"} for i in range(8)]
+    rows = [{"label": 1, "text": f"pos-{i}"} for i in range(16)] + [{"label": 0, "text": f"neg-{i}"} for i in range(16)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    test = [{"label": 1, "text": f"pos-{i}"} for i in range(2, 8)] + [{"label": 0, "text": f"neg-{i}"} for i in range(5)]
+    test = [{"label": 1, "text": f"pos-{i}"} for i in range(4, 24)] + [{"label": 0, "text": f"neg-{i}"} for i in range(20)]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
     model = {"model": "fake", "api_base": api_base, "api_key_env": "FAKE_API_KEY"}
     cfg = {"task": "jsonl", "question": "Is the text positive?", "task_cfg": {"data_dir": str(tmp_path)},
@@ -85,8 +85,8 @@ def _m3_cfg(tmp_path, api_base):
            "student_model_cfgs": [{"model_type": "openai", "model_cfg": {**model, "name": "student-a"},
                                    "sample_cfg": {"temperature": 0.3}},
                                   {"model_type": "openai", "model_cfg": {**model, "name": "student-b"}}],
-           "num_examples": 4, "rounds": 2, "beam_size": 2, "minibatch_size": 16, "reflections_per_set": 2,
-           "score_sample_size": 16, "random_draws": 1, "concurrency": 2, "num_retries": 0}
+           "num_examples": 4, "rounds": 3, "beam_size": 2, "minibatch_size": 16, "reflections_per_set": 2,
+           "score_sample_size": 16, "random_draws": 2, "concurrency": 2, "num_retries": 0}
     path = tmp_path / "m3.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -125,7 +125,7 @@ def test_twenty_sigkills_m3(tmp_path):
             proc = subprocess.Popen(LBT + ["m3", str(cfg), "--output-path", str(run), "-q"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # kill after a random number of new requests (0: during start-up) reached the server
-            target = len(srv.requests) + rng.choice([0, 1, 5, 20, 40])
+            target = len(srv.requests) + rng.choice([0, 1, 3, 5, 10])
             if target == len(srv.requests):
                 time.sleep(rng.uniform(0.1, 1.5))
             while len(srv.requests) < target and proc.poll() is None:
@@ -145,4 +145,5 @@ def test_twenty_sigkills_m3(tmp_path):
     assert _m3_records(run) == _m3_records(tmp_path / "ref")
     assert (run / "report.md").exists() and (run / "best_program_LbT.json").exists()
     # only calls in flight at a kill (at most `concurrency` each) may have been asked twice
+    print(f"m3: {kills} kills, {requested} requests vs {reference_requests} uninterrupted")
     assert reference_requests <= requested <= reference_requests + 2 * kills
