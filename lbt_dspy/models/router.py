@@ -13,10 +13,12 @@ client path (same prefill modes, same error translation); it only chooses where 
   Server errors (5xx), rate limits and bad requests are not failed over: DSPy retries them as
   for a single endpoint.
 
-Why not litellm's ``Router``: measured on this project's 2-core machine against a local scripted
-server, a ``Router.completion`` call cost ~29 ms of CPU on the ``/v1/completions`` path (litellm builds
-a new client, with a fresh TLS context, per call) and ~6-8 ms on the chat path, against < 1 ms here;
-on a machine whose cores also run the inference server, that client CPU is taken from generation.
+Why not litellm's ``Router``: ``python eval/bench_router.py`` routes the same calls over two local
+scripted servers. On this project's 2-core machine (litellm 1.110) the Router's synchronous
+``text_completion`` — the ``/v1/completions`` path that the embedded and vLLM models use — fails
+("LLM Provider NOT provided"); its async twin costs ~9 ms of client CPU per call and ``completion`` (chat)
+~7 ms, against ~2.3 ms for this engine *including* DSPy's own call overhead (3-4x less). At the request
+rates of a few vLLM replicas (hundreds per second) that difference is whole cores taken from the client.
 """
 
 from __future__ import annotations
