@@ -128,8 +128,8 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
     return calls
 
 
-def _stage(store, stage, jobs, cfg, calls, desc, progress):
-    rep = run_jobs(store, stage, jobs, cfg.concurrency, desc, progress)
+def _stage(store, stage, jobs, cfg, calls, desc, progress, on_done=None):
+    rep = run_jobs(store, stage, jobs, cfg.concurrency, desc, progress, on_done=on_done)
     calls[stage] += rep.ran + rep.failed
     calls["failed"] += rep.failed
     if rep.errors:
@@ -147,11 +147,6 @@ def _adaptive_exam_stage(cfg, store, keys, exams, pairs, students, equivalent, e
     reads only recorded results, so an interrupted run resumes to the same decisions. A failed call
     stops its TP's race for this run (a rerun goes on). Writes ``exam_budget.json``.
     """
-    from collections import deque
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    from tqdm.auto import tqdm
-
     from .adaptive import exam_scheduler
     from .results import memo_equivalent
     from .select import group_answers
@@ -180,60 +175,37 @@ def _adaptive_exam_stage(cfg, store, keys, exams, pairs, students, equivalent, e
             for slot in range(len(exams[k])):
                 update(k, j, slot)
 
-    queue: deque = deque()
-    waiting = {k: 0 for k in keys}  # per TP: jobs queued or running
+    waiting = {k: 0 for k in keys}  # per TP: its jobs queued or running
     rounds = {k: 0 for k in keys}
     stopped: set = set()
+    where = {}  # job key -> (TP, pair, slot)
 
-    def plan(k) -> None:
+    def plan(k) -> list:
+        """The TP's next round: its exam jobs, a pair's together."""
         todo = scheds[k].next_slots(groups[k], results[k])
-        batch = [(job, k, j, slot) for j, slots in todo.items() for slot in slots
-                 for job in exam_jobs(k, samples[k][j], [slot]) if job.key not in done]
-        if todo:
-            rounds[k] += 1
+        batch = []
+        for j, slots in todo.items():
+            for slot in slots:
+                for job in exam_jobs(k, samples[k][j], [slot]):
+                    if job.key not in done:
+                        where[job.key] = (k, j, slot)
+                        batch.append(job)
+        rounds[k] += bool(todo)
         waiting[k] += len(batch)
-        queue.extendleft(reversed(batch))  # a TP's next round first: short races, a full queue behind
+        return batch
 
-    for k in reversed(keys):
-        plan(k)
-    bar = tqdm(desc="exam (adaptive)", disable=not progress, dynamic_ncols=True, unit="gen")
-    errors = []
-    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-        running: dict = {}
-        try:
-            while queue or running:
-                while queue and len(running) < cfg.concurrency:
-                    item = queue.popleft()
-                    running[pool.submit(item[0].call)] = item
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    job, k, j, slot = running.pop(fut)
-                    waiting[k] -= 1
-                    try:
-                        record = {"key": job.key, **job.finish(fut.result())}
-                    except Exception as exc:  # a failed call is not a result; its TP waits for a rerun
-                        calls["failed"] += 1
-                        stopped.add(k)
-                        if len(errors) < 5:
-                            errors.append(f"{job.key}: {type(exc).__name__}: {exc}"[:500])
-                    else:
-                        store.append("exam", record)
-                        done[job.key] = record
-                        update(k, j, slot)
-                    calls["exam"] += 1
-                    bar.update(1)
-                    if waiting[k] == 0 and k not in stopped:
-                        plan(k)
-        except BaseException:
-            for f in running:
-                f.cancel()
-            raise
-        finally:
-            bar.close()
-    if errors:
-        calls["error"] = calls["error"] or f"after {cfg.num_retries + 1} attempt(s) each, e.g. {errors[0]}"
-        log.error("exam: %d call(s) failed after %d attempt(s) each, e.g. %s", calls["failed"], cfg.num_retries + 1,
-                  errors[0])
+    def on_done(job, record):  # a TP's next round goes to the front as soon as its last one is in
+        k, j, slot = where[job.key]
+        waiting[k] -= 1
+        if record is None:
+            stopped.add(k)  # its race waits for a rerun
+        else:
+            done[job.key] = record
+            update(k, j, slot)
+        return plan(k) if waiting[k] == 0 and k not in stopped else []
+
+    first = [job for k in keys for job in plan(k)]
+    _stage(store, "exam", first, cfg, calls, "exam (adaptive)", progress, on_done=on_done)
     used = sum(v is not None for k in keys for row in results[k] for v in row) * len(students)
     full = sum(len(samples[k]) * len(exams[k]) for k in keys) * len(students)
     store.write_json("exam_budget.json", {
