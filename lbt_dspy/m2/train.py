@@ -254,6 +254,7 @@ def build_trainer(cfg: M2TrainConfig, train_dataset=None):
         "seed": cfg.seed, "logging_steps": cfg.logging_steps,
         "save_strategy": "steps" if cfg.save_steps > 0 else "no", "save_steps": cfg.save_steps or 500,
         "report_to": "none", "use_cpu": device == "cpu",
+        "disable_tqdm": False,  # a step bar even when transformers' logging is quiet (`-q` turns it off)
         "bf16": precision == "bf16", "fp16": precision == "fp16",
         "model_init_kwargs": {"dtype": _model_dtype(cfg, precision), "trust_remote_code": cfg.trust_remote_code},
         "trust_remote_code": cfg.trust_remote_code,
