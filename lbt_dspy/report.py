@@ -100,20 +100,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     fig.savefig(run_dir / "accuracy_by_method.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    view = views[-1]
-    scores = [s for p in summary["problems"] for s in p.get("lbt_scores", {}).get(view, [])]
-    correct = [c for p in summary["problems"] for c in p["pair_correct"]]
-    right = [s for s, c in zip(scores, correct) if c >= 1]
-    wrong = [s for s, c in zip(scores, correct) if c < 1]
-    bins = [i / 10 for i in range(11)]
-    ax.hist([right, wrong], bins=bins, stacked=True, label=["teacher answer correct", "teacher answer wrong"])
-    ax.set_xlabel(f"LbT score ({view})")
-    ax.set_ylabel("TR-TA pairs")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "lbt_score_hist.png", dpi=120)
-    plt.close(fig)
+    correct = _lbt_score_hist(plt, run_dir, summary, views[-1], ("teacher answer correct", "teacher answer wrong"))
 
     curve = summary["curve"]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -164,19 +151,8 @@ def _write_code_report(run_dir: Path, summary: dict, store: RunStore, plt) -> Pa
     fig.savefig(run_dir / "code_s_score.png", dpi=120)
     plt.close(fig)
 
-    view = summary["views"][-1] if summary["views"] else None
-    scores = [s for p in summary["problems"] for s in p.get("lbt_scores", {}).get(view, [])]
-    passed = [c for p in summary["problems"] for c in p["pair_correct"]]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist([[s for s, c in zip(scores, passed) if c >= 1], [s for s, c in zip(scores, passed) if c < 1]],
-            bins=[i / 10 for i in range(11)], stacked=True,
-            label=["TA passes its visible tests", "TA fails a visible test"])
-    ax.set_xlabel(f"LbT score ({view})")
-    ax.set_ylabel("TR-TA pairs")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "lbt_score_hist.png", dpi=120)
-    plt.close(fig)
+    passed = _lbt_score_hist(plt, run_dir, summary, summary["views"][-1] if summary["views"] else None,
+                             ("TA passes its visible tests", "TA fails a visible test"))
 
     cfg = store.read_config()
     s_all = [s for row in code["problems"].values() for s in row["s_scores"] if s is not None]
@@ -199,3 +175,20 @@ def _model_label(entry) -> str:
         return "?"
     cfg = entry.get("model_cfg") or {}
     return f"{entry.get('model_type', 'embedded')}:{cfg.get('name') or cfg.get('model') or 'default'}"
+
+
+def _lbt_score_hist(plt, run_dir: Path, summary: dict, view, labels: tuple[str, str]) -> list:
+    """lbt_score_hist.png: the pairs' LbT scores, stacked by whether the teacher's answer was right;
+    returns each pair's correctness."""
+    scores = [s for p in summary["problems"] for s in p.get("lbt_scores", {}).get(view, [])]
+    ok = [c for p in summary["problems"] for c in p["pair_correct"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist([[s for s, c in zip(scores, ok) if c >= 1], [s for s, c in zip(scores, ok) if c < 1]],
+            bins=[i / 10 for i in range(11)], stacked=True, label=list(labels))
+    ax.set_xlabel(f"LbT score ({view})")
+    ax.set_ylabel("TR-TA pairs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "lbt_score_hist.png", dpi=120)
+    plt.close(fig)
+    return ok
