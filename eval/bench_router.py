@@ -74,7 +74,7 @@ def main() -> None:
                                   tokenizer=None if mode == "chat" else str(checkpoint_path()))
             lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0, max_tokens=16)
             rows[f"(b) lbt RoutedEngine under dspy.LM ({mode})"] = (
-                lambda lm=lm: lm(messages=[{"role": "user", "content": PROMPT}]))
+                lambda lm=lm: lm(PROMPT))
         results = {}
         for name, fn in rows.items():
             try:

@@ -16,8 +16,8 @@ client path (same prefill modes, same error translation); it only chooses where 
 Why not litellm's ``Router``: ``python eval/bench_router.py`` routes the same calls over two local
 scripted servers. On this project's 2-core machine (litellm 1.110) the Router's synchronous
 ``text_completion`` — the ``/v1/completions`` path that the embedded and vLLM models use — fails
-("LLM Provider NOT provided"); its async twin costs ~9 ms of client CPU per call and ``completion`` (chat)
-~7 ms, against ~2.3 ms for this engine *including* DSPy's own call overhead (3-4x less). At the request
+("LLM Provider NOT provided"); its async twin and ``completion`` (chat) cost 7-9 ms of client CPU per
+call, against ~1.5 ms for this engine *including* DSPy's own call overhead (about 5x less). At the request
 rates of a few vLLM replicas (hundreds per second) that difference is whole cores taken from the client.
 """
 
