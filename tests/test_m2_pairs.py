@@ -170,3 +170,24 @@ def test_cli_pairs(tmp_path, capsys):
     assert "not an M1 run directory" in capsys.readouterr().err
     with pytest.raises(LbtError, match="no pairs"):
         load_pairs(tmp_path / "q")
+
+
+def test_eval_summary_report_and_plot(tmp_path):
+    """`lbt m2 eval`'s table on hand-made scores: accuracy, Wilson interval, wins/losses vs base, and the PNG."""
+    from lbt_dspy.m2.evaluate import draw_accuracy, eval_report, summarize_eval
+
+    keys = ["a", "b", "c", "d"]
+    results = {"base": {"entry": {"model_type": "openai", "model_cfg": {"model": "m"}},
+                        "scores": {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}},
+               "tuned": {"entry": {"model_type": "openai", "model_cfg": {"model": str(tmp_path / "no-such")}},
+                         "scores": {"a": 0.0, "b": 1.0, "c": 1.0, "d": 0.0}}}
+    s = summarize_eval(results, keys, [{"question": k} for k in keys])
+    base, tuned = s["rows"]
+    assert base["accuracy"] == 0.25 and tuned["accuracy"] == 0.5
+    assert tuned["vs_base"] == {"wins": 2, "losses": 1, "paired": 4}
+    assert 0 < base["ci95"][0] < 0.25 < base["ci95"][1] < 1
+    s.update({"split": "all", "limit": None, "failed_calls": 0, "dataset": {"dataset_type": "arith", "dataset_cfg": {}}})
+    text = eval_report(s)
+    assert "| tuned | 50.0% (2/4) |" in text and "+2 / -1" in text and "accuracy_by_model.png" in text
+    draw_accuracy(s, tmp_path / "acc.png")
+    assert (tmp_path / "acc.png").stat().st_size > 0

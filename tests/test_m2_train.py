@@ -58,6 +58,7 @@ def test_dpo_lowers_the_loss_on_its_pairs(trained):
     assert after["dpo_loss"] < before["dpo_loss"] - 0.05
     assert after["reward_margin"] > 0 and after["reward_accuracy"] > 0.5
     assert s["s_per_step_mean"] > 0
+    assert (trained[0] / "train_loss.png").stat().st_size > 0
 
 
 def test_lora_weights_changed(trained):

@@ -168,8 +168,29 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
                     "dataset": {"dataset_type": cfg.dataset_type, "dataset_cfg": cfg.dataset_cfg}})
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+    draw_accuracy(summary, out / "accuracy_by_model.png")
     (out / "report.md").write_text(eval_report(summary), encoding="utf-8")
     return summary
+
+
+def draw_accuracy(summary: dict, path: Path) -> None:
+    """Greedy accuracy per model with its 95% (Wilson) interval, as a bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["rows"]
+    acc = [100 * r["accuracy"] for r in rows]
+    err = [[a - 100 * r["ci95"][0] for a, r in zip(acc, rows)], [100 * r["ci95"][1] - a for a, r in zip(acc, rows)]]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(rows) + 1), 4))
+    ax.bar([r["model"] for r in rows], acc, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(rows))])
+    ax.set_ylabel("greedy accuracy (%), 95% CI")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"M2: greedy accuracy on {summary['num_problems']} problems")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def summarize_eval(results: dict, keys: list[str], problems: list[dict]) -> dict:
@@ -236,4 +257,5 @@ def eval_report(summary: dict) -> str:
             f"{summary['num_problems']} problems: dataset `{ds['dataset_type']}` {json.dumps(ds['dataset_cfg'])}, "
             f"split `{summary['split']}`" + (f", first {summary['limit']}" if summary.get("limit") else "") +
             ". Greedy decoding (the config's greedy_sample_cfg), the config's prompt format and scorer.\n\n"
-            + eval_table(summary) + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+            + eval_table(summary) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + "\n![accuracy by model](accuracy_by_model.png)\n")

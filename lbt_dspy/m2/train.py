@@ -9,7 +9,8 @@ completions' mean per-token NLL).
 Outputs in `output_dir`: ``adapter/`` (the LoRA adapter, with PEFT), ``merged/`` (a plain checkpoint
 with tokenizer and a generation_config.json with ``do_sample: true``, loadable by `transformers serve`,
 `vllm serve` and ``{"model_type": "embedded", "model_cfg": {"checkpoint": merged}}`` in `lbt m1`),
-``train_summary.json`` (time per step, losses, DPO loss on the training pairs before and after) and
+``train_summary.json`` (time per step, losses, DPO loss on the training pairs before and after),
+``train_loss.png`` and
 ``model_entry.yaml`` (the model entries to paste into a config).
 
 Multi-GPU: ``accelerate launch -m lbt_dspy.cli m2 train CFG`` (no code change; the batch is then
@@ -369,9 +370,36 @@ def train(cfg: M2TrainConfig, train_dataset=None) -> dict:
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+        draw_loss(summary["loss_history"], out / "train_loss.png")
         if cfg.save_merged:
             (out / "model_entry.yaml").write_text(model_entry_yaml(merged_dir.resolve()), encoding="utf-8")
     return summary
+
+
+def draw_loss(history: list[dict], path: Path) -> None:
+    """train_loss.png: the logged training loss (DPO + weighted NLL) and reward accuracy per step."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [h["loss"] for h in history], "o-", label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (DPO + weighted NLL)")
+    if any("rewards/accuracies" in h for h in history):
+        ax2 = ax.twinx()
+        ax2.plot(steps, [h.get("rewards/accuracies") for h in history], "s--", color="C1", label="reward accuracy")
+        ax2.set_ylabel("reward accuracy")
+        ax2.set_ylim(-0.05, 1.05)
+        ax2.legend(loc="center right")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _peak_rss_gb() -> float | None:
