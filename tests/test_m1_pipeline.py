@@ -144,3 +144,40 @@ def test_sigkill_mid_run_then_resume_gives_same_table(tmp_path):
     keys = [r["key"] for r in records]
     assert len(keys) == len(set(keys)) == total  # every generation recorded exactly once
     assert (run / "report.md").read_text().split("## Accuracy vs")[0] == reference
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_lbt_score_is_a_metric_for_dspy_evaluate(fake_server, tmp_path):
+    """`LbTScore.metric` in `dspy.Evaluate`: the teacher's greedy TR-TA per teaching problem, scored by the
+    students' exam; the same numbers as calling `LbTScore` directly. The program saves and loads as JSON
+    (DSPy deep-copies it on load: the copies share the engine, whose live client cannot be deep-copied)."""
+    teach, bank = make_families(2, 2, seed=4)
+    with ModelPool(cache=False) as pool:
+        lm = pool.lm(fake_config(fake_server.api_base)["teacher_model_cfg"], {"temperature": 0.0})
+        adapter = TemplateAdapter(stub_teaching_items=[])
+        teacher = Teacher(lm=lm, adapter=adapter, num_samples=1)
+        lbt = LbTScore([Student(lm=lm, adapter=adapter)], FunctionalExamMaker(bank, 2, 1), MathScorer())
+
+        class Solve(dspy.Module):
+            def __init__(self):
+                super().__init__()
+                self.teacher = teacher
+
+            def forward(self, question):
+                return self.teacher.sample(question, 0)
+
+        devset = [dspy.Example(**item).with_inputs("question") for item in teach]
+        result = dspy.Evaluate(devset=devset, metric=lbt.metric, num_threads=1, display_progress=False)(Solve())
+        direct = []
+        for item in teach:
+            pred = teacher.sample(item["question"], 0)
+            direct.append(lbt(item=item, rationale=pred.rationale, answer=pred.answer).score)
+    assert result.score == pytest.approx(100 * sum(direct) / len(direct))
+    m1 = M1(teacher, lbt)
+    m1.save(str(tmp_path / "m1.json"))
+    again = M1(Teacher(lm=lm, adapter=adapter, num_samples=1), lbt)
+    again.load(str(tmp_path / "m1.json"))
+    assert json.loads((tmp_path / "m1.json").read_text()) and len(again.named_predictors()) == len(m1.named_predictors())
+    import copy
+
+    assert copy.deepcopy(teacher).lm.engine is teacher.lm.engine

@@ -62,6 +62,11 @@ class OpenAICompatEngine:
     def __repr__(self) -> str:  # no key in reprs, logs or tracebacks
         return f"OpenAICompatEngine(model={self.model!r}, api_base={self.api_base!r}, prefill={self.prefill!r})"
 
+    def __deepcopy__(self, memo):
+        # DSPy deep-copies programs (Module.load, optimizers); a copy of a program talks to the same server
+        # through the same client and connection pool (an openai client does not survive a deep copy).
+        return self
+
     @cached_property
     def client(self):
         import openai

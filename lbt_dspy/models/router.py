@@ -88,6 +88,10 @@ class RoutedEngine:
         self._lock = threading.Lock()
         self._turn = itertools.count()  # the endpoints share one tokenizer (engine._tokenizer)
 
+    def __deepcopy__(self, memo):
+        # Copies of a program (DSPy deep-copies them) share the endpoints and their health.
+        return self
+
     @property
     def api_base(self) -> list[str]:
         return [ep.api_base for ep in self.endpoints]
