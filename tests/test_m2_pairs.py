@@ -163,6 +163,11 @@ def test_cli_pairs(tmp_path, capsys):
     assert main(["m2", "pairs", str(run), "--output-path", str(tmp_path / "p"), "--max-pairs-per-problem", "1"]) == 0
     assert "kept 1" in capsys.readouterr().out
     assert len(load_pairs(tmp_path / "p")) == 1
+    # the same output path again: refused before any work, the earlier pairs untouched
+    before = (tmp_path / "p" / "pairs.jsonl").read_bytes()
+    assert main(["m2", "pairs", str(run), "--output-path", str(tmp_path / "p")]) == 2
+    assert "already holds pairs" in capsys.readouterr().err
+    assert (tmp_path / "p" / "pairs.jsonl").read_bytes() == before
     # nothing qualifies: exit 1 and a hint
     assert main(["m2", "pairs", str(run), "--output-path", str(tmp_path / "q"), "--threshold", "1"]) == 1
     # not a run directory: a one-line error, exit 2

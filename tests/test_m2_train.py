@@ -122,3 +122,16 @@ def test_the_tuned_teacher_plugs_into_model_entries(trained):
     assert vllm["model_cfg"]["model"] == merged
     with pytest.raises(LbtError, match="embedded' or 'vllm'"):
         swap_checkpoint({"model_type": "openai", "model_cfg": {"model": "gpt"}}, "t", merged)
+
+
+def test_an_output_dir_holding_a_trained_model_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train_summary.json").write_text('{"earlier": true}')
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(pair(1, 2)) + "\n")
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump({"pairs": str(pairs), "output_dir": str(out), "device": "cpu"}))
+    assert main(["m2", "train", str(cfg), "-q"]) == 2  # before loading any model
+    assert "already holds a trained model" in capsys.readouterr().err
+    assert (out / "train_summary.json").read_text() == '{"earlier": true}'

@@ -100,9 +100,10 @@ def run_m2(args) -> int:
 
 
 def _pairs(args) -> int:
-    from .pairs import PairConfig, build_pairs, save_pairs
+    from .pairs import PairConfig, build_pairs, check_pairs_output, save_pairs
 
     cfg = PairConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PairConfig)})
+    check_pairs_output(Path(args.output_path))  # before any work
     records, summary = build_pairs(args.run_dirs, cfg)
     out = save_pairs(records, summary, args.output_path)
     wc, wl = cfg.weights()

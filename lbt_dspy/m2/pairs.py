@@ -277,13 +277,21 @@ def build_pairs(run_dirs: list[str | Path], config: PairConfig | None = None) ->
 
 
 # --- files ---------------------------------------------------------------------------------------
+def check_pairs_output(out: Path) -> None:
+    """Refuse an output path that is a file or already holds pairs: results are never overwritten."""
+    if out.exists() and not out.is_dir():
+        raise LbtError(f"{out}: output path exists and is not a directory")
+    for name in ("pairs.jsonl", "pairs_summary.json", "dataset"):
+        if (out / name).exists():
+            raise LbtError(f"{out}: already holds pairs ({name}); choose another --output-path or remove it")
+
+
 def save_pairs(records: list[dict], summary: dict, out_dir: str | Path) -> Path:
     """Write ``pairs.jsonl``, ``pairs_summary.json`` and the `datasets` dataset (``dataset/``)."""
     from datasets import Dataset
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LbtError(f"{out}: output path exists and is not a directory")
+    check_pairs_output(out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "pairs.jsonl", "w", encoding="utf-8") as fh:
         for rec in records:

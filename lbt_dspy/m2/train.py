@@ -300,12 +300,23 @@ def dpo_metrics(trainer, dataset) -> dict:
             "logps_rejected": get("logps/rejected")}
 
 
+def check_train_output(out: Path) -> None:
+    """Refuse an output directory that holds a trained model: results are never overwritten."""
+    if out.exists() and not out.is_dir():
+        raise LbtError(f"{out}: output_dir exists and is not a directory")
+    for name in ("train_summary.json", "adapter", "merged"):
+        if (out / name).exists():
+            raise LbtError(f"{out}: output_dir already holds a trained model ({name}); choose another "
+                           "--output-dir or remove it")
+
+
 def train(cfg: M2TrainConfig, train_dataset=None) -> dict:
     """Train, save ``adapter/`` and ``merged/``, and return (and write) the training summary."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     out = Path(cfg.output_dir)
+    check_train_output(out)
     trainer = build_trainer(cfg, train_dataset)
     acc = trainer.accelerator
     info = dict(trainer.lbt_info)
