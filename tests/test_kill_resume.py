@@ -99,10 +99,11 @@ def _m3_cfg(tmp_path, api_base):
 
 
 def _bodies(requests) -> dict:
-    """How often each distinct request body reached the server."""
+    """How often each distinct request body reached the server; a request cut off by a kill before its
+    body arrived counts as ``"(cut off)"``."""
     from collections import Counter
 
-    return Counter(json.dumps(r["body"], sort_keys=True) for r in requests)
+    return Counter(json.dumps(r["body"], sort_keys=True) if r["body"] else "(cut off)" for r in requests)
 
 
 def _m3_records(run):
@@ -143,5 +144,6 @@ def test_twenty_sigkills_m3(tmp_path):
     assert (run / "report.md").exists() and (run / "best_program_LbT.json").exists()
     # the same calls as the uninterrupted run; only those in flight at a kill (at most `concurrency`, 2, each)
     # were asked again
+    cut_off = requested.pop("(cut off)", 0)
     assert set(requested) == set(reference) and max(reference.values()) == 1
-    assert sum(requested.values()) - len(requested) <= 2 * kills
+    assert sum(requested.values()) - len(requested) + cut_off <= 2 * kills
