@@ -95,20 +95,15 @@ class AdaptiveExam:
             groups: Per pair, its answer group (equivalent answers share an id); None: no answer.
             results: Per pair, per slot: the score (mean over students, in [0, 1]) or None if not taken.
         """
-        return self.state(groups, results)["todo"]
-
-    def state(self, groups, results) -> dict:
-        """The race as it stands: ``todo`` (pair -> next slots), and once past the first round the
-        current ``picks`` and whether each method is ``decided``."""
         if len(groups) != len(results):
             raise ValueError("groups and results must have one entry per pair")
         pairs = [i for i, g in enumerate(groups) if g is not None]
         if len({groups[i] for i in pairs}) < 2:  # one answer (or none): the pick is known, no exam
-            return {"todo": {}, "decided": {m: True for m in self.methods}, "picks": {}, "first_round": False}
+            return {}
         first = {i: self._missing(results[i], self.initial - self._taken(results[i])) for i in pairs}
         first = {i: s for i, s in first.items() if s}
         if first:
-            return {"todo": first, "decided": {m: False for m in self.methods}, "picks": {}, "first_round": True}
+            return first
         u = self.units_per_slot
         obs = {}  # pair -> (successes, generations taken, generations to come)
         for i in pairs:
@@ -119,15 +114,12 @@ class AdaptiveExam:
             members.setdefault(groups[i], []).append(i)
         pred = self._predict(obs)
         relevant: set[int] = set()
-        decided, picks = {}, {}
         for method in self.methods:
-            leader = _current_pick(method, groups, results)
-            picks[method] = leader
+            leader = pick(method, groups, results)
             bounds = {g: self._group_bounds(method, [obs[i] for i in m], pred) for g, m in members.items()}
             lo_l = bounds[leader][0]
             contending = [g for g in members if g != leader and not _beats(lo_l, _tiebreak(members[leader]),
                                                                            bounds[g][1], _tiebreak(members[g]))]
-            decided[method] = not contending
             for g in ([leader] + contending) if contending else []:
                 racing = [i for i in members[g] if obs[i][2] > 0]
                 if method == "M1 MAX":
@@ -138,7 +130,7 @@ class AdaptiveExam:
                         racing = sorted(racing, key=lambda i: -pred[obs[i]].mean)[:self.max_width]
                 relevant.update(racing)
         todo = {i: self._missing(results[i], self.step) for i in sorted(relevant)}
-        return {"todo": {i: t for i, t in todo.items() if t}, "decided": decided, "picks": picks, "first_round": False}
+        return {i: t for i, t in todo.items() if t}
 
     # --- helpers ---------------------------------------------------------------------------------
     @staticmethod
@@ -160,11 +152,11 @@ class AdaptiveExam:
         for key in set(obs.values()):
             s, n, m = key
             if alpha <= 0:  # worst case: every generation still to come fails / passes
-                out[key] = _Pred(s, m, None, None, s, s + m, s / n * (n + m) if n else 0.0)
+                out[key] = _Pred(None, None, s, s + m, s / n * (n + m) if n else 0.0)
                 continue
             pmf = _beta_binomial(m, a0 + s, b0 + n - s)
             cdf = np.cumsum(pmf)
-            out[key] = _Pred(s, m, pmf, cdf, s + _quantile_lo(cdf, alpha), s + _quantile_hi(cdf, alpha),
+            out[key] = _Pred(pmf, cdf, s + _quantile_lo(cdf, alpha), s + _quantile_hi(cdf, alpha),
                              s + float(np.dot(np.arange(len(pmf)), pmf)))
         return out
 
@@ -205,23 +197,11 @@ class AdaptiveExam:
 
 @dataclass
 class _Pred:
-    s: float                 # successes so far
-    m: float                 # generations to come
     pmf: np.ndarray | None   # law of the successes to come (None: worst-case bounds)
     cdf: np.ndarray | None
     lo: float                # bounds and mean of the full-exam successes
     hi: float
     mean: float
-
-
-def _current_pick(method: str, groups, results) -> int | None:
-    """The group `select` picks from the mean over the slots taken (what `lbt select` would report)."""
-    cands = []
-    for i, g in enumerate(groups):
-        vals = [v for v in results[i] if v is not None]
-        cands.append(Candidate("" if g is None else f"g{g}", sum(vals) / len(vals) if vals else 0.0, i))
-    best = METHODS[method](cands, lambda a, b: a == b)
-    return None if best is None else groups[best.index]
 
 
 def _beta_binomial(m: int, a: float, b: float) -> np.ndarray:
@@ -282,8 +262,13 @@ def replay(groups: Sequence[int | None], full: Sequence[Sequence[float]], sched:
 
 
 def pick(method: str, groups: Sequence[int | None], results: Sequence[Sequence[float | None]]) -> int | None:
-    """The group M1 picks from the results recorded (the mean over slots taken), as `lbt select` does."""
-    return _current_pick(method, groups, results)
+    """The group `select` picks from the mean over the slots taken (what `lbt select` would report)."""
+    cands = []
+    for i, g in enumerate(groups):
+        vals = [v for v in results[i] if v is not None]
+        cands.append(Candidate("" if g is None else f"g{g}", sum(vals) / len(vals) if vals else 0.0, i))
+    best = METHODS[method](cands, lambda a, b: a == b)
+    return None if best is None else groups[best.index]
 
 
 # --- synthetic full-exam results with known ground truth ----------------------------------------------

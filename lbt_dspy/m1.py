@@ -128,8 +128,8 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
     return calls
 
 
-def _stage(store, stage, jobs, cfg, calls, desc, progress, on_done=None):
-    rep = run_jobs(store, stage, jobs, cfg.concurrency, desc, progress, on_done=on_done)
+def _stage(store, stage, jobs, cfg, calls, desc, progress, on_done=None, done=None):
+    rep = run_jobs(store, stage, jobs, cfg.concurrency, desc, progress, on_done=on_done, done=done)
     calls[stage] += rep.ran + rep.failed
     calls["failed"] += rep.failed
     if rep.errors:
@@ -199,13 +199,12 @@ def _adaptive_exam_stage(cfg, store, keys, exams, pairs, students, equivalent, e
         waiting[k] -= 1
         if record is None:
             stopped.add(k)  # its race waits for a rerun
-        else:
-            done[job.key] = record
+        else:  # `run_jobs` has put the record in `done`
             update(k, j, slot)
         return plan(k) if waiting[k] == 0 and k not in stopped else []
 
     first = [job for k in keys for job in plan(k)]
-    _stage(store, "exam", first, cfg, calls, "exam (adaptive)", progress, on_done=on_done)
+    _stage(store, "exam", first, cfg, calls, "exam (adaptive)", progress, on_done=on_done, done=done)
     used = sum(v is not None for k in keys for row in results[k] for v in row) * len(students)
     full = sum(len(samples[k]) * len(exams[k]) for k in keys) * len(students)
     store.write_json("exam_budget.json", {

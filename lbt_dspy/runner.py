@@ -33,8 +33,8 @@ class StageReport:
 
 
 def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16, desc: str | None = None,
-             progress: bool = True, on_done: Callable[[Job, dict | None], list[Job] | None] | None = None
-             ) -> StageReport:
+             progress: bool = True, on_done: Callable[[Job, dict | None], list[Job] | None] | None = None,
+             done: dict | None = None) -> StageReport:
     """Run the jobs whose key is not yet in `stage`, `concurrency` at a time, with a progress bar.
 
     A call that fails (after the LM's own retries) is counted and logged, never recorded: a rerun
@@ -44,8 +44,9 @@ def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16
         on_done: For stages that decide as they go (adaptive exams): called in this thread after each
             job with its record (None when the call failed); the jobs it returns run next, ahead of
             the queue.
+        done: The stage's records as the caller already loaded them (kept up to date here); None: load them.
     """
-    done = store.load(stage)
+    done = store.load(stage) if done is None else done
     todo = deque(j for j in jobs if j.key not in done)
     report = StageReport(done_before=len(jobs) - len(todo))
     if not todo:

@@ -174,10 +174,12 @@ def test_lbt_score_is_a_metric_for_dspy_evaluate(fake_server, tmp_path):
             direct.append(lbt(item=item, rationale=pred.rationale, answer=pred.answer).score)
     assert result.score == pytest.approx(100 * sum(direct) / len(direct))
     m1 = M1(teacher, lbt)
+    m1.teacher.solve.demos = [dspy.Example(question="2+2?", rationale="2 and 2 make 4.", answer="4")]
     m1.save(str(tmp_path / "m1.json"))
     again = M1(Teacher(lm=lm, adapter=adapter, num_samples=1), lbt)
+    assert not again.teacher.solve.demos
     again.load(str(tmp_path / "m1.json"))
-    assert json.loads((tmp_path / "m1.json").read_text()) and len(again.named_predictors()) == len(m1.named_predictors())
+    assert [d["answer"] for d in again.teacher.solve.demos] == ["4"]  # what the program learnt comes back
     import copy
 
     assert copy.deepcopy(teacher).lm.engine is teacher.lm.engine

@@ -70,12 +70,10 @@ def swap_checkpoint(entry: dict, name: str, checkpoint: str | None, where: str =
     return entry
 
 
-def eval_problems(cfg, split: str, limit: int | None) -> list[dict]:
-    from ..components import build_components
-
+def eval_problems(data, split: str, limit: int | None) -> list[dict]:
+    """The problems of a dataset's `split` (teaching, bank or all), the first `limit` of them."""
     if split not in SPLITS:
         raise LbtError(f"--split must be one of {', '.join(SPLITS)}")
-    data = build_components(cfg).data
     rows = {"teaching": data.teaching, "bank": data.exam_bank, "all": data.teaching + data.exam_bank}[split]
     rows = rows[:limit] if limit else rows
     if not rows:
@@ -119,8 +117,8 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
     from ..store import RunStore
 
     out = Path(output_path)
-    problems = eval_problems(cfg, split, limit)
     parts = build_components(cfg)
+    problems = eval_problems(parts.data, split, limit)
     scorer = parts.scorer
     names = [n for n, _ in models]
     if include_base:
@@ -135,6 +133,13 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
     for name, path in models:
         entries.append((name, swap_checkpoint(cfg.teacher_model_cfg, name, resolve_checkpoint(path))))
     keys = [f"p{i:04d}" for i in range(len(problems))]
+
+    def finish(reference, q):  # a greedy answer -> its record
+        def f(pred):
+            return {"question": q, "reference": reference, "rationale": pred.rationale,
+                    "answer": pred.answer, "score": scorer.score(pred.answer, reference)}
+        return f
+
     results, calls_failed = {}, 0
     for name, entry in entries:
         mcfg = dataclasses.replace(cfg, teacher_model_cfg=entry)
@@ -149,14 +154,7 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
         # (the run store resumes an interrupted evaluation instead).
         with ModelPool(cache=False, num_retries=cfg.num_retries, log_dir=str(out / name)) as pool:
             greedy = build_teacher(mcfg, pool, parts.adapter, greedy=True)
-
-            def finish(key, reference, q):
-                def f(pred):
-                    return {"question": q, "reference": reference, "rationale": pred.rationale,
-                            "answer": pred.answer, "score": scorer.score(pred.answer, reference)}
-                return f
-
-            jobs = [Job(k, (lambda q=p["question"]: greedy.sample(q, 0)), finish(k, str(p["answer"]), p["question"]))
+            jobs = [Job(k, (lambda q=p["question"]: greedy.sample(q, 0)), finish(str(p["answer"]), p["question"]))
                     for k, p in zip(keys, problems)]
             rep = run_jobs(store, "greedy", jobs, cfg.concurrency, f"greedy ({name})", progress)
             calls_failed += rep.failed

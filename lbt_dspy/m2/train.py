@@ -20,7 +20,6 @@ Multi-GPU: ``accelerate launch -m lbt_dspy.cli m2 train CFG`` (no code change; t
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -31,8 +30,6 @@ from ..config import dataclass_from_dict, load_yaml
 from ..config import help_field as _help
 from ..errors import LbtError
 from ..registry import did_you_mean
-
-log = logging.getLogger("lbt_dspy")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -243,6 +240,7 @@ def build_trainer(cfg: M2TrainConfig, train_dataset=None):
     if not getattr(tokenizer, "chat_template", None):
         raise LbtError(f"model: {model_path} has no chat template; the pairs are chat prompts")
     out = Path(cfg.output_dir)
+    model_dtype = _model_dtype(cfg, precision)
     args = {
         "output_dir": str(out / "checkpoints"),
         "beta": cfg.beta, "loss_type": cfg.loss_types(), "loss_weights": cfg.loss_weights(),
@@ -257,7 +255,7 @@ def build_trainer(cfg: M2TrainConfig, train_dataset=None):
         "report_to": "none", "use_cpu": device == "cpu",
         "disable_tqdm": False,  # a step bar even when transformers' logging is quiet (`-q` turns it off)
         "bf16": precision == "bf16", "fp16": precision == "fp16",
-        "model_init_kwargs": {"dtype": _model_dtype(cfg, precision), "trust_remote_code": cfg.trust_remote_code},
+        "model_init_kwargs": {"dtype": model_dtype, "trust_remote_code": cfg.trust_remote_code},
         "trust_remote_code": cfg.trust_remote_code,
         "dataloader_pin_memory": device == "cuda",
     }
@@ -275,7 +273,7 @@ def build_trainer(cfg: M2TrainConfig, train_dataset=None):
     trainer = DPOTrainer(model=model_path, args=dpo_args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     trainer.lbt_info = {"device": device, "precision": precision, "model_path": model_path,
-                        "model_dtype": _model_dtype(cfg, precision), "pairs": len(dataset)}
+                        "model_dtype": model_dtype, "pairs": len(dataset)}
     trainer.lbt_pairs = dataset  # untokenized, for `dpo_metrics`
     return trainer
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 
@@ -31,14 +30,13 @@ def run_m3_command(args) -> int:
         raise LbtError("m3: give a config file (or --report RUN_DIR)")
     cfg = M3Config.from_yaml(args.cfg_file)
     out_dir = Path(args.output_path or Path("runs") / Path(args.cfg_file).stem)
-    t0 = time.monotonic()
     calls = run_m3(cfg, out_dir, progress=not args.quiet, log_dir=str(out_dir))
-    wall = time.monotonic() - t0
     s = summarize(out_dir)
     report = write_report(out_dir, s)
     print(f1_table(s), end="")
     print(f"LM calls this run: {calls['optimize'] + calls['eval']} (optimizer {calls['optimize']}, "
-          f"test evaluation {calls['eval']}; {calls['cached']} answered by DSPy's cache); wall time {wall:.0f} s")
+          f"test evaluation {calls['eval']}; {calls['cached']} answered by DSPy's cache); "
+          f"wall time {calls['seconds']:.0f} s")
     print(f"report: {report}")
     if calls["failed"]:
         print(f"lbt: {calls['failed']} call(s) failed (left out of scores); rerun the same command to retry",

@@ -90,6 +90,15 @@ def lm_name(lm, default: str) -> str:
     return getattr(lm, "lbt_name", None) or getattr(lm, "model", None) or default
 
 
+def unique_names(lms: list) -> list[str]:
+    """The students' names for records and reports; a name that repeats gets ``#<index>``."""
+    names: list[str] = []
+    for i, lm in enumerate(lms):
+        name = lm_name(lm, f"student{i}")
+        names.append(f"{name}#{i}" if name in names else name)
+    return names
+
+
 class LbTOptimizer(Teleprompter):
     """M3: optimise the K in-context examples of a Yes/No classifier with a teacher and several students.
 
@@ -213,11 +222,7 @@ class LbTOptimizer(Teleprompter):
         self._teacher = teacher_lm
         self._classifier = self.teacher_classifier or teacher_lm
         self._students = self.students or [self._classifier]
-        names = []
-        for i, lm in enumerate(self._students):
-            name = lm_name(lm, f"student{i}")
-            names.append(f"{name}#{i}" if name in names else name)
-        self._student_names = names
+        self._student_names = unique_names(self._students)
         self._clf = Classifier(student, self.classifier_adapter, self.num_threads, self.progress,
                                on_call=lambda role, failed, cached: self._calls.add(role, failed, cached))
         self._question = student.predictors()[0].signature.instructions

@@ -29,9 +29,9 @@ from ..store import RunStore
 from .adapters import STEERING_PREFILLS, ClassifierAdapter, TeacherAdapter
 from .classify import Classifier
 from .config import M3Config
-from .formats import YES, demo_dicts
+from .formats import demo_dicts
 from .metrics import summary
-from .optimizer import LbTOptimizer, lm_name
+from .optimizer import LbTOptimizer, unique_names
 from .signatures import make_classifier
 from .tasks import load_task
 
@@ -64,11 +64,7 @@ class _Models:
 
     def __init__(self, teacher, classifier, students: list):
         self.teacher, self.classifier, self.students = teacher, classifier, students
-        names = []
-        for i, lm in enumerate(students):
-            name = lm_name(lm, f"student{i}")
-            names.append(f"{name}#{i}" if name in names else name)
-        self.student_names = names
+        self.student_names = unique_names(students)
 
 
 def build_models(cfg: M3Config, pool: ModelPool) -> _Models:
@@ -96,7 +92,7 @@ def run_m3(cfg: M3Config, output_path: str | Path, progress: bool = True, log_di
     test = subsample(task.test, cfg.test_size, f"{cfg.seed}/test")
     store = RunStore(output_path, cfg.to_dict())
     store.write_json("data.json", {"task": task.name, "question": task.question,
-                                   "train": [demo_dicts([e])[0] for e in train],
+                                   "train": demo_dicts(train),
                                    "test_labels": [e.label for e in test], "train_size": len(train),
                                    "test_size": len(test), "self_is_lbt": self_is_lbt(cfg)})
     calls = {"optimize": 0, "eval": 0, "cached": 0, "failed": 0}
@@ -157,6 +153,11 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
     configurations = [("LbT", models.students, models.student_names)]
     if "self" in cfg.baselines and not self_is_lbt(cfg):
         configurations.append(("self", [models.classifier], ["teacher"]))
+    def evaluate_best(name: str, record: dict) -> None:  # test F1 of a round's best set
+        best, r = record["beam"][0], record["round"]
+        evaluate(f"{name}/{r}", best["demos"], {"config": name, "round": r, "best": best["id"],
+                                                "train_score": best["score"]}, f"{name} round {r} on test")
+
     rounds_done = store.load("rounds")
     for name, students, student_names in configurations:
         prior = []
@@ -170,12 +171,10 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
             calls["cached"] += record["calls"].get("cached", 0)
             store.append("rounds", {"key": f"{name}/{r}", "config": name, "students": student_names,
                                     "record": record})
-            best = record["beam"][0]
-            evaluate(f"{name}/{r}", best["demos"], {"config": name, "round": r, "best": best["id"],
-                                                   "train_score": best["score"]}, f"{name} round {r} on test")
+            evaluate_best(name, record)
             if progress:
                 f1 = evaluated[f"{name}/{r}/teacher"]["f1"]
-                score = best["score"]
+                score = record["beam"][0]["score"]
                 score_txt = f"{score:.3f}" if score is not None else "n/a"
                 from tqdm.auto import tqdm
 
@@ -193,16 +192,8 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
             num_threads=cfg.concurrency, seed=cfg.seed, history=prior, on_round=on_round, progress=progress)
         best = optimizer.compile(program, trainset=train, teacher=models.teacher)
         for record in optimizer.history:  # rounds stored by an interrupted run but not yet evaluated
-            b = record["beam"][0]
-            evaluate(f"{name}/{record['round']}", b["demos"], {"config": name, "round": record["round"],
-                                                               "best": b["id"], "train_score": b["score"]},
-                     f"{name} round {record['round']} on test")
+            evaluate_best(name, record)
         best.save(str(store.path / f"best_program_{name}.json"))
 
 
-def constant_yes_f1(labels: list[str]) -> dict:
-    """The "always Yes" reference (no LM call): what F1 a classifier gets by never saying No."""
-    return summary(labels, [YES] * len(labels))
-
-
-__all__ = ["run_m3", "build_models", "self_is_lbt", "subsample", "constant_yes_f1"]
+__all__ = ["run_m3", "build_models", "self_is_lbt", "subsample"]

@@ -78,8 +78,8 @@ class OpenAICompatEngine:
                              timeout=self.timeout)
 
     @cached_property
-    def tokenizer(self):
-        return _tokenizer(self.tokenizer_name)[0]
+    def _tokenizer_and_lock(self):
+        return _tokenizer(self.tokenizer_name)  # looked up once per engine, not on every request
 
     # --- the engine protocol -------------------------------------------------------------------
     def complete(self, request) -> Response:
@@ -124,7 +124,7 @@ class OpenAICompatEngine:
         if messages[-1]["role"] == "assistant":
             prefill = messages[-1]["content"]
             messages = messages[:-1]
-        tokenizer, lock = _tokenizer(self.tokenizer_name)
+        tokenizer, lock = self._tokenizer_and_lock
         with lock:  # HF tokenizers are not re-entrant across threads
             prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return prompt + prefill
