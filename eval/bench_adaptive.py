@@ -11,7 +11,7 @@ baseline. The curves are drawn to a PNG.
 Data sets:
   - real: a saved `lbt m1` run (default eval/replay/demo: SmolLM2-135M teaching itself on the demo's
     arithmetic task, 9 exam problems = 3 variants x 3 repetitions per pair);
-  - synthetic, with known ground truth (`lbt_dspy.adaptive.synthetic_problems`): the paper's scale
+  - synthetic, with known ground truth (`eval/synthetic_exams.py`): the paper's scale
     (181 problems x 256 TR-TA pairs x 9 exam problems) with a weak and a strong teacher, and 24 pairs
     (the paper's Table A6 budget).
 
@@ -31,10 +31,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "eval"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from lbt_dspy.adaptive import AdaptiveExam, pick, replay, synthetic_problems  # noqa: E402
-from lbt_dspy.select import METHODS, Candidate  # noqa: E402
+from lbt_dspy.m1.adaptive import AdaptiveExam, pick, replay  # noqa: E402
+from synthetic_exams import synthetic_problems  # noqa: E402
+from lbt_dspy.m1.select import METHODS, Candidate  # noqa: E402
 
 RACED = ("M1 MAX", "M1 SUM")
 CONFIDENCES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.5)
@@ -43,9 +45,9 @@ CONFIDENCES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.5)
 def load_replay(run_dir: Path) -> list[dict]:
     """Problems of a saved run with a complete exam: answer groups, full results, correctness per pair."""
     from lbt_dspy.config import LbtConfig
-    from lbt_dspy.results import memo_equivalent
+    from lbt_dspy.m1.results import memo_equivalent
     from lbt_dspy.scoring import exam_scorers
-    from lbt_dspy.select import group_answers
+    from lbt_dspy.m1.select import group_answers
     from lbt_dspy.store import RunStore
 
     store = RunStore(run_dir)

@@ -17,7 +17,7 @@ from .lbt_score import LbTScore  # noqa: E402
 from .m1 import M1, run_m1  # noqa: E402
 from .models import ModelPool  # noqa: E402
 from .scoring import MathScorer, answers_equivalent, extract_math_answer  # noqa: E402
-from .select import Candidate, m1_max, m1_sum, self_consistency  # noqa: E402
+from .m1.select import Candidate, m1_max, m1_sum, self_consistency  # noqa: E402
 from .signatures import SolveProblem  # noqa: E402
 from .student import Student  # noqa: E402
 from .teacher import Teacher  # noqa: E402

@@ -94,8 +94,8 @@ def _run(args) -> int:
         return 0
     if args.command == "m1":
         from .m1 import run_m1
-        from .report import accuracy_table, write_report
-        from .results import summarize
+        from .m1.report import accuracy_table, write_report
+        from .m1.results import summarize
 
         cfg = LbtConfig.from_yaml(args.cfg_file)
         out_dir = Path(args.output_path or Path("runs") / Path(args.cfg_file).stem)
@@ -115,8 +115,8 @@ def _run(args) -> int:
         print(f"report: {report}")
         return 0
     if args.command in ("select", "report"):
-        from .report import accuracy_table, write_report
-        from .results import summarize
+        from .m1.report import accuracy_table, write_report
+        from .m1.results import summarize
 
         summary = summarize(args.run_dir)
         if args.command == "report":

@@ -66,7 +66,7 @@ class LbtConfig:
     teaching_plans: object = help_field("`lbt exam` only: 'every', 'no demo', or a list of index lists.", default="every")
     exam_budget: str = help_field("`lbt m1` exam generations: 'full' (every pair takes every exam problem, the paper) "
                              "or 'adaptive' (racing: only pairs that can still change the M1 MAX/SUM pick get more "
-                             "exam problems; see lbt_dspy/adaptive.py). Adaptive runs give partial LbT scores.",
+                             "exam problems; see lbt_dspy/m1/adaptive.py). Adaptive runs give partial LbT scores.",
                              default="full")
     exam_budget_cfg: dict = help_field("With exam_budget 'adaptive': initial (exam problems every pair of a contested TP "
                                   "takes first, default 1), step (added per round, 1), confidence (1.0: worst-case "
@@ -97,7 +97,7 @@ class LbtConfig:
         if cfg.exam_budget not in ("full", "adaptive"):
             raise LbtError(f"{source}: exam_budget must be 'full' or 'adaptive', got {cfg.exam_budget!r}")
         if cfg.exam_budget_cfg:
-            from .adaptive import exam_scheduler
+            from .m1.adaptive import exam_scheduler
 
             try:
                 exam_scheduler(cfg.exam_budget_cfg, num_slots=1)

@@ -3,17 +3,22 @@ in `run_m1` against a scripted server (resumable, same picks as the full exam at
 
 import hashlib
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import fake_config
 from fake_openai import FakeOpenAI
 
 import fake_openai
-from lbt_dspy.adaptive import AdaptiveExam, exam_scheduler, pick, replay, synthetic_problems
 from lbt_dspy.config import LbtConfig
 from lbt_dspy.errors import LbtError
 from lbt_dspy.m1 import run_m1
-from lbt_dspy.results import summarize
+from lbt_dspy.m1.adaptive import AdaptiveExam, exam_scheduler, pick, replay
+from lbt_dspy.m1.results import summarize
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+from synthetic_exams import synthetic_problems  # noqa: E402
 
 METHODS = ("M1 MAX", "M1 SUM")
 

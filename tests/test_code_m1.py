@@ -15,8 +15,8 @@ from lbt_dspy.errors import LbtError
 from lbt_dspy.exam import exam_makers
 from lbt_dspy.exam.similar import SimilarExamMaker, tokenize
 from lbt_dspy.m1 import run_m1
-from lbt_dspy.report import accuracy_table, code_table, write_report
-from lbt_dspy.results import code_summary, summarize
+from lbt_dspy.m1.report import accuracy_table, code_table, write_report
+from lbt_dspy.m1.results import code_summary, summarize
 from lbt_dspy.scoring.code import CodeScorer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from lbt_dspy.config import LbtConfig
 from lbt_dspy.data import make_families
 from lbt_dspy.m1 import run_m1
 from lbt_dspy.models import ModelPool
-from lbt_dspy.results import summarize
+from lbt_dspy.m1.results import summarize
 
 LBT = [sys.executable, "-m", "lbt_dspy.cli"]
 

@@ -1,7 +1,7 @@
 """M1 selection on hand-computed score tables."""
 
 from lbt_dspy.scoring.math import answers_equivalent
-from lbt_dspy.select import Candidate, group_answers, m1_max, m1_sum, self_consistency
+from lbt_dspy.m1.select import Candidate, group_answers, m1_max, m1_sum, self_consistency
 
 
 def cands(*rows):

@@ -186,7 +186,7 @@ def load_run_samples(run_dir: str | Path, config: PairConfig) -> tuple[list[dict
     """Per TP of an M1 run: its question, reference answer and samples (correctness + LbT score)."""
     from ..components import build_components
     from ..m1 import tp_key
-    from ..results import COMBINED, load_run
+    from ..m1.results import COMBINED, load_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

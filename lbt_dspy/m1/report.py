@@ -6,7 +6,7 @@ from pathlib import Path
 from statistics import mean
 
 from .results import summarize
-from .store import RunStore
+from ..store import RunStore
 
 METHOD_ORDER = ["Greedy", "SC", "M1 MAX", "M1 SUM", "AVG"]
 

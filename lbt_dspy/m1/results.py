@@ -7,11 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from .config import LbtConfig
-from .errors import LbtError
-from .scoring import exam_scorers
+from ..config import LbtConfig
+from ..errors import LbtError
+from ..scoring import exam_scorers
 from .select import METHODS, Candidate
-from .store import RunStore
+from ..store import RunStore
 
 COMBINED = "combined"
 
