@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from .errors import LbtError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lbt", description="Learning by teaching (LbT) with DSPy.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also: LBT_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("exam", help="students take exams taught by teaching_plans (the seed's scripts/exam.py)")
@@ -27,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("select", help="recompute LbT scores and M1 picks of a run directory; print the table")
     s.add_argument("run_dir")
+    s.add_argument("-o", "--output", help="also write the per-problem picks as JSON to this file (outside the run)")
     r = sub.add_parser("report", help="write report.md and PNGs of a run directory")
     r.add_argument("run_dir")
 
@@ -47,18 +50,103 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``lbt`` command. Every input or environment fault ends as one line on stderr and an exit
+    code (2: input, 1: environment, 130: interrupted); ``--debug`` (anywhere on the line, or ``LBT_DEBUG=1``)
+    also prints the traceback."""
+    owns_process = argv is None  # the `lbt` script (or python -m): this call's exit is the process's
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("LBT_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="lbt: %(levelname)s: %(message)s")
     # A truncated answer is normal for small max_tokens; it is scored like any other.
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
+    for stream in (sys.stdout, sys.stderr):  # a lone surrogate in a problem id must not crash a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    restore = _on_ctrl_c_exit_now(args)
     try:
-        return _run(args)
-    except LbtError as exc:
-        print(f"lbt: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lbt: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        code = _run(args)
+    except (KeyboardInterrupt, Exception) as exc:
+        code = _one_line_error(exc, debug)
+    finally:
+        restore()
+    if code and owns_process:
+        _exit_without_waiting(code)
+    return code
+
+
+def _one_line_error(exc: BaseException, debug: bool) -> int:
+    """Print `exc` as one ``lbt: error:`` line (and its traceback with --debug); return the exit code."""
+    import traceback
+
+    from .errors import backend_down
+
+    if debug:
+        traceback.print_exception(exc)
+    down = backend_down(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        msg, code = "interrupted; finished records are kept: rerun the same command to resume", 130
+    elif isinstance(exc, LbtError):
+        msg, code = str(exc), exc.exit_code
+    elif down is not None:
+        msg, code = str(down), down.exit_code
+    elif isinstance(exc, OSError):
+        from .store import os_error
+
+        err = os_error(exc, exc.filename or "lbt", "continue")
+        msg, code = str(err), err.exit_code
+    elif isinstance(exc, MemoryError):
+        msg, code = "out of memory; use a smaller config (fewer num_rationales, problems or concurrency)", 1
+    else:  # a bug, not the user's input: still one line, the traceback on request
+        msg = f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and report it)"
+        code = 1
+    print("lbt: error: " + " ".join(msg.split()), file=sys.stderr, flush=True)
+    return code
+
+
+def _on_ctrl_c_exit_now(args):
+    """Ctrl-C during a run: one line, the run's record files closed under their locks (no line half written),
+    exit 130 at once, abandoning calls in flight (a rerun resumes); a second Ctrl-C exits immediately.
+    `lbt serve` and `lbt m2 train` keep Python's KeyboardInterrupt (they stop their server/trainer cleanly).
+    Returns the function that puts the previous handler back."""
+    import signal
+    import threading
+
+    if (args.command == "serve" or getattr(args, "m2_command", None) == "train"
+            or threading.current_thread() is not threading.main_thread()):
+        return lambda: None
+    hits = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) > 1:
+            os._exit(130)
+        try:
+            print("\nlbt: interrupted; finished records are kept: rerun the same command to resume",
+                  file=sys.stderr, flush=True)
+            from .store import close_all_writers
+
+            close_all_writers()
+        finally:
+            os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def _exit_without_waiting(code: int) -> None:
+    """After a failed run, exit now rather than join worker threads still in a call or a retry's backoff
+    (a dead server: their calls fail anyway, and nothing they do is recorded)."""
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
 
 
 def _run(args) -> int:
@@ -121,13 +209,28 @@ def _run(args) -> int:
         summary = summarize(args.run_dir)
         if args.command == "report":
             print(f"report: {write_report(args.run_dir, summary)}")
-        else:
-            from .store import RunStore
-
-            RunStore(args.run_dir).write_json("selection.json", summary["problems"])
+        elif args.output:  # a reader never writes into the run: the picks go where the user says
+            _write_selection(args.output, args.run_dir, summary["problems"])
         print(accuracy_table(summary))
         return 0
     return 2
+
+def _write_selection(output: str, run_dir: str, problems) -> None:
+    import json
+
+    out, run = Path(output).resolve(), Path(run_dir).resolve()
+    if run == out or run in out.parents:
+        raise LbtError(f"{output}: inside the run directory {run_dir}; lbt select does not write into a run")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(problems, indent=1, ensure_ascii=True), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        from .store import os_error
+
+        raise os_error(exc, out) from None
+    print(f"picks: {out}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from statistics import mean
 from ..config import LbtConfig
 from ..errors import LbtError
 from ..scoring import exam_scorers
-from .select import METHODS, Candidate
+from ..lbt_score import lbt_scores
+from .select import METHODS, Pair, m1_max
 from ..store import RunStore
 
 COMBINED = "combined"
@@ -32,31 +33,37 @@ def load_run(run_dir: str | Path) -> tuple[LbtConfig, dict]:
     """The run's config and, per teaching problem, its greedy record, pairs and their exam scores."""
     store = RunStore(run_dir)
     cfg = LbtConfig.from_dict(store.read_config(), str(Path(run_dir) / "config.yaml"))
-    greedy, teach, exam = store.load("greedy"), store.load("teach"), store.load("exam")
+    greedy = store.load("greedy", required=("tp", "answer", "score"))  # checked: a bad line is file:line, exit 2
+    teach = store.load("teach", required=("tp", "sample", "answer", "score"))
+    exam = store.load("exam", required=("tp", "sample", "student", "score"))
     if not teach:
         raise LbtError(f"{run_dir}: no teacher records yet (teach.jsonl is empty or missing)")
     problems: dict[str, dict] = defaultdict(lambda: {"pairs": {}, "greedy": None})
     for rec in greedy.values():
         problems[rec["tp"]]["greedy"] = rec
     for rec in teach.values():
-        problems[rec["tp"]]["pairs"][rec["sample"]] = {**rec, "exam": defaultdict(list)}
+        problems[rec["tp"]]["pairs"][pair_index(rec)] = {**rec, "exam": defaultdict(list)}
     for rec in exam.values():
-        pair = problems[rec["tp"]]["pairs"].get(rec["sample"])
+        pair = problems[rec["tp"]]["pairs"].get(pair_index(rec))
         if pair is not None:
             pair["exam"][rec["student"]].append(rec["score"])
     return cfg, dict(problems)
 
 
-def candidates_for(problem: dict, student: str) -> list[Candidate]:
-    """The problem's TR-TA pairs with the LbT score of one student (or combined: mean over students)."""
+def pair_index(rec: dict) -> int:
+    """A record's pair index (``pair``; runs made before the rename call it ``sample``)."""
+    return rec["pair"] if "pair" in rec else rec["sample"]
+
+
+def candidates_for(problem: dict, student: str) -> list[Pair]:
+    """The problem's TR-TA pairs with the LbT score of one student (or combined: mean over students),
+    by `lbt_scores` — the aggregation the `M1` module uses. Not examined: None (ranks as 0)."""
     cands = []
     for i, pair in sorted(problem["pairs"].items()):
-        per = {s: mean(v) for s, v in pair["exam"].items() if v}
-        if student == COMBINED:
-            score = mean(per.values()) if per else 0.0
-        else:
-            score = per.get(student, 0.0)
-        cands.append(Candidate(pair["answer"], score, i))
+        per, combined = lbt_scores(pair["exam"])
+        score = combined if student == COMBINED else per.get(student)
+        cands.append(Pair(pair["answer"], score, i, rationale=pair.get("rationale", ""), per_student=per,
+                          v_score=pair.get("score")))
     return cands
 
 
@@ -85,7 +92,7 @@ def summarize(run_dir: str | Path) -> dict:
                 pick = METHODS[method](cands, eq)
                 correct[(method, view)].append(by_index[pick.index]["score"] if pick else 0.0)
                 row["picks"][f"{method} [{view}]"] = pick.answer if pick else None
-            row.setdefault("lbt_scores", {})[view] = [round(c.lbt_score, 4) for c in cands]
+            row.setdefault("lbt_scores", {})[view] = [round(c.lbt_score or 0.0, 4) for c in cands]
         row["pair_correct"] = [by_index[i]["score"] for i in sorted(by_index)]
         per_problem.append(row)
         for pair in prob["pairs"].values():
@@ -136,9 +143,11 @@ def code_problem(problem: dict, views: list[str]) -> dict:
                 "Avg." + V1: 1.0 if v1 else None}
     picks = {}
     for view, label in zip(views or [COMBINED], code_methods(views)[3::2]):
-        lbt = {c.index: c.lbt_score for c in candidates_for(problem, view)}
-        for name, pool in ((label, every), (label + V1, v1)):
-            best = max(pool, key=lambda i: (lbt.get(i, 0.0), v[i], -i), default=None)
+        cands = candidates_for(problem, view)
+        for name, pool in ((label, cands), (label + V1, [c for c in cands if v[c.index] >= 1])):
+            # the `M1` module's code pick: answers not voted, ties to the higher V-score, then the earlier pair
+            pick = m1_max(pool, None, tie_break=lambda c: c.v_score)
+            best = None if pick is None else pick.index
             picks[name] = best
             scores[name] = None if best is None else s[best]
             v_scores[name] = None if best is None else v[best]
