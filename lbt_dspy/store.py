@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import redact
+from .config import redact, resolve_aliases
 from .errors import LbtEnvironmentError, LbtError
 
 log = logging.getLogger("lbt_dspy")
@@ -47,7 +47,7 @@ _NUMBER = (int, float)
 # (nothing parseable), a score may not (NaN is refused when parsing).
 FIELD_TYPES: dict[str, tuple] = {
     "key": (str,), "tp": (str,), "sample": (int,), "student": (str,), "slot": (int,), "answer": (str, type(None)),
-    "rationale": (str, type(None)), "score": _NUMBER, "plan": (int,), "q": (int,), "r": (int,),
+    "rationale": (str, type(None)), "score": _NUMBER, "pair": (int,), "plan": (int,), "q": (int,), "r": (int,),
 }
 
 # Writers open in this process: the CLI's Ctrl-C handler closes them under their locks before exiting.
@@ -92,14 +92,16 @@ def encode_line(record: dict) -> bytes:
 
 
 def check_record(rec, required=()) -> str | None:
-    """Why `rec` is not a valid record (None if it is): a JSON object with a string ``key``, the
-    `required` fields present with their `FIELD_TYPES`, and no NaN score."""
+    """Why `rec` is not a valid record (None if it is): a JSON object with a string ``key`` and the
+    `required` fields present with their `FIELD_TYPES` (an entry that is a tuple of names: one of them).
+    NaN and Infinity never get here: they are refused when a line is parsed."""
     if not isinstance(rec, dict):
         return f"expected a JSON object, got {type(rec).__name__}"
-    for name in ("key", *required):
-        if name not in rec:
-            return f"record has no {name!r}"
-    for name in ("key", *required):
+    for entry in ("key", *required):
+        names = entry if isinstance(entry, tuple) else (entry,)
+        name = next((n for n in names if n in rec), None)
+        if name is None:
+            return f"record has no {' or '.join(repr(n) for n in names)}"
         val, types = rec[name], FIELD_TYPES.get(name)
         if types is None:
             continue
@@ -192,7 +194,7 @@ class RunStore:
     def _check_config(self, config: dict) -> None:
         saved_path = self.path / "config.yaml"
         if saved_path.exists():
-            saved = self.read_config()
+            saved = resolve_aliases(self.read_config())  # a run saved with the seed's key names resumes
             for key in sorted(set(saved) | set(config)):
                 if key in _EXECUTION_KEYS:
                     continue

@@ -34,8 +34,8 @@ def load_run(run_dir: str | Path) -> tuple[LbtConfig, dict]:
     store = RunStore(run_dir)
     cfg = LbtConfig.from_dict(store.read_config(), str(Path(run_dir) / "config.yaml"))
     greedy = store.load("greedy", required=("tp", "answer", "score"))  # checked: a bad line is file:line, exit 2
-    teach = store.load("teach", required=("tp", "sample", "answer", "score"))
-    exam = store.load("exam", required=("tp", "sample", "student", "score"))
+    teach = store.load("teach", required=("tp", ("pair", "sample"), "answer", "score"))  # "sample": older runs
+    exam = store.load("exam", required=("tp", ("pair", "sample"), "student", "score"))
     if not teach:
         raise LbtError(f"{run_dir}: no teacher records yet (teach.jsonl is empty or missing)")
     problems: dict[str, dict] = defaultdict(lambda: {"pairs": {}, "greedy": None})
