@@ -4,10 +4,18 @@ Templates follow the seed's `exam_prompter_cfg` (``instruction``, ``demo_templat
 ``exam_template``, ``stub_teaching_items``, ``use_multi_round_conv``). In ``exam_template`` the text after
 ``[ROLESWITCHING assistant:]`` is an assistant *prefill* the model continues; in a multi-round
 ``demo_template`` that marker splits each demo into a user and an assistant turn.
+
+The messages equal the seed's (``ExamPrompter.make_exam_prompt_chat_template``): the system message
+"You are a helpful assistant.", the demo turns, the instruction + exam text as the last user turn, and the
+prefill as a trailing assistant message. Unlike the seed's fastchat path, multi-round demos are sent once
+(the seed appended them twice there). The seed's prompter defaults (no instruction, no stub shots) apply
+as soon as a config gives its own ``demo_template`` or ``exam_template``; with neither, the paper's
+whole math prompt is used.
 """
 
 from __future__ import annotations
 
+import string
 from typing import Any, Callable
 
 import dspy
@@ -18,6 +26,7 @@ from .scoring.math import extract_math_answer
 exam_prompters = Registry("exam_prompter")
 
 ROLE_SWITCH = "[ROLESWITCHING assistant:]"
+SEED_SYSTEM = "You are a helpful assistant."  # the seed sends it on every path (API and HF)
 
 PAPER_INSTRUCTION = (
     "Your task is to answer the last question below. Give step by step reasoning before you answer. "
@@ -58,15 +67,18 @@ class TemplateAdapter(dspy.Adapter):
     """Renders `SolveProblem` calls with the paper's templates and parses the continuation.
 
     Args:
-        instruction: Text before the first demo (in the last user turn for multi-round conversations).
+        instruction: Text before the first demo (in the last user turn for multi-round conversations);
+            default: the paper's, or "" when the templates are one's own (the seed's default).
         demo_template: Format string for one demo, fields ``{question}``, ``{rationale}``, ``{answer}``.
         exam_template: Format string for the question asked, fields ``{demo}`` and ``{question}``; the text
             after ``[ROLESWITCHING assistant:]`` is the assistant prefill.
-        stub_teaching_items: Fixed demos placed before the call's own demos.
+        stub_teaching_items: Fixed demos placed before the call's own demos; default: the paper's four math
+            shots, or none when the templates are one's own (the seed's default).
         use_multi_round_conv: Demos as user/assistant turns instead of one block of text.
-        system: Optional system message.
+        system: The system message ("You are a helpful assistant.", as the seed sends; None: no system message).
         answer_marker: Where the rationale ends and the answer starts in the output.
         extract_answer: Function from the raw output to the answer (math by default).
+        debug_template: Accepted from seed configs and unused, as in the seed's ``basic`` prompter (a warning says so).
 
     Example:
         >>> adapter = TemplateAdapter()  # the paper's math prompt
@@ -75,25 +87,48 @@ class TemplateAdapter(dspy.Adapter):
         ...     student(question="What is 2+3?", demos=[dspy.Example(question=..., rationale=..., answer=...)])
     """
 
-    def __init__(self, instruction: str = PAPER_INSTRUCTION, demo_template: str = PAPER_DEMO_TEMPLATE,
-                 exam_template: str = PAPER_EXAM_TEMPLATE, stub_teaching_items: list[dict] | None = None,
-                 use_multi_round_conv: bool = False, system: str | None = None,
+    def __init__(self, instruction: str | None = None, demo_template: str | None = None,
+                 exam_template: str | None = None, stub_teaching_items: list[dict] | None = None,
+                 use_multi_round_conv: bool = False, system: str | None = SEED_SYSTEM,
                  answer_marker: str = "[[Final Answer]]", extract_answer: Callable[[str], str] = extract_math_answer,
                  debug_template: str | None = None):
         super().__init__()
-        self.instruction = instruction
-        self.demo_template = demo_template
-        self.exam_template = exam_template
-        self.stub_teaching_items = list(PAPER_STUB_ITEMS if stub_teaching_items is None else stub_teaching_items)
+        own_templates = demo_template is not None or exam_template is not None
+        # The seed's ExamPrompter defaults (no instruction, no stub shots) once templates are one's own.
+        self.instruction = instruction if instruction is not None else ("" if own_templates else PAPER_INSTRUCTION)
+        self.demo_template = PAPER_DEMO_TEMPLATE if demo_template is None else demo_template
+        self.exam_template = PAPER_EXAM_TEMPLATE if exam_template is None else exam_template
+        default_stubs = [] if own_templates else PAPER_STUB_ITEMS
+        self.stub_teaching_items = [dict(d) for d in (default_stubs if stub_teaching_items is None else stub_teaching_items)]
         self.use_multi_round_conv = use_multi_round_conv
         self.system = system
         self.answer_marker = answer_marker
         self.extract_answer = extract_answer
-        for name, tpl in (("demo_template", demo_template), ("exam_template", exam_template)):
+        self.debug_template = debug_template  # kept like the seed's `basic` prompter, which never used it
+        if debug_template is not None:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "exam_prompter_cfg.debug_template: not used (the seed's `basic` prompter stored it but never used it)")
+        for name, tpl in (("instruction", self.instruction), ("demo_template", self.demo_template),
+                          ("exam_template", self.exam_template)):
             if not isinstance(tpl, str):
                 raise ValueError(f"{name} must be a string")
-        if "{question}" not in exam_template:
+        _check_fields("demo_template", self.demo_template, {"question", "rationale", "answer"})
+        _check_fields("exam_template", self.exam_template, {"demo", "question"})
+        if "{question}" not in self.exam_template:
             raise ValueError("exam_template must contain {question}")
+        # As in the seed: the marker is required in a multi-round demo template and refused otherwise.
+        if use_multi_round_conv and ROLE_SWITCH not in self.demo_template:
+            raise ValueError(f"use_multi_round_conv: demo_template must contain {ROLE_SWITCH} (where the turn switches)")
+        if not use_multi_round_conv and ROLE_SWITCH in self.demo_template:
+            raise ValueError(f"demo_template contains {ROLE_SWITCH} but use_multi_round_conv is false")
+        for n, item in enumerate(self.stub_teaching_items):
+            if not isinstance(item, dict):
+                raise ValueError(f"stub_teaching_items[{n}]: expected a mapping with question/rationale/answer")
+            missing = _fields(self.demo_template) - set(item)
+            if missing:
+                raise ValueError(f"stub_teaching_items[{n}]: missing {', '.join(sorted(missing))} (used by demo_template)")
 
     # --- formatting ------------------------------------------------------------------------------
     def _demo_items(self, demos: list) -> list[dict]:
@@ -111,8 +146,10 @@ class TemplateAdapter(dspy.Adapter):
                 demo_user, _, demo_assistant = self.demo_template.format(**item).partition(ROLE_SWITCH)
                 messages.append({"role": "user", "content": demo_user})
                 messages.append({"role": "assistant", "content": demo_assistant})
-            # as in the seed, the instruction goes into the last user turn
-            last_user = self.instruction + user_part.replace("{demo}", "").lstrip("\n").format(question=inputs["question"])
+            # as in the seed, the instruction goes into the last user turn; the demos are turns, not {demo}
+            if "{demo}" in user_part:
+                user_part = user_part.replace("{demo}", "").lstrip("\n")
+            last_user = self.instruction + user_part.format(question=inputs["question"])
         else:
             demo_text = "\n\n\n".join(self.demo_template.format(**item) for item in items)
             last_user = self.instruction + user_part.format(demo=demo_text, question=inputs["question"])
@@ -125,4 +162,42 @@ class TemplateAdapter(dspy.Adapter):
     def parse(self, signature, completion: str) -> dict[str, Any]:
         text = completion or ""
         rationale = text.split(self.answer_marker)[0].strip() if self.answer_marker else text.strip()
-        return {"rationale": rationale, "answer": self.extract_answer(text)}
+        # `completion`: the whole generated text, which the seed's output keeps as the "rationale"
+        return {"rationale": rationale, "answer": self.extract_answer(text), "completion": text}
+
+
+def _fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _check_fields(name: str, template: str, allowed: set[str]) -> None:
+    try:
+        used = _fields(template)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not a valid format string ({exc})") from None
+    bad = sorted(used - allowed)
+    if bad:
+        raise ValueError(f"{name}: unknown field {{{bad[0]}}} (fields: {', '.join(sorted(allowed))})")
+
+
+class _SeedOnlyPrompter:
+    """A seed prompter lbt does not provide: building one is a one-line error naming what to use instead."""
+
+    message = ""
+
+    def __init__(self, **kwargs):
+        from .errors import LbtError
+
+        raise LbtError(self.message)
+
+
+@exam_prompters.register("code_debug")
+class _CodeDebugPrompter(_SeedOnlyPrompter):
+    message = ("exam_prompter_type code_debug: not supported (the seed's debugging re-prompt of a student's own "
+               "code); use exam_prompter_type basic")
+
+
+@exam_prompters.register("code_pipeline4")
+class _CodePipeline4Prompter(_SeedOnlyPrompter):
+    message = ("exam_prompter_type code_pipeline4: not supported (the seed's choose-among-answers prompt); "
+               "use exam_prompter_type basic")

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="also write the per-problem picks as JSON to this file (outside the run)")
     r = sub.add_parser("report", help="write report.md and PNGs of a run directory")
     r.add_argument("run_dir")
+    r.add_argument("--a6-pairs", type=int, help="Table A6: M1 with this many pairs vs SC with all (default: the "
+                   "config's a6_pairs, 24); emitted when the run has more pairs")
+    r.add_argument("--a6-subsets", type=int, help="Table A6: random subsets of pairs (default: a6_subsets, 10)")
 
     v = sub.add_parser("serve", help="serve the embedded model over the OpenAI API until interrupted")
     v.add_argument("--port", type=int)
@@ -175,10 +178,13 @@ def _run(args) -> int:
         cfg = LbtConfig.from_yaml(args.cfg_file)
         out = run_exam(cfg, args.output_path, args.exam_dataset_file, args.teaching_dataset_file,
                        progress=not args.quiet)
-        print(f"{out['plans']} exam(s); LM calls: {out['calls']}; written to {args.output_path}/dataset.jsonl")
         if out["failed"]:
-            print(f"lbt: {out['failed']} call(s) failed and were not recorded; rerun to retry", file=sys.stderr)
+            first = f" (first: {out['errors'][0]})" if out.get("errors") else ""
+            print(f"lbt: {out['failed']} call(s) failed and were not recorded{first}; the output dataset is written "
+                  "once every call is done: rerun the same command to retry", file=sys.stderr)
             return 1
+        print(f"{out['plans']} exam(s); LM calls: {out['calls']}; written to {args.output_path} (the seed's "
+              "save_to_disk dataset, dataset.csv, dataset.json; records in exam.jsonl)")
         return 0
     if args.command == "m1":
         from .m1 import run_m1
@@ -206,14 +212,19 @@ def _run(args) -> int:
         from .m1.report import accuracy_table, write_report
         from .m1.results import summarize
 
+        if args.command == "report":
+            for flag in ("a6_pairs", "a6_subsets"):
+                if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                    raise LbtError(f"--{flag.replace('_', '-')} must be >= 1")
         summary = summarize(args.run_dir)
         if args.command == "report":
-            print(f"report: {write_report(args.run_dir, summary)}")
+            print(f"report: {write_report(args.run_dir, summary, a6_pairs=args.a6_pairs, a6_subsets=args.a6_subsets)}")
         elif args.output:  # a reader never writes into the run: the picks go where the user says
             _write_selection(args.output, args.run_dir, summary["problems"])
         print(accuracy_table(summary))
         return 0
     return 2
+
 
 def _write_selection(output: str, run_dir: str, problems) -> None:
     import json

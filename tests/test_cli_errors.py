@@ -183,7 +183,8 @@ def test_exam_runs_the_seed_way(tmp_path, capsys, monkeypatch, fake_server):
                  "--exam-dataset-file", str(ep), "-q"]) == 0
     rows = [json.loads(x) for x in (out / "dataset.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["exam_gt_answers"] == ["5"]
-    student_prompts = [r["body"]["messages"][-1]["content"] for r in fake_server.requests]
+    # the last user turn (the prefill follows as a trailing assistant message, as the seed sends it)
+    student_prompts = [[m for m in r["body"]["messages"] if m["role"] == "user"][-1]["content"] for r in fake_server.requests]
     assert "2+3=5" in student_prompts[0] or "2+3=5" in student_prompts[1]  # plan 0 shows the TR
     assert sum("2+3=5" in p for p in student_prompts) == 1  # the question-only plan does not
     assert all(isinstance(r["scores"]["fake-student"], float) for r in rows)

@@ -75,7 +75,8 @@ def test_m1_module_composes_teacher_students_and_exam(fake_server):
     assert all(0.0 <= c.lbt_score <= 1.0 for c in pred.candidates)
     assert pred.answer in {c.answer for c in pred.candidates}
     # the student saw the teacher's rationale as its in-context example
-    student_prompts = [r["body"]["messages"][-1]["content"] for r in fake_server.requests[3:]]
+    # the last user turn (the prefill follows as a trailing assistant message, as the seed sends it)
+    student_prompts = [[m for m in r["body"]["messages"] if m["role"] == "user"][-1]["content"] for r in fake_server.requests[3:]]
     assert all(teach[0]["question"] in p for p in student_prompts)
 
 
@@ -89,7 +90,8 @@ def test_adapter_renders_paper_prompt_with_prefill():
     assert user.count("[[Question]]") == 4 + 1 + 1  # 4 stub shots, the TR-TA demo, the exam problem
     assert "2+2=4.\n\n[[Final Answer]]:\n$4$" in user
     parsed = adapter.parse(None, "3+3=6\n\n[[Final Answer]]:\n$6$\n")
-    assert parsed == {"rationale": "3+3=6", "answer": "6"}
+    assert parsed == {"rationale": "3+3=6", "answer": "6", "completion": "3+3=6\n\n[[Final Answer]]:\n$6$\n"}
+    assert msgs[0] == {"role": "system", "content": "You are a helpful assistant."}  # the seed always sends it
 
 
 def test_multi_round_adapter_uses_turns():
@@ -98,8 +100,8 @@ def test_multi_round_adapter_uses_turns():
                               instruction="Solve. ")
     demo = dspy.Example(question="1+1?", rationale="two", answer="2")
     msgs = adapter.format(None, [demo], {"question": "2+2?"})
-    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
-    assert msgs[0]["content"] == "Q: 1+1?" and msgs[1]["content"] == "two A: 2" and msgs[2]["content"] == "Solve. Q: 2+2?"
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[1]["content"] == "Q: 1+1?" and msgs[2]["content"] == "two A: 2" and msgs[3]["content"] == "Solve. Q: 2+2?"
 
 
 def _write_cfg(tmp_path, api_base, **over):

@@ -6,6 +6,7 @@ is a list of such dicts. Makers are deterministic, so a resumed run sees the sam
 
 from __future__ import annotations
 
+import ast
 import random as _random
 
 from ..errors import LbtError
@@ -14,14 +15,73 @@ from ..registry import Registry
 exam_makers = Registry("exam_maker")
 
 
-class ExamMaker:
-    """Interface: ``make_exam_questions(teaching_items) -> list[dict]`` over an exam bank."""
+def parse_selected_indexes(value, bank_size: int) -> list[int] | None:
+    """The seed's `selected_indexes`: None (all rows), a list of row indexes, or a string such as
+    ``"range(0, 20)"`` or ``"[0, 3, 5]"`` (the seed ``eval``-ed it; lbt reads only these two forms).
 
-    def __init__(self, exam_bank_dataset: list[dict]):
+    Example:
+        >>> parse_selected_indexes("range(1, 4)", 10)
+        [1, 2, 3]
+    """
+    if value is None:
+        return None
+    where = "exam_maker_cfg.selected_indexes"
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            node = ast.parse(text, mode="eval").body
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
+                    and not node.keywords and 1 <= len(node.args) <= 3:
+                value = list(range(*[ast.literal_eval(a) for a in node.args]))
+            else:
+                value = ast.literal_eval(node)
+        except (SyntaxError, ValueError, TypeError):
+            raise LbtError(f"{where}: {value!r} is neither 'range(a, b)' nor a list of indexes") from None
+    if isinstance(value, range):
+        value = list(value)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise LbtError(f"{where}: expected a list of row indexes or 'range(a, b)', got {value!r:.80}")
+    bad = [i for i in value if not 0 <= i < bank_size]
+    if bad:
+        raise LbtError(f"{where}: {bad[0]} is out of range (bank has {bank_size} rows)")
+    return list(value)
+
+
+def allocate(num_items: int, total: int) -> list[int]:
+    """How many of `total` exam problems each of `num_items` teaching items brings (the seed's rule):
+    equal shares, the first item taking the remainder; with more items than problems, one each for the first.
+
+    Example:
+        >>> allocate(2, 5), allocate(3, 2)
+        ([3, 2], [1, 1, 0])
+    """
+    if num_items > total:
+        return [1] * total + [0] * (num_items - total)
+    other = total // num_items
+    return [total - other * (num_items - 1)] + [other] * (num_items - 1)
+
+
+class ExamMaker:
+    """Interface: ``make_exam_questions(teaching_items) -> list[dict]`` over an exam bank.
+
+    Args:
+        exam_bank_dataset: The exam bank (a list of dict rows).
+        selected_indexes: Only these bank rows are used (as in the seed: a list, or ``"range(a, b)"``).
+    """
+
+    def __init__(self, exam_bank_dataset: list[dict], selected_indexes=None):
         self.exam_bank = list(exam_bank_dataset)
+        picked = parse_selected_indexes(selected_indexes, len(self.exam_bank))
+        if picked is not None:
+            self.exam_bank = [self.exam_bank[i] for i in picked]
 
     def make_exam_questions(self, teaching_items: list[dict]) -> list[dict]:
         raise NotImplementedError
+
+    def _need_items(self, teaching_items, name: str) -> None:
+        if not teaching_items:
+            raise LbtError(f"exam_maker_type {name}: the exam is made from teaching items and this plan has none "
+                           "(teaching_plans 'no demo' needs exam_maker_type fixed)")
 
 
 @exam_makers.register("fixed")
@@ -37,13 +97,8 @@ class FixedExamMaker(ExamMaker):
         [{'question': '1+1?', 'answer': '2'}]
     """
 
-    def __init__(self, exam_bank_dataset: list[dict], selected_indexes: list[int] | None = None):
-        super().__init__(exam_bank_dataset)
-        if selected_indexes is not None:
-            bad = [i for i in selected_indexes if not 0 <= i < len(self.exam_bank)]
-            if bad:
-                raise LbtError(f"exam_maker_cfg.selected_indexes: {bad[0]} is out of range (bank has {len(self.exam_bank)} rows)")
-            self.exam_bank = [self.exam_bank[i] for i in selected_indexes]
+    def __init__(self, exam_bank_dataset: list[dict], selected_indexes: list[int] | str | None = None):
+        super().__init__(exam_bank_dataset, selected_indexes)
 
     def make_exam_questions(self, teaching_items):
         return list(self.exam_bank)
@@ -58,6 +113,7 @@ class FunctionalExamMaker(ExamMaker):
         exam_bank_dataset: Rows with ``unique_id``.
         num_exam_questions: Variants per teaching problem (the bank must hold at least this many).
         num_repetitions: How often each variant is asked.
+        selected_indexes: Only these bank rows are used.
 
     Example:
         >>> bank = [{"unique_id": "a", "question": f"v{i}", "answer": "1"} for i in range(3)]
@@ -65,8 +121,11 @@ class FunctionalExamMaker(ExamMaker):
         ['v0', 'v1', 'v0', 'v1']
     """
 
-    def __init__(self, exam_bank_dataset: list[dict], num_exam_questions: int = 3, num_repetitions: int = 3):
-        super().__init__(exam_bank_dataset)
+    required_fields = ("unique_id",)
+
+    def __init__(self, exam_bank_dataset: list[dict], num_exam_questions: int = 3, num_repetitions: int = 3,
+                 selected_indexes: list[int] | str | None = None):
+        super().__init__(exam_bank_dataset, selected_indexes)
         if num_exam_questions < 1 or num_repetitions < 1:
             raise LbtError("exam_maker_cfg: num_exam_questions and num_repetitions must be >= 1")
         self.num_exam_questions = num_exam_questions
@@ -78,6 +137,7 @@ class FunctionalExamMaker(ExamMaker):
             self._by_id.setdefault(row["unique_id"], []).append(row)
 
     def make_exam_questions(self, teaching_items):
+        self._need_items(teaching_items, "func")  # the seed asserts here; an empty exam would score nothing
         exam = []
         for item in teaching_items:
             variants = self._by_id.get(item.get("unique_id"), [])
@@ -105,12 +165,14 @@ class MetaInfoExamMaker(ExamMaker):
                  num_exam_questions: int = 3, num_repetitions: int = 1, random: bool = False, seed: int = 0):
         super().__init__(exam_bank_dataset)
         self.match_keys = list(match_keys)
+        self.required_fields = tuple(self.match_keys)
         self.num_exam_questions = num_exam_questions
         self.num_repetitions = num_repetitions
         self.random = random
         self.seed = seed
 
     def make_exam_questions(self, teaching_items):
+        self._need_items(teaching_items, "metainfo")
         exam = []
         for item in teaching_items:
             pool = [r for r in self.exam_bank

@@ -1,7 +1,24 @@
-"""`lbt exam`: the seed's scripts/exam.py — students take exams taught by the teaching plans."""
+"""`lbt exam`: the seed's scripts/exam.py and scripts/code_exam.py — students take exams taught by the
+teaching plans.
+
+Every exam generation is a `Student` call (the same module `lbt m1` runs), recorded in ``exam.jsonl`` as it
+finishes (a rerun resumes). At the end the output path gets what the seed's script writes, with the
+same columns and nesting: the ``save_to_disk`` dataset, ``dataset.csv``, ``dataset.json`` (and
+``config.yaml``; ``dataset.jsonl`` holds the same rows), one row per plan::
+
+    teaching_items, exam_questions, exam_gt_rationales, exam_gt_answers,
+    exam_details: {student: {rationales: [[text]], answers: [[answer]], scores: [[score]]}},
+    scores: {student: mean}, task_id (code scorers only)
+
+``exam_details`` is nested per exam question, then per returned sequence (``num_return_sequences``);
+a rationale is the whole generated text, as the seed keeps it. So the seed's downstream scripts
+(``prepare_teaching_dataset.py``, ``search_rationale.py``) read lbt's output unchanged.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from statistics import mean
 
@@ -16,10 +33,18 @@ from ..runner import Job, run_jobs
 from ..store import RunStore
 from .plans import resolve_teaching_plans
 
+log = logging.getLogger(__name__)
+
+# Column renames the seed's two scripts make (exam.py: solution -> rationale; code_exam.py:
+# canonical_solution -> answer, prompt -> question), plus problem -> question for MATH-style rows.
+_RENAMES = (("problem", "question"), ("solution", "rationale"), ("canonical_solution", "answer"),
+            ("prompt", "question"))
+
 
 def load_items(path: str | Path) -> list[dict]:
     """A dataset file: JSONL, or a directory saved by `datasets` (the seed's format).
-    ``problem`` is read as ``question`` and ``solution`` as ``rationale``."""
+    ``problem``/``prompt`` are read as ``question``, ``solution`` as ``rationale`` and
+    ``canonical_solution`` as ``answer`` when those are absent (the seed's renames)."""
     path = Path(path)
     if path.is_dir():
         from datasets import load_from_disk
@@ -28,13 +53,14 @@ def load_items(path: str | Path) -> list[dict]:
             rows = [dict(r) for r in load_from_disk(str(path))]
         except Exception as exc:
             raise LbtError(f"{path}: not a saved dataset ({exc})") from None
+    elif not path.exists():
+        raise LbtError(f"{path}: no such file or directory")
     else:
         rows = read_jsonl(path)
     for n, row in enumerate(rows, 1):
-        if "question" not in row and "problem" in row:
-            row["question"] = row.pop("problem")
-        if "rationale" not in row and "solution" in row:
-            row["rationale"] = row.pop("solution")
+        for old, new in _RENAMES:
+            if new not in row and old in row:
+                row[new] = row.pop(old)
         if "question" not in row:
             raise LbtError(f"{path}:{n}: row has no 'question'")
     if not rows:
@@ -42,28 +68,42 @@ def load_items(path: str | Path) -> list[dict]:
     return rows
 
 
+def _check_bank(bank: list[dict], scorer_type: str, path) -> None:
+    need = "test" if scorer_type == "code" else "answer"
+    for n, row in enumerate(bank, 1):
+        if need not in row and not (need == "test" and ("visible" in row or "hidden" in row)):
+            what = "its tests ('test')" if need == "test" else "a reference 'answer'"
+            raise LbtError(f"{path}:{n}: exam bank row has no {need!r}; exam_scorer_type {scorer_type} scores "
+                           f"against {what}")
+
+
 def run_exam(cfg: LbtConfig, output_path: str | Path, exam_dataset_file: str | Path,
              teaching_dataset_file: str | Path | None = None, progress: bool = True) -> dict:
-    """Every plan's exam for every student; records in ``exam.jsonl``, one row per plan in ``dataset.jsonl``."""
+    """Every plan's exam for every student: records in ``exam.jsonl``; the seed's output dataset at the end."""
+    if cfg.debug:
+        log.warning("debug: true has no effect (the seed's scripts/exam.py never passed it on; its debug "
+                    "re-prompt was unreachable)")
     bank = load_items(exam_dataset_file)
-    teaching = load_items(teaching_dataset_file) if teaching_dataset_file else []
-    if cfg.teaching_plans != "no demo" and not teaching:
+    _check_bank(bank, cfg.exam_scorer_type, exam_dataset_file)
+    if cfg.teaching_plans != "no demo" and not teaching_dataset_file:
         raise LbtError("teaching_plans: plans other than 'no demo' need --teaching-dataset-file")
+    teaching = load_items(teaching_dataset_file) if teaching_dataset_file else []
     plans = resolve_teaching_plans(cfg.teaching_plans, len(teaching))
     parts = build_components(cfg, TaskData(teaching, bank))
+    exams = [([teaching[i] for i in plan.indexes], None) for plan in plans]
+    exams = [(items, parts.exam_maker.make_exam_questions(items)) for items, _ in exams]  # errors before any call
+    code = cfg.exam_scorer_type == "code"
     store = RunStore(output_path, {**cfg.to_dict(), "exam_dataset_file": str(exam_dataset_file),
-                                   "teaching_dataset_file": str(teaching_dataset_file)})
-    n_return = int({**cfg.general_student_sample_cfg}.get("num_return_sequences", 1))
+                                   "teaching_dataset_file": None if teaching_dataset_file is None
+                                   else str(teaching_dataset_file)})
     with ModelPool(cache=cfg.cache, num_retries=cfg.num_retries) as pool:
         students = build_students(cfg, pool, parts.adapter)
-        exams, jobs = [], []
-        for p, plan in enumerate(plans):
-            items = [teaching[i] for i in plan.indexes]
-            exam = parts.exam_maker.make_exam_questions(items)
-            exams.append((items, exam))
+        returns = [_num_return(cfg, i) for i in range(len(students))]
+        jobs = []
+        for p, (plan, (items, exam)) in enumerate(zip(plans, exams)):
             demos = [dspy.Example(**{k: it[k] for k in ("question", "rationale", "answer") if k in it})
                      for it in items] if plan.show_demos else []
-            for student in students:
+            for student, n_return in zip(students, returns):
                 for q, ep in enumerate(exam):
                     for r in range(n_return):
                         slot = q * n_return + r
@@ -71,31 +111,69 @@ def run_exam(cfg: LbtConfig, output_path: str | Path, exam_dataset_file: str | P
                                         (lambda s=student, ep=ep, d=demos, slot=slot:
                                          s(question=ep["question"], demos=d, rollout_id=slot)),
                                         _finish(parts.scorer, {"plan": p, "student": student.name, "q": q, "r": r},
-                                                ep.get("answer"))))
+                                                parts.scorer.reference(ep))))
         rep = run_jobs(store, "exam", jobs, cfg.concurrency, "exam", progress)
     store.close()
     records = store.load("exam")
-    rows = []
-    for p, (items, exam) in enumerate(exams):
-        details, scores = {}, {}
-        for student in students:
-            recs = [records.get(f"{p}/{student.name}/{q}/{r}") for q in range(len(exam)) for r in range(n_return)]
-            recs = [r for r in recs if r]
-            details[student.name] = {"rationales": [r["rationale"] for r in recs],
-                                     "answers": [r["answer"] for r in recs], "scores": [r["score"] for r in recs]}
-            scores[student.name] = mean(r["score"] for r in recs) if recs else None
-        rows.append({"teaching_items": items, "exam_questions": [e["question"] for e in exam],
-                     "exam_gt_rationales": [e.get("rationale") for e in exam],
-                     "exam_gt_answers": [e.get("answer") for e in exam], "exam_details": details, "scores": scores})
-    import json
-
-    store.write_text("dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    rows = [_seed_row(p, items, exam, students, returns, records, code) for p, (items, exam) in enumerate(exams)]
+    if not rep.failed:
+        write_seed_output(store.path, rows)
     return {"calls": rep.ran + rep.failed, "failed": rep.failed, "plans": len(plans),
-            "scores": [r["scores"] for r in rows]}
+            "errors": rep.errors, "scores": [r["scores"] for r in rows]}
+
+
+def _num_return(cfg: LbtConfig, i: int) -> int:
+    """The seed's `num_return_sequences`: the entry's own sample_cfg overrides the general one."""
+    entry = cfg.student_model_cfgs[i]
+    merged = {**(cfg.general_student_sample_cfg or {}), **((entry.get("sample_cfg") if isinstance(entry, dict)
+                                                             else None) or {})}
+    n = merged.get("num_return_sequences", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise LbtError(f"student_model_cfgs[{i}]: num_return_sequences must be an integer >= 1, got {n!r}")
+    return n
+
+
+def _seed_row(p, items, exam, students, returns, records, code: bool) -> dict:
+    details, scores = {}, {}
+    for student, n_return in zip(students, returns):
+        per_q = [[records.get(f"{p}/{student.name}/{q}/{r}") for r in range(n_return)] for q in range(len(exam))]
+        details[student.name] = {
+            "rationales": [[rec.get("completion", rec["rationale"]) if rec else None for rec in qs] for qs in per_q],
+            "answers": [[rec["answer"] if rec else None for rec in qs] for qs in per_q],
+            "scores": [[rec["score"] if rec else None for rec in qs] for qs in per_q],
+        }
+        flat = [rec["score"] for qs in per_q for rec in qs if rec and rec["score"] is not None]
+        scores[student.name] = mean(flat) if flat else None
+    row = {"teaching_items": items, "exam_questions": [e["question"] for e in exam],
+           "exam_gt_rationales": [e.get("rationale") for e in exam],
+           "exam_gt_answers": [e.get("answer") for e in exam], "exam_details": details, "scores": scores}
+    if code:  # scripts/code_exam.py adds it
+        row["task_id"] = [e.get("task_id") for e in exam]
+    return row
+
+
+def write_seed_output(path: Path, rows: list[dict]) -> None:
+    """What the seed's scripts/exam.py writes next to config.yaml: the ``save_to_disk`` dataset,
+    ``dataset.csv`` and ``dataset.json``; lbt adds ``dataset.jsonl`` (the same rows)."""
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # three instant writes; lbt's own bar showed the work
+    path = Path(path)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    tmp = path / f".dataset.jsonl.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path / "dataset.jsonl")
+    ds = Dataset.from_list(rows)
+    ds.save_to_disk(str(path))
+    ds.to_csv(str(path / "dataset.csv"))
+    ds.to_json(str(path / "dataset.json"), indent=2)
 
 
 def _finish(scorer, meta, reference):
     def f(pred):
+        completion = getattr(pred, "completion", None)
         score = scorer.score(pred.answer, reference) if reference is not None else None
-        return {**meta, "rationale": pred.rationale, "answer": pred.answer, "score": score}
+        return {**meta, "rationale": pred.rationale, "answer": pred.answer, "score": score,
+                **({"completion": completion} if completion is not None else {})}
     return f

@@ -153,3 +153,105 @@ class SimilarExamMaker(ExamMaker):
             ranked = sorted(pool, key=lambda n: (-round(sims[n], 12), n))
             exam.extend(self.exam_bank[n] for n in ranked[: self.num_exam_questions])
         return exam * self.num_repetitions
+
+
+@exam_makers.register("ques_similarity")
+class QuesSimilarityExamMaker(ExamMaker):
+    """The seed's ``ques_similarity``: the k nearest bank questions to each teaching question (k shared
+    among the teaching items as in the seed), each asked `num_repetitions` times. As in the seed the
+    teaching question itself counts when it is in the bank.
+
+    The embedder is local: TF-IDF over the bank (default), or a sentence-transformers model when
+    `sentence_transformers_model_name` names a directory on disk (lbt downloads nothing; the seed's
+    default hub name ``all-mpnet-base-v2`` must be replaced by a local copy). A `knn_pickle_path` (the
+    seed's precomputed ``{question: [(index, question), ...]}``) is used instead when given.
+
+    Args:
+        exam_bank_dataset: The exam bank.
+        selected_indexes: Only these bank rows are used.
+        sentence_transformers_model_name: A local sentence-transformers model directory; None: TF-IDF.
+        knn_pickle_path: The seed's kNN pickle (only load pickles you made: unpickling runs code).
+        num_exam_questions: Neighbours in all (the seed's default 1).
+        num_repetitions: How often each is asked (the seed's default 8).
+
+    Example:
+        >>> bank = [{"question": q, "answer": "1"} for q in ["sum two numbers", "sort a list", "sum of numbers"]]
+        >>> [e["question"] for e in QuesSimilarityExamMaker(bank, num_exam_questions=2, num_repetitions=1)
+        ...     .make_exam_questions([{"question": "sum two numbers"}])]
+        ['sum two numbers', 'sum of numbers']
+    """
+
+    def __init__(self, exam_bank_dataset: list[dict], selected_indexes=None,
+                 sentence_transformers_model_name: str | None = None, knn_pickle_path: str | None = None,
+                 num_exam_questions: int = 1, num_repetitions: int = 8):
+        super().__init__(exam_bank_dataset, selected_indexes)
+        if num_exam_questions < 1 or num_repetitions < 1:
+            raise LbtError("exam_maker_cfg: num_exam_questions and num_repetitions must be >= 1")
+        self.num_exam_questions = num_exam_questions
+        self.num_repetitions = num_repetitions
+        self.knn = None
+        self._embed = None
+        if knn_pickle_path:
+            import os
+            import pickle
+
+            if not os.path.isfile(knn_pickle_path):
+                raise LbtError(f"exam_maker_cfg.knn_pickle_path: {knn_pickle_path} is not a file (omit it to "
+                               "compute neighbours with the local embedder)")
+            try:
+                with open(knn_pickle_path, "rb") as fh:
+                    self.knn = pickle.load(fh)
+            except Exception as exc:
+                raise LbtError(f"exam_maker_cfg.knn_pickle_path: {knn_pickle_path}: not a kNN pickle ({exc})") from None
+        elif sentence_transformers_model_name:
+            self._embed = _sentence_transformer(sentence_transformers_model_name)
+            import numpy as np
+
+            vecs = np.asarray(self._embed([r["question"] for r in self.exam_bank]), dtype="float32")
+            self._vectors = vecs
+        else:
+            self._tfidf = TfIdf([tokenize(r["question"]) for r in self.exam_bank])
+
+    def neighbours(self, question: str, k: int) -> list[int]:
+        """Indexes of the `k` bank questions most similar to `question` (inner product; ties: bank order)."""
+        if self._embed is not None:
+            sims = (self._vectors @ self._embed([question])[0]).tolist()
+        else:
+            vec = self._tfidf.vector(tokenize(question))
+            sims = [TfIdf.cosine(vec, v) for v in self._tfidf.vectors]
+        return sorted(range(len(sims)), key=lambda n: (-round(sims[n], 12), n))[:k]
+
+    def make_exam_questions(self, teaching_items):
+        from .makers import allocate
+
+        self._need_items(teaching_items, "ques_similarity")
+        ids: list[int] = []
+        for item, k in zip(teaching_items, allocate(len(teaching_items), self.num_exam_questions)):
+            if k == 0:
+                continue
+            if self.knn is not None:
+                near = self.knn.get(item["question"])
+                if near is None:
+                    raise LbtError("exam_maker_cfg.knn_pickle_path: the pickle has no entry for a teaching question")
+                for idx, question in near[:k]:
+                    if not 0 <= idx < len(self.exam_bank) or self.exam_bank[idx]["question"] != question:
+                        raise LbtError(f"exam_maker_cfg.knn_pickle_path: entry {idx} does not match the exam bank")
+                    ids.extend([idx] * self.num_repetitions)  # the seed's order on this path
+            else:
+                ids.extend(self.neighbours(item["question"], k) * self.num_repetitions)
+        return [self.exam_bank[i] for i in ids]
+
+
+def _sentence_transformer(name: str):
+    import os
+
+    if not os.path.isdir(name):
+        raise LbtError(f"exam_maker_cfg.sentence_transformers_model_name: {name} is not a model directory on disk "
+                       "(lbt downloads nothing; give a local copy, or omit it for the local TF-IDF embedder)")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise LbtError("exam_maker_cfg.sentence_transformers_model_name: needs `pip install sentence-transformers` "
+                       "(or omit it for the local TF-IDF embedder)") from None
+    model = SentenceTransformer(name, device="cpu")
+    return lambda texts: model.encode(list(texts), show_progress_bar=False)

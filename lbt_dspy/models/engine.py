@@ -9,7 +9,9 @@ the model must continue. Servers differ in how that is expressed, hence `prefill
 - ``"continue"``: chat request with ``continue_final_message`` (vLLM).
 - ``"completions"``: the chat template is rendered here with the model's tokenizer and the prefill
   appended; the raw prompt goes to ``/v1/completions`` (`transformers serve`, vLLM).
-- ``"chat"``: plain chat (OpenAI, Azure); the prefill is dropped and the model answers freely.
+- ``"assistant"``: chat with the prefill kept as a trailing assistant message (OpenAI, Azure: what the
+  seed sends; the API answers after it, the prefill is not repeated in the answer).
+- ``"chat"``: plain chat; the prefill is dropped and the model answers freely.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from functools import cached_property
 from dspy.lm15 import Message, Response, TextPart, Usage
 import dspy.lm15 as lm15_errors
 
-PREFILL_MODES = ("chat", "continue", "completions")
+PREFILL_MODES = ("chat", "assistant", "continue", "completions")
 
 
 class OpenAICompatEngine:
@@ -99,7 +101,7 @@ class OpenAICompatEngine:
                 if messages[-1]["role"] == "assistant":
                     if self.prefill == "continue":
                         extra.update(continue_final_message=True, add_generation_prompt=False)
-                    else:
+                    elif self.prefill == "chat":
                         messages = messages[:-1]
                 out = self.client.chat.completions.create(model=self.model, messages=messages,
                                                           extra_body=extra or None, **params)

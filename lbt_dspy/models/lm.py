@@ -22,7 +22,10 @@ model_types = Registry("model")
 
 # Seed sample_cfg keys (HF-pipeline style) and what they become on an OpenAI-compatible request.
 SAMPLE_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "do_sample",
-               "num_return_sequences", "batch_size", "seed", "stop"}
+               "num_return_sequences", "batch_size", "seed", "stop",
+               # the seed's HF generate() keys: eos ids go to servers that take stop ids (vLLM); padding is a
+               # batching detail of a local pipeline and means nothing over HTTP
+               "eos_token_id", "pad_token_id"}
 
 
 def normalize_sample_cfg(cfg: dict, where: str) -> dict:
@@ -113,6 +116,7 @@ class ModelPool:
         sample = {**(default_sample_cfg or {}), **(entry.get("sample_cfg") or {})}
         kwargs = normalize_sample_cfg(sample, f"{where}.sample_cfg")
         resolved = self.resolve(entry, kwargs, where)
+        _apply_eos_token_ids(sample, resolved, where)
         engine_kwargs = dict(api_key=_api_key(resolved, where), prefill=resolved.prefill, tokenizer=resolved.tokenizer,
                              extra_body=resolved.extra_body, send_top_k=resolved.send_top_k, timeout=resolved.timeout)
         bases = _api_bases(resolved.api_base, where)
@@ -154,6 +158,25 @@ def _api_bases(api_base, where: str) -> list:
     return [api_base]
 
 
+def _apply_eos_token_ids(sample: dict, resolved: ModelEntry, where: str) -> None:
+    """The seed's ``eos_token_id`` (HF generate): vLLM's ``stop_token_ids``; elsewhere the served checkpoint's
+    own generation_config decides where a generation ends, and a warning says so."""
+    eos = sample.get("eos_token_id")
+    if eos is None:
+        return
+    ids = [eos] if isinstance(eos, int) else list(eos) if isinstance(eos, (list, tuple)) else None
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise LbtError(f"{where}.sample_cfg.eos_token_id: expected a token id or a list of ids, got {eos!r}")
+    if resolved.send_top_k:  # a vLLM server
+        resolved.extra_body.setdefault("stop_token_ids", ids)
+    else:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s.sample_cfg.eos_token_id: this server takes no stop token ids; the checkpoint's generation_config "
+            "eos ids apply", where)
+
+
 def _api_key(entry: ModelEntry, where: str) -> str | None:
     if entry.api_key_env is None:
         return None
@@ -165,7 +188,7 @@ def _api_key(entry: ModelEntry, where: str) -> str | None:
 
 @model_types.register("openai")
 def openai_entry(pool, sample_kwargs, model: str, api_base: str | list | None = None, name: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None, prefill: str = "chat",
+                 api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None, prefill: str = "assistant",
                  tokenizer: str | None = None, extra_body: dict | None = None, fastchat: bool = True,
                  timeout: float = 600.0) -> ModelEntry:
     """Any OpenAI-compatible endpoint. The key comes from `api_key_env` (or, discouraged, `api_key`);
@@ -185,7 +208,8 @@ def azure_entry(pool, sample_kwargs, model: str, name: str | None = None, api_en
         raise LbtError("model_cfg.api_endpoint: not set and AZURE_OPENAI_ENDPOINT is empty")
     if api_key is not None:
         os.environ.setdefault("AZURE_OPENAI_API_KEY", api_key)
-    return ModelEntry(name or "azure_" + model, model, endpoint, "AZURE_OPENAI_API_KEY",
+    # the prefill goes as a trailing assistant message, as the seed sends it
+    return ModelEntry(name or "azure_" + model, model, endpoint, "AZURE_OPENAI_API_KEY", prefill="assistant",
                       azure_api_version=api_version)
 
 
@@ -231,3 +255,6 @@ def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: 
             bases.append(server.api_base)
         api_base = bases[0] if replicas == 1 else bases
     return ModelEntry(name, ckpt, api_base, None, "completions", ckpt)
+
+
+from . import huggingface as _huggingface  # noqa: E402,F401  (registers model_type huggingface)

@@ -126,10 +126,13 @@ class MathScorer(ExamScorer):
     """Scores math answers: 1.0 when the extracted answer is equivalent to the reference, else 0.0.
 
     Args:
-        recall_mode: Accepted for seed-config compatibility; has no effect.
+        recall_mode: The seed's recall mode: 1.0 when the (normalised) reference occurs anywhere in the
+            (normalised) answer, e.g. ``"x=5 or x=7"`` recalls ``5``; equivalence is not checked then.
 
     Example:
         >>> MathScorer().score("0.5", "\\\\frac12")
+        1.0
+        >>> MathScorer(recall_mode=True).score("5 \\\\text{ or } 7", "7")
         1.0
     """
 
@@ -140,6 +143,9 @@ class MathScorer(ExamScorer):
         return extract_math_answer(text)
 
     def score(self, answer: str, reference) -> float:
+        if self.recall_mode:
+            ref = _norm_text(str(reference))
+            return float(bool(ref) and ref in _norm_text(answer or ""))
         return float(answers_equivalent(str(reference), answer))
 
     def equivalent(self, a: str, b: str) -> bool:
