@@ -91,7 +91,7 @@ SETTINGS = {
     "train_init_students_f1": dict(num_examples=4, init_method="train", rounds=2, beam_size=2, minibatch_size=8,
                                    reflections_per_set=4, failures_per_reflection=2, expansion_factor=3,
                                    scorer="students", score_metric="f1", score_sample_size=10, num_threads=4,
-                                   seed=3, reason_max_tokens=9),
+                                   seed=3, reason_max_new_tokens=9),
     "self_student": dict(num_examples=4, rounds=2, beam_size=2, minibatch_size=12, reflections_per_set=2,
                          failures_per_reflection=2, score_sample_size=12, num_threads=2, seed=1),
 }
@@ -107,8 +107,20 @@ def _strip(record):
     return {k: v for k, v in record.items() if k != "seconds"}
 
 
+def _optimizer(cls, adapter_cls, students, kw):
+    """The paper's setting: the Yes/No program under the patch's prompt. (Recorded with the API before the
+    generalisation, ``LbTOptimizer(students, **kw)`` whose default adapter was the patch's; the generalised
+    API spells the same setting with keywords.)"""
+    import inspect
+
+    if "metric" not in inspect.signature(cls.__init__).parameters:  # the code the fixture was recorded from
+        kw = {("reason_max_tokens" if k == "reason_max_new_tokens" else k): v for k, v in kw.items()}
+        return cls(students, **kw)
+    return cls(students=students, classifier_adapter=adapter_cls(), **kw)
+
+
 def golden_runs() -> dict:
-    from lbt_dspy.m3 import LbTOptimizer, make_classifier
+    from lbt_dspy.m3 import ClassifierAdapter, LbTOptimizer, make_classifier
 
     out = {}
     for name, kw in SETTINGS.items():
@@ -116,10 +128,10 @@ def golden_runs() -> dict:
         a, a_engine = _lm("student-a", _student({"pos-1", "pos-2"}))
         b, b_engine = _lm("student-b", _student({"neg-2", "pos-3"}))
         students = None if name == "self_student" else [a, b]
-        opt = LbTOptimizer(students, **kw)
+        opt = _optimizer(LbTOptimizer, ClassifierAdapter, students, kw)
         program = opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
         out[name] = {"rounds": [_strip(r) for r in opt.history],
-                     "demos": [(d.text, d.label) for d in program.predictors()[0].demos],
+                     "demos": [[d.text, d.label] for d in program.predictors()[0].demos],
                      "prompts": {k: sorted(_digest(p) for p in e.prompts) for k, e in
                                  (("teacher", t_engine), ("student-a", a_engine), ("student-b", b_engine))}}
     out["run_m3"] = _run_m3_records()

@@ -9,7 +9,7 @@ import pytest
 from dspy.lm15 import Message, Response, TextPart, Usage
 
 from lbt_dspy.errors import LbtError
-from lbt_dspy.m3 import ClassifierAdapter, LbTOptimizer, binary_f1, load_task, make_classifier
+from lbt_dspy.m3 import ClassifierAdapter, LbTOptimizer, WithAdapter, binary_f1, load_task, make_classifier
 from lbt_dspy.m3.config import M3Config
 from lbt_dspy.m3.formats import parse_examples, parse_reasons, tagged_segments, to_label
 from lbt_dspy.m3.run import _Models, run_m3, self_is_lbt
@@ -100,7 +100,7 @@ def optimizer(world, **kw):
     args = dict(num_examples=4, init_method="gen", rounds=1, beam_size=2, minibatch_size=12, reflections_per_set=3,
                 failures_per_reflection=4, expansion_factor=8, score_sample_size=12, num_threads=4, seed=0)
     args.update(kw)
-    return LbTOptimizer(world["students"], **args)
+    return LbTOptimizer(students=world["students"], classifier_adapter=ClassifierAdapter(), **args)
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -163,19 +163,23 @@ def test_beam_keeps_the_top_scores_and_best_program_reloads(world, tmp_path):
     for c in r1["candidates"]:
         assert c["score"] == pytest.approx((6 + len({d["text"] for d in c["demos"] if d["label"] == "Yes"})) / 12)
     best = r1["beam"][0]
-    assert [(d.text, d.label) for d in program.demos] == [(d["text"], d["label"]) for d in best["demos"]]
+    # Tuned under the patch's prompt: the compiled program carries that adapter and is marked compiled.
+    assert isinstance(program, WithAdapter) and program._compiled and program.program._compiled
+    assert [(d.text, d.label) for d in program.program.demos] == [(d["text"], d["label"]) for d in best["demos"]]
     assert opt.best_per_round[-1]["id"] == best["id"]
 
     path = tmp_path / "best.json"
     program.save(str(path))
-    loaded = make_classifier(QUESTION)
+    loaded = WithAdapter(make_classifier(QUESTION), ClassifierAdapter())
     loaded.load(str(path))
-    assert [(d["text"], d["label"]) for d in loaded.demos] == [(d.text, d.label) for d in program.demos]
-    assert loaded.signature.instructions == QUESTION
+    assert [(d["text"], d["label"]) for d in loaded.program.demos] == [(d.text, d.label) for d in program.program.demos]
+    assert loaded.program.signature.instructions == QUESTION
     saved = json.loads(path.read_text())
-    assert saved  # DSPy's own JSON
-    with dspy.context(lm=world["teacher"], adapter=ClassifierAdapter()):
-        assert loaded(text="pos-1").label == program(text="pos-1").label
+    assert saved["program"]["demos"]  # DSPy's own JSON
+    shown = [d.text for d in program.program.demos if d.label == "Yes"]
+    with dspy.context(lm=world["teacher"]):  # no adapter given: the program brings its own
+        assert loaded(text=shown[0]).label == program(text=shown[0]).label == "Yes"
+        assert loaded(text="pos-5").label == "No" or "pos-5" in shown
 
 
 def test_calls_per_round_are_counted(world):
@@ -191,7 +195,7 @@ def test_calls_per_round_are_counted(world):
 
 
 def test_reason_max_tokens_caps_only_reflections(world):
-    optimizer(world, reason_max_tokens=7).compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    optimizer(world, reason_max_new_tokens=7).compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
     engine = world["engines"]["teacher"]
     caps = {("reflect" if "reasons why" in p else "other", m) for p, m in zip(engine.prompts, engine.max_tokens)}
     assert ("reflect", 7) in caps and not any(kind == "other" and m == 7 for kind, m in caps)
@@ -202,13 +206,13 @@ def test_repeated_prompts_hit_the_cache():
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
     teacher, t_engine = scripted_lm("teacher", teacher_fn, cache=True)
     a, a_engine = scripted_lm("student-a", student_fn({"pos-1", "pos-2"}), cache=True)
-    first = LbTOptimizer([a], num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=2,
+    first = LbTOptimizer(students=[a], classifier_adapter=ClassifierAdapter(), num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=2,
                          score_sample_size=12, num_threads=4)
     first.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
     served = len(t_engine.prompts) + len(a_engine.prompts)
     # Round 1 re-scores the incumbent on the same 12 texts as round 0: those 12 calls come from the cache.
     assert first.history[1]["calls"]["cached"] >= 12
-    again = LbTOptimizer([a], num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=2,
+    again = LbTOptimizer(students=[a], classifier_adapter=ClassifierAdapter(), num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=2,
                          score_sample_size=12, num_threads=4)
     again.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
     assert len(t_engine.prompts) + len(a_engine.prompts) == served  # nothing reached the "servers"
@@ -227,7 +231,7 @@ def test_students_can_score_and_teacher_defaults_to_settings_lm(world):
 
 
 def test_without_students_the_teacher_is_its_own_student(world):
-    opt = LbTOptimizer(None, num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=1,
+    opt = LbTOptimizer(classifier_adapter=ClassifierAdapter(), num_examples=4, rounds=1, minibatch_size=12, reflections_per_set=1,
                        score_sample_size=12, num_threads=2)
     opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
     assert [e["student"] for e in opt.history[1]["exams"]] == ["teacher"]
@@ -249,7 +253,7 @@ def test_train_init_and_resume_give_the_same_run(world):
     assert [r["round"] for r in resumed.history] == [0, 1, 2]
     assert resumed.history[2]["minibatch"] == records[2]["minibatch"]
     assert [c["demos"] for c in resumed.history[2]["beam"]] == [c["demos"] for c in records[2]["beam"]]
-    assert [(d.text, d.label) for d in program2.demos] == [(d.text, d.label) for d in program.demos]
+    assert [(d.text, d.label) for d in program2.program.demos] == [(d.text, d.label) for d in program.program.demos]
     # Only round 2 ran again (no round-0 scoring, no round-1 calls).
     assert len(world["engines"]["teacher"].prompts) - calls_before == records[2]["calls"]["teacher_write"] + \
         records[2]["calls"]["teacher_reflect"] + records[2]["calls"]["score"]
@@ -257,10 +261,11 @@ def test_train_init_and_resume_give_the_same_run(world):
 
 def test_unparseable_generation_falls_back_to_train_init(world):
     teacher, engine = scripted_lm("mute", lambda m: "Yes" if m[0]["content"].startswith("# Task") else "I can't.")
-    opt = LbTOptimizer(world["students"], num_examples=4, rounds=0, score_sample_size=4, init_attempts=2)
+    opt = LbTOptimizer(students=world["students"], classifier_adapter=ClassifierAdapter(), num_examples=4, rounds=0,
+                       score_sample_size=4, init_attempts=2)
     program = opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=teacher)
     assert opt.history[0]["init_fallback"] == "train" and len(opt.history[0]["init_attempts"]) == 2
-    assert len(program.demos) == 4
+    assert len(program.program.demos) == 4
 
 
 def test_failed_calls_are_counted_not_fatal(world):
@@ -409,9 +414,9 @@ def test_run_writes_history_report_and_resumes(world, tmp_path):
     assert "| LbT | student-a, student-b |" in text and "| self | teacher |" in text
     assert "always Yes (no LM)" in text and "random K (2 draws)" in text and "LM calls per round" in text
     assert (out / "f1_vs_round.png").stat().st_size > 0 and (out / "f1_vs_round_LbT.png").exists()
-    loaded = make_classifier(QUESTION)
+    loaded = WithAdapter(make_classifier(QUESTION), ClassifierAdapter())
     loaded.load(str(out / "best_program_LbT.json"))
-    assert [d["text"] for d in loaded.demos] == [d["text"] for d in rounds[2]["record"]["beam"][0]["demos"]]
+    assert [d["text"] for d in loaded.program.demos] == [d["text"] for d in rounds[2]["record"]["beam"][0]["demos"]]
 
     # Rerun: everything is recorded, nothing is called again.
     again = run_m3(cfg, out, progress=False, models=models)

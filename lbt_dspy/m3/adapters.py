@@ -1,4 +1,5 @@
-"""The paper's plain-text prompts as DSPy adapters: one for the Yes/No classifier, one for the teacher.
+"""The paper's plain-text prompts as DSPy adapters: one for the classifier (Yes/No as in the paper, or any labels and
+fields), one for the teacher.
 
 Small open models do not follow DSPy's ``[[ ## field ## ]]`` chat format, and the paper's numbers come from
 its own prompts, so both adapters render the patch's prompts verbatim and parse the raw answer.
@@ -6,34 +7,41 @@ its own prompts, so both adapters render the patch's prompts verbatim and parse 
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import dspy
 
+from .fields import TaskFields, title
 from .formats import NO, YES, answer_is_yes, render_examples
 
-#: The patch's ``prompts/{liar,fallacy}.md`` with ``{{ icl_examples }}`` / ``{{ text }}`` filled in.
+#: The patch's ``prompts/{liar,fallacy}.md``: ``{examples}`` / ``{prediction}`` are the demos and the text to
+#: classify; ``{output_format}`` is "Answer Yes or No as labels" for the paper's Yes/No task.
 PAPER_CLASSIFY_TEMPLATE = ("# Task\n{question}\n\n# Examples\n{examples}\n\n# Output format\n"
-                           "Answer Yes or No as labels\n\n# Prediction\nText: {text}\nLabel:")
+                           "{output_format}\n\n# Prediction\n{prediction}")
 #: The same prompt without demos (zero-shot baseline).
-ZERO_SHOT_TEMPLATE = ("# Task\n{question}\n\n# Output format\nAnswer Yes or No as labels\n\n# Prediction\n"
-                      "Text: {text}\nLabel:")
+ZERO_SHOT_TEMPLATE = "# Task\n{question}\n\n# Output format\n{output_format}\n\n# Prediction\n{prediction}"
 
 #: Assistant prefills that steer small models into the expected layout (`TeacherAdapter(prefills=...)`).
 STEERING_PREFILLS = {"examples": "<START>\nText:", "reasons": "<START>"}
 
 
 class ClassifierAdapter(dspy.Adapter):
-    """Renders a text -> label call as the patch's classification prompt; parses "Yes..." as Yes.
+    """Renders a classification call as the patch's plain-text prompt and parses the raw answer.
 
-    The task question is the signature's instructions; demos (``text``/``label``) fill the ``# Examples``
-    section. The answer is Yes iff it starts with "yes" (the patch: ``response.upper().startswith("YES")``).
+    The task question is the signature's instructions; demos fill the ``# Examples`` section; the inputs
+    follow as ``Name: value`` lines and the output's name ends the prompt. For the paper's Yes/No labels
+    the answer is Yes iff it starts with "yes" (the patch: ``response.upper().startswith("YES")``); for
+    other labels it is the label the answer starts with (or names first); for free text, its first line.
 
     Args:
-        template: The prompt with ``{question}``, ``{examples}`` and ``{text}``.
+        template: The prompt with ``{question}``, ``{examples}``, ``{output_format}`` and ``{prediction}``
+            (``{text}``, the first input, also works).
         zero_shot_template: The prompt used when there are no demos.
-        input_field: The signature's input field holding the text.
-        output_field: The signature's output field receiving "Yes"/"No".
+        input_fields: The signature's input fields shown (default: all of them).
+        output_field: The output field receiving the answer (default: the signature's last output).
+        labels: The label set; None: the output's ``Literal[...]`` annotation, else Yes/No (the paper's);
+            ``()``: free text.
         prefill: Optional assistant prefill (sent with engines that continue it, dropped by plain chat).
 
     Example:
@@ -55,29 +63,58 @@ class ClassifierAdapter(dspy.Adapter):
         # Prediction
         Text: 1+1=2
         Label:
+        >>> sig = dspy.Signature("sentence -> sentiment", "Classify the sentiment.")
+        >>> ClassifierAdapter(labels=["positive", "negative"]).parse(sig, "**Negative**, I think")
+        {'sentiment': 'negative'}
     """
 
     def __init__(self, template: str = PAPER_CLASSIFY_TEMPLATE, zero_shot_template: str = ZERO_SHOT_TEMPLATE,
-                 input_field: str = "text", output_field: str = "label", prefill: str = ""):
+                 input_fields: str | list | None = None, output_field: str | None = None,
+                 labels: list | tuple | None = None, prefill: str = ""):
         super().__init__()
         self.template = template
         self.zero_shot_template = zero_shot_template
-        self.input_field = input_field
+        self.input_fields = (input_fields,) if isinstance(input_fields, str) else (
+            tuple(input_fields) if input_fields else None)
         self.output_field = output_field
+        self.labels = tuple(labels) if labels is not None else None
         self.prefill = prefill
 
+    def bind(self, fields: TaskFields) -> "ClassifierAdapter":
+        """A copy that renders and parses `fields` (the optimizer binds the task's labels this way)."""
+        return ClassifierAdapter(self.template, self.zero_shot_template, list(fields.inputs), fields.output,
+                                 fields.labels if fields.labels is not None else (), self.prefill)
+
+    def fields_for(self, signature) -> TaskFields:
+        inputs = self.input_fields or tuple(signature.input_fields)
+        output = self.output_field or list(signature.output_fields)[-1]
+        labels = self.labels
+        if labels is None:
+            ann = signature.output_fields[output].annotation if output in signature.output_fields else None
+            labels = (tuple(str(a) for a in typing.get_args(ann)) if typing.get_origin(ann) is typing.Literal
+                      else (YES, NO))
+        return TaskFields(inputs, output, labels or None)
+
     def format(self, signature, demos: list, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        demos = [{"text": d[self.input_field], "label": d[self.output_field]} for d in demos]
+        f = self.fields_for(signature)
         template = self.template if demos else self.zero_shot_template
-        content = template.format(question=signature.instructions, examples=render_examples(demos),
-                                  text=inputs[self.input_field])
+        prediction = "\n".join([f"{title(n)}: {inputs[n]}" for n in f.inputs] + [f"{title(f.output)}:"])
+        content = template.format(question=f.question(signature), examples=render_examples(demos, f),
+                                  output_format=f.output_format(), prediction=prediction,
+                                  text=inputs[f.inputs[0]])
         messages = [{"role": "user", "content": content}]
         if self.prefill:
             messages.append({"role": "assistant", "content": self.prefill})
         return messages
 
     def parse(self, signature, completion: str) -> dict[str, Any]:
-        return {self.output_field: YES if answer_is_yes(completion) else NO}
+        f = self.fields_for(signature)
+        if f.yes_no:
+            return {f.output: YES if answer_is_yes(completion) else NO}
+        if f.labels:
+            return {f.output: f.label_of(completion or "")}
+        lines = [line.strip() for line in (completion or "").splitlines() if line.strip()]
+        return {f.output: lines[0] if lines else ""}
 
 
 class TeacherAdapter(dspy.Adapter):

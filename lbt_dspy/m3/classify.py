@@ -1,4 +1,6 @@
-"""Concurrent Yes/No classification with a given example set: exams, scoring, test F1, baselines.
+"""Concurrent classification with a given example set: exams, scoring, test F1, baselines.
+
+Students are LMs (the program runs on them) or programs (they run with the demos on their own LMs).
 
 A copy of the program is made once per example set and shared by the threads; every call runs in its own
 ``dspy.context`` (LM + adapter), so nothing depends on the caller's thread-local settings. Repeated prompts
@@ -16,16 +18,18 @@ import dspy
 from dspy.utils.usage_tracker import UsageTracker
 
 from .adapters import ClassifierAdapter
-from .formats import demos_key, to_label
+from .fields import TEXT_LABEL
+from .formats import demos_key
 
 log = logging.getLogger("lbt_dspy")
 
 
-def with_demos(program: dspy.Module, demos: list) -> dspy.Module:
-    """A copy of `program` whose predictors all carry `demos` (``text``/``label`` examples)."""
+def with_demos(program: dspy.Module, demos: list, fields=None) -> dspy.Module:
+    """A copy of `program` whose predictors all carry `demos` (examples with `fields`, default text/label)."""
+    f = fields or TEXT_LABEL
     prog = program.deepcopy()
     for predictor in prog.predictors():
-        predictor.demos = [dspy.Example(text=d["text"], label=d["label"]).with_inputs("text") for d in demos]
+        predictor.demos = [f.example(d) for d in demos]
     return prog
 
 
@@ -53,14 +57,15 @@ def thread_map(fn: Callable, items: list, num_threads: int, desc: str = "", prog
 
 
 class Classifier:
-    """Runs a Yes/No program with chosen demos and LMs, many calls at once.
+    """Runs a program with chosen demos on chosen students (LMs or programs), many calls at once.
 
     Args:
-        program: The student program (input ``text``, output ``label``).
-        adapter: The classification prompt (default `ClassifierAdapter`).
+        program: The student program; an LM student runs it, a program student runs itself.
+        adapter: The classification prompt (default `ClassifierAdapter`, the paper's).
         num_threads: Calls in flight.
         progress: tqdm bars.
         on_call: Called as ``on_call(role, failed, cached)`` after every call (for counting; see `traced_call`).
+        fields: The program's `TaskFields` (default: the paper's text -> Yes/No label).
 
     Example:
         >>> clf = Classifier(make_classifier("Is it a lie?"))  # doctest: +SKIP
@@ -69,30 +74,41 @@ class Classifier:
     """
 
     def __init__(self, program: dspy.Module, adapter: dspy.Adapter | None = None, num_threads: int = 16,
-                 progress: bool = False, on_call: Callable[[str, bool, bool], None] | None = None):
+                 progress: bool = False, on_call: Callable[[str, bool, bool], None] | None = None, fields=None):
         if not program.predictors():
             raise ValueError("the program has no predictors to carry demos")
         self.program = program
         self.adapter = adapter or ClassifierAdapter()
+        self.fields = fields or TEXT_LABEL
         self.num_threads = num_threads
         self.progress = progress
         self.on_call = on_call
         self._lock = threading.Lock()
         self._programs: dict = {}
 
-    def program_for(self, demos: list) -> dspy.Module:
-        key = demos_key(demos)
+    def program_for(self, demos: list, student=None) -> dspy.Module:
+        """The program (a program student, or ours) carrying `demos`; one copy per set, shared by threads."""
+        base = student if isinstance(student, dspy.Module) else self.program
+        key = (id(base), demos_key(demos, self.fields))
         with self._lock:
             prog = self._programs.get(key)
             if prog is None:
-                prog = self._programs[key] = with_demos(self.program, demos)
+                prog = self._programs[key] = with_demos(base, demos, self.fields)
         return prog
 
-    def one(self, demos: list, lm, text: str, role: str = "classify") -> str | None:
-        """"Yes"/"No" for `text` by `lm` with `demos` in context; None when the call failed (after retries)."""
-        program = self.program_for(demos)
+    def predict(self, demos: list, student, inputs, role: str = "classify") -> dspy.Prediction | None:
+        """The prediction of `student` (an LM, or a program on its own LM) for `inputs` (a dict, or the text of
+        the paper's program) with `demos` in context; its output field holds the label (`TaskFields.label_of`).
+        None when the call failed (after retries)."""
+        program = self.program_for(demos, student)
+        if not isinstance(inputs, dict):
+            inputs = {self.fields.inputs[0]: inputs}
+        context = {"adapter": self.adapter}
+        if not isinstance(student, dspy.Module):
+            context["lm"] = student
         try:
-            pred, cached = traced_call(lambda: program(text=text), lm=lm, adapter=self.adapter)
+            pred, cached = traced_call(lambda: program(**inputs), **context)
+            value = self.fields.label_of(pred[self.fields.output]) if self.fields.labels else pred[self.fields.output]
         except Exception as exc:
             if self.on_call:
                 self.on_call(role, True, False)
@@ -100,12 +116,19 @@ class Classifier:
             return None
         if self.on_call:
             self.on_call(role, False, cached)
-        return to_label(pred.label)
+        pred[self.fields.output] = value
+        return pred
 
-    def many(self, jobs: list[tuple], role: str = "classify", desc: str = "") -> list[str | None]:
-        """`one` over ``(demos, lm, text)`` jobs concurrently; raises if every call failed."""
-        out = thread_map(lambda job: self.one(job[0], job[1], job[2], role), jobs, self.num_threads, desc,
-                         self.progress)
+    def one(self, demos: list, student, inputs, role: str = "classify"):
+        """The label (or free-text answer) of `predict`; None when the call failed."""
+        pred = self.predict(demos, student, inputs, role)
+        return None if pred is None else pred[self.fields.output]
+
+    def many(self, jobs: list[tuple], role: str = "classify", desc: str = "", full: bool = False) -> list:
+        """`one` (`predict` with ``full``) over ``(demos, student, inputs)`` jobs concurrently; raises if every
+        call failed."""
+        fn = self.predict if full else self.one
+        out = thread_map(lambda job: fn(job[0], job[1], job[2], role), jobs, self.num_threads, desc, self.progress)
         if jobs and all(p is None for p in out):
             raise RuntimeError(f"M3: every classification call failed ({desc or role}); see the warnings above")
         return out

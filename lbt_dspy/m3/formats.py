@@ -47,16 +47,39 @@ def parse_label_word(word: str) -> str | None:
     return None
 
 
-def render_examples(demos) -> str:
-    """Demos as the patch's example section (``### Example j``, ``**Text:**``, ``**Label:**``)."""
-    return "\n\n".join(f"### Example {j}\n**Text:** {d['text']}\n**Label:** {d['label']}"
+def _fields(fields):
+    if fields is None:
+        from .fields import TEXT_LABEL
+
+        return TEXT_LABEL
+    return fields
+
+
+def render_examples(demos, fields=None) -> str:
+    """Demos as the patch's example section (``### Example j``, ``**Text:**``, ``**Label:**``); other programs'
+    fields appear the same way under their own names (`fields`, default the paper's text/label)."""
+    from .fields import title
+
+    f = _fields(fields)
+    names = (*f.inputs, f.output)
+    return "\n\n".join(f"### Example {j}\n" + "\n".join(f"**{title(n)}:** {d[n]}" for n in names)
                        for j, d in enumerate(demos, 1))
 
 
-def render_failures(failures) -> str:
-    """Failure cases as in the patch: ``## Failure Case i`` / ``Text: "..."`` / ``Label:`` / ``Prediction:``."""
-    return "\n\n".join(f'## Failure Case {i}\nText: "{f["text"]}"\nLabel: {f["label"]}\nPrediction: {f["pred"]}'
-                       for i, f in enumerate(failures, 1))
+def render_failures(failures, fields=None) -> str:
+    """Failure cases as in the patch: ``## Failure Case i`` / ``Text: "..."`` / ``Label:`` / ``Prediction:``.
+
+    A case is a dict with ``pred`` and the example's fields (or the example under ``example``)."""
+    from .fields import title
+
+    f = _fields(fields)
+    out = []
+    for i, case in enumerate(failures, 1):
+        row = case.get("example", case)
+        lines = [f'{title(n)}: "{row[n]}"' for n in f.inputs]
+        lines += [f"{title(f.output)}: {row[f.output]}", f"Prediction: {case['pred']}"]
+        out.append(f"## Failure Case {i}\n" + "\n".join(lines))
+    return "\n\n".join(out)
 
 
 def tagged_segments(text: str) -> list[str]:
@@ -91,40 +114,78 @@ _EXAMPLE = re.compile(
 _HEADER = re.compile(r"\n?\s*#+\s*Example\s*\d*\s*$", re.I)
 
 
-def parse_examples(text: str, limit: int | None = None) -> list[dspy.Example]:
+def _clean(body: str) -> str:
+    body = _HEADER.sub("", body).strip().strip("*").strip()
+    if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'":
+        body = body[1:-1].strip()
+    return body
+
+
+def _example_pattern(fields) -> re.Pattern:
+    from .fields import title
+
+    parts = [rf"(?:\*\*)?\b{re.escape(title(n))}(?:\*\*)?\s*:\s*(?:\*\*)?(?P<f{i}>.*?)\s*"
+             for i, n in enumerate(fields.inputs)]
+    parts.append(rf"(?:\*\*)?\b{re.escape(title(fields.output))}(?:\*\*)?\s*:\s*(?:\*\*)?[ \t]*(?P<out>[^\n]*)")
+    return re.compile("".join(parts), re.S | re.I)
+
+
+def parse_examples(text: str, limit: int | None = None, fields=None) -> list[dspy.Example]:
     """The examples a teacher wrote (``Text: ...`` then ``Label: Yes|No``) as demos; junk is skipped.
 
     Args:
         text: The teacher's answer; only its last ``<START>...<END>`` section is read (see `last_tagged`).
         limit: Keep at most this many (the first ones), i.e. K.
+        fields: The program's `TaskFields` (default: the paper's ``text`` -> Yes/No ``label``). Other programs'
+            examples are ``Name: ...`` lines in field order; an output that is not one of the labels is junk.
 
     Example:
         >>> [(e.text, e.label) for e in parse_examples("<START>Text: a cat\\nLabel: yes\\n\\nText: a dog\\nLabel: No<END>")]
         [('a cat', 'Yes'), ('a dog', 'No')]
     """
     section = last_tagged(text)
+    f = _fields(fields)
     out = []
-    for m in _EXAMPLE.finditer(section):
-        label = parse_label_word(m.group("label"))
-        body = _HEADER.sub("", m.group("text")).strip().strip("*").strip()
-        if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'":
-            body = body[1:-1].strip()
-        if label is None or not body:
+    if f.yes_no and f.inputs == ("text",) and f.output == "label":  # the patch's format, parsed as it always was
+        for m in _EXAMPLE.finditer(section):
+            label = parse_label_word(m.group("label"))
+            body = _clean(m.group("text"))
+            if label is None or not body:
+                continue
+            out.append(dspy.Example(text=body, label=label).with_inputs("text"))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+    for m in _example_pattern(f).finditer(section):
+        values = [_clean(m.group(f"f{i}")) for i in range(len(f.inputs))]
+        raw = m.group("out").strip().strip("*\"'`").strip()
+        if f.yes_no:
+            label = parse_label_word(raw.split()[0] if raw.split() else "")
+        elif f.labels:
+            label = f.label_of(raw)
+            label = label if label in f.labels else None
+        else:
+            label = raw or None
+        if label is None or not all(values):
             continue
-        out.append(dspy.Example(text=body, label=label).with_inputs("text"))
+        out.append(dspy.Example(**dict(zip(f.inputs, values)), **{f.output: label}).with_inputs(*f.inputs))
         if limit is not None and len(out) >= limit:
             break
     return out
 
 
-def demos_key(demos) -> tuple:
+def demos_key(demos, fields=None) -> tuple:
     """What makes two example sets duplicates: the same (text, label) pairs in the same order."""
+    if fields is not None and not (fields.inputs == ("text",) and fields.output == "label"):
+        return fields.key(demos)
     return tuple((" ".join(str(d["text"]).split()), d["label"]) for d in demos)
 
 
-def demo_dicts(demos) -> list[dict]:
-    return [{"text": d["text"], "label": d["label"]} for d in demos]
+def demo_dicts(demos, fields=None) -> list[dict]:
+    f = _fields(fields)
+    return [{n: d[n] for n in (*f.inputs, f.output)} for d in demos]
 
 
-def as_demos(rows) -> list[dspy.Example]:
-    return [dspy.Example(text=r["text"], label=to_label(r["label"])).with_inputs("text") for r in rows]
+def as_demos(rows, fields=None) -> list[dspy.Example]:
+    f = _fields(fields)
+    return [f.example(r) for r in rows]

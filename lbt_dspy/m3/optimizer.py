@@ -1,6 +1,7 @@
-"""`LbTOptimizer`: the paper's M3, a teleprompter that optimises K in-context examples of a Yes/No classifier.
+"""`LbTOptimizer`: the paper's M3, a teleprompter that optimises the K in-context examples of a DSPy program.
 
-It is ProTeGi/APO beam search in which the *students* take the exams: in every round each example set in
+Any program: its input and output fields are read from its signature, its labels from the trainset (the
+paper's Yes/No, any label set, or free text scored by the metric; `fields.TaskFields`). It is ProTeGi/APO beam search in which the *students* take the exams: in every round each example set in
 the beam is used by every student on a minibatch of training texts; the students' failures (pooled) go to
 the teacher, who gives reasons why the examples led to them (reflection) and rewrites the examples for each
 reason; the new sets, deduplicated, join the beam and every set is scored (by the teacher classifying a train
@@ -19,7 +20,7 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 import dspy
@@ -27,10 +28,12 @@ from dspy.teleprompt.teleprompt import Teleprompter
 
 from .adapters import ClassifierAdapter, TeacherAdapter
 from .classify import Classifier, thread_map, traced_call, with_demos
-from .formats import (NO, YES, as_demos, demo_dicts, demos_key, parse_examples, parse_reasons, render_examples,
-                      render_failures, to_label)
-from .metrics import METRICS
-from .signatures import EXAMPLE_FORMAT, GenerateExamples, ReflectOnFailures, RewriteExamples
+from .config import LbTConfig
+from .fields import TEXT_LABEL, TaskFields
+from .formats import NO, YES, parse_examples, parse_reasons, render_examples, render_failures
+from .metrics import accuracy, binary_f1, exact_match, macro_f1
+from .signatures import GenerateExamples, ReflectOnFailures, RewriteExamples
+from .tuned import WithAdapter
 
 log = logging.getLogger("lbt_dspy")
 
@@ -42,24 +45,25 @@ class Candidate:
     """One set of K examples in the beam search."""
 
     id: str
-    demos: list  # dspy.Example(text=..., label="Yes"/"No")
+    demos: list  # dspy.Example with the program's fields, e.g. text=..., label="Yes"/"No"
     parent: str | None = None
     reason: str | None = None
     origin: str = "init"  # init | rewrite
     score: float | None = None
     n_scored: int = 0
+    fields: TaskFields = TEXT_LABEL
 
     def key(self) -> tuple:
-        return demos_key(self.demos)
+        return self.fields.key(self.demos)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "parent": self.parent, "origin": self.origin, "reason": self.reason,
-                "score": self.score, "n_scored": self.n_scored, "demos": demo_dicts(self.demos)}
+                "score": self.score, "n_scored": self.n_scored, "demos": self.fields.dicts(self.demos)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Candidate":
-        return cls(d["id"], as_demos(d["demos"]), d.get("parent"), d.get("reason"), d.get("origin", "init"),
-                   d.get("score"), d.get("n_scored", 0))
+    def from_dict(cls, d: dict, fields: TaskFields = TEXT_LABEL) -> "Candidate":
+        return cls(d["id"], [fields.example(r) for r in d["demos"]], d.get("parent"), d.get("reason"),
+                   d.get("origin", "init"), d.get("score"), d.get("n_scored", 0), fields)
 
 
 class _Calls:
@@ -87,6 +91,10 @@ class _Calls:
 
 
 def lm_name(lm, default: str) -> str:
+    """A student's name: the LM's (``lbt_name`` or model), or for a program its class and LM."""
+    if isinstance(lm, dspy.Module):
+        inner = next((p.lm for p in lm.predictors() if p.lm is not None), None)
+        return f"{type(lm).__name__}({lm_name(inner, 'lm')})" if inner is not None else type(lm).__name__
     return getattr(lm, "lbt_name", None) or getattr(lm, "model", None) or default
 
 
@@ -100,96 +108,71 @@ def unique_names(lms: list) -> list[str]:
 
 
 class LbTOptimizer(Teleprompter):
-    """M3: optimise the K in-context examples of a Yes/No classifier with a teacher and several students.
+    """M3: optimise the K in-context examples of any DSPy program with a teacher and several students.
 
-    Defaults are the paper's (the patch's flags): K = 8, 5 rounds, beam 4, minibatch 64, 4 reflections per
-    set with at most 4 failure cases each, one reason per reflection, at most 8 new sets per set, scoring by
-    the teacher's accuracy on ``eval_budget / #candidates`` training examples.
+    In every round the students take exams (a training minibatch) with each example set of the beam; the
+    examples they fail (``metric`` below 1) go to the teacher, who reflects on why the examples led to them
+    and rewrites the examples; sets are scored on a training sample and the best ``beam_size`` survive.
+    The hyperparameters are `LbTConfig`'s fields (K = ``num_examples``, ``rounds``, ``beam_size``...;
+    the paper's defaults), given as keyword arguments or as ``config=``.
 
     Args:
-        students: The LMs that take the exams (their failures drive the teacher). None: the classifying
-            teacher is its own only student (APO-style self-reflection).
-        num_examples: K, examples per set.
-        init_method: ``"gen"`` (the teacher writes the first set) or ``"train"`` (K/2 random positive and
-            K - K/2 random negative training examples, shuffled).
-        rounds: Expansion rounds after the initial round 0.
-        beam_size: Example sets kept after each round.
-        minibatch_size: Training texts the students are examined on per round.
-        reflections_per_set: Reflection calls per set in the beam (the patch's ``n_gradients``).
-        failures_per_reflection: Failure cases shown in one reflection (``errors_per_gradient``).
-        reasons_per_reflection: Reasons asked for per reflection (``gradients_per_error``); each reason gives
-            one rewrite, i.e. one new set.
-        expansion_factor: At most this many new sets per set (random subset beyond it).
-        dedupe: Drop new sets identical (same texts and labels, same order) to one already in the beam/round.
-        scorer: ``"teacher"`` (the paper: the teacher classifies a train sample with each set) or
-            ``"students"`` (mean over the students).
-        score_sample_size: Training texts per candidate when scoring; None: ``eval_budget // #candidates``.
-        eval_budget: The patch's scoring budget (2048 = 32 samples x 8 prompts x 8 rounds).
-        score_metric: ``"accuracy"`` (the patch's ``01`` scorer) or ``"f1"``.
-        reason_max_tokens: Token cap of a reflection (reasons are short); None: the teacher LM's setting (the
-            patch: the same 1024 as for writing examples).
-        teacher_classifier: The LM that classifies for the teacher (scoring; default: the teacher LM). Give
-            a separate greedy LM when the teacher writes with temperature > 0, as the paper does.
-        classifier_adapter: The classification prompt (default: the patch's, `ClassifierAdapter`).
+        metric: ``metric(example, pred, trace=None)`` as DSPy optimizers take it: a failure is a score below 1,
+            and (``score_metric="metric"``) a set's score is the mean. None: exact match on the output field
+            (labels compared after `TaskFields.label_of`; free text case- and whitespace-insensitively).
+            `lbt_dspy.m3.metrics.token_f1` scores free text by token F1.
+        students: Who takes the exams: LMs (the program runs on them) or programs (they run with the demos on
+            their own LMs). None: the classifying teacher is its own only student (APO-style self-reflection).
+        config: An `LbTConfig` (or `M3Config`); keyword arguments override its fields.
+        teacher_classifier: The LM that classifies for the teacher (scoring; default: the teacher LM). Give a
+            separate greedy LM when the teacher writes with temperature > 0, as the paper does.
+        classifier_adapter: The adapter programs run under while being tuned. None: the one in effect at
+            compile time (``dspy.settings.adapter``, else ChatAdapter), and the compiled program is a plain copy.
+            Given (e.g. `ClassifierAdapter()`, the patch's prompt, which small models follow): the compiled
+            program is a `WithAdapter` that runs under it. A `ClassifierAdapter` is bound to the task's fields.
         teacher_adapter: The teacher's prompts (default `TeacherAdapter()`).
-        init_attempts: Tries of the ``gen`` init before falling back to ``train`` init.
         num_threads: Concurrent LM calls.
-        seed: Seed of all sampling (minibatches, failure cases, scoring samples, init).
         history: Round records of an interrupted run; compile continues after the last one.
         on_round: Called with each new round record as soon as the round is done.
         progress: Show tqdm bars.
+        **hyperparameters: `LbTConfig` fields.
 
     Example:
-        >>> optimizer = LbTOptimizer(students=[student_lm], rounds=2, beam_size=2)  # doctest: +SKIP
-        >>> program = optimizer.compile(make_classifier(question), trainset=train, teacher=teacher_lm)  # doctest: +SKIP
-        >>> program.save("best.json")  # doctest: +SKIP
+        >>> import dspy
+        >>> from lbt_dspy.m3 import LbTOptimizer
+        >>> program = dspy.Predict("sentence -> sentiment")
+        >>> optimizer = LbTOptimizer(students=[student_lm], num_examples=4, rounds=2, beam_size=2)  # doctest: +SKIP
+        >>> tuned = optimizer.compile(program, trainset=train, teacher=teacher_lm)  # doctest: +SKIP
+        >>> tuned(sentence="What a lovely day").sentiment  # doctest: +SKIP
+        'positive'
+        >>> tuned.save("best.json")  # doctest: +SKIP
     """
 
-    def __init__(self, students: list | None = None, *, num_examples: int = 8, init_method: str = "gen",
-                 rounds: int = 5, beam_size: int = 4, minibatch_size: int = 64, reflections_per_set: int = 4,
-                 failures_per_reflection: int = 4, reasons_per_reflection: int = 1, expansion_factor: int = 8,
-                 dedupe: bool = True, scorer: str = "teacher", score_sample_size: int | None = None,
-                 eval_budget: int = 2048, score_metric: str = "accuracy", reason_max_tokens: int | None = None,
-                 teacher_classifier=None,
+    def __init__(self, metric: Callable | None = None, students: list | None = None, *,
+                 config: LbTConfig | None = None, teacher_classifier=None,
                  classifier_adapter: dspy.Adapter | None = None, teacher_adapter: dspy.Adapter | None = None,
-                 init_attempts: int = 3, num_threads: int = 16, seed: int = 0, history: list[dict] | None = None,
-                 on_round: Callable[[dict], Any] | None = None, progress: bool = False):
+                 num_threads: int = 16, history: list[dict] | None = None,
+                 on_round: Callable[[dict], Any] | None = None, progress: bool = False, **hyperparameters):
         super().__init__()
-        if init_method not in ("gen", "train"):
-            raise ValueError(f"init_method must be 'gen' or 'train', got {init_method!r}")
-        if scorer not in ("teacher", "students"):
-            raise ValueError(f"scorer must be 'teacher' or 'students', got {scorer!r}")
-        if score_metric not in METRICS:
-            raise ValueError(f"score_metric must be one of {sorted(METRICS)}, got {score_metric!r}")
-        for name, val in (("num_examples", num_examples), ("beam_size", beam_size), ("minibatch_size", minibatch_size),
-                          ("failures_per_reflection", failures_per_reflection), ("num_threads", num_threads),
-                          ("expansion_factor", expansion_factor), ("init_attempts", init_attempts)):
-            if val < 1:
-                raise ValueError(f"{name} must be >= 1, got {val}")
-        if rounds < 0 or reflections_per_set < 0 or reasons_per_reflection < 1:
-            raise ValueError("rounds and reflections_per_set must be >= 0, reasons_per_reflection >= 1")
+        if metric is not None and not callable(metric):
+            raise TypeError(f"metric must be callable (metric(example, pred, trace=None)), got {type(metric).__name__}"
+                            "; pass the students as students=[...]")
+        known = {f.name for f in fields(LbTConfig)}
+        unknown = [k for k in hyperparameters if k not in known]
+        if unknown:
+            raise TypeError(f"LbTOptimizer got unexpected arguments: {', '.join(unknown)}")
+        base = LbTConfig(**(config.optimizer_kwargs() if config is not None else {}))
+        self.config = replace(base, **hyperparameters)  # __post_init__ checks every value
+        for name in known:  # read as attributes, like every DSPy optimizer's settings
+            setattr(self, name, getattr(self.config, name))
+        if not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+        self.metric = metric
         self.students = list(students) if students else None
-        self.num_examples = num_examples
-        self.init_method = init_method
-        self.rounds = rounds
-        self.beam_size = beam_size
-        self.minibatch_size = minibatch_size
-        self.reflections_per_set = reflections_per_set
-        self.failures_per_reflection = failures_per_reflection
-        self.reasons_per_reflection = reasons_per_reflection
-        self.expansion_factor = expansion_factor
-        self.dedupe = dedupe
-        self.scorer = scorer
-        self.score_sample_size = score_sample_size
-        self.eval_budget = eval_budget
-        self.score_metric = score_metric
-        self.reason_max_tokens = reason_max_tokens
         self.teacher_classifier = teacher_classifier
-        self.classifier_adapter = classifier_adapter or ClassifierAdapter()
+        self.classifier_adapter = classifier_adapter
         self.teacher_adapter = teacher_adapter or TeacherAdapter()
-        self.init_attempts = init_attempts
         self.num_threads = num_threads
-        self.seed = seed
         self.history: list[dict] = [dict(r) for r in (history or [])]
         self.on_round = on_round
         self.progress = progress
@@ -198,51 +181,66 @@ class LbTOptimizer(Teleprompter):
     # --- the teleprompter API ----------------------------------------------------------------------
     def compile(self, student: dspy.Module, *, trainset: list, teacher=None, valset: list | None = None,
                 **kwargs) -> dspy.Module:
-        """Optimise `student`'s demos; returns a copy of it carrying the best example set.
+        """Optimise `student`'s demos; returns a copy of it carrying the best example set (marked compiled).
 
         Args:
-            student: A Yes/No classification program (input ``text``, output ``label``), e.g.
-                `make_classifier(question)`; its instructions are the question the teacher sees.
-            trainset: Examples with ``text`` and ``label`` (0/1 or Yes/No): exam minibatches, scoring
-                samples and (``init_method="train"``) the first set.
-            teacher: The teacher LM (writes, reflects, rewrites; classifies when scoring, unless
-                ``teacher_classifier`` is set). None: ``dspy.settings.lm``.
+            student: Any DSPy program; its (first predictor's) input fields and the output field the trainset
+                labels are what the examples hold. Its instructions are the question the teacher sees
+                (unless DSPy's boilerplate; see `LbTConfig.question`).
+            trainset: Examples with the program's inputs and the output: exam minibatches, scoring samples
+                and (``init_method="train"``) the first set.
+            teacher: The teacher LM, or a program whose LM it is (writes, reflects, rewrites; classifies when
+                scoring unless ``teacher_classifier`` is set). None: ``dspy.settings.lm``.
             valset: When given, candidates are scored on samples of it instead of the trainset.
         """
         if kwargs:
             raise TypeError(f"compile() got unexpected arguments: {', '.join(kwargs)}")
         teacher_lm = teacher if teacher is not None else dspy.settings.lm
+        if isinstance(teacher_lm, dspy.Module):
+            teacher_lm = next((p.lm for p in teacher_lm.predictors() if p.lm is not None), None) or dspy.settings.lm
         if teacher_lm is None:
             raise ValueError("no teacher: pass teacher= or configure dspy.settings.lm")
         if not isinstance(teacher_lm, dspy.BaseLM):
-            raise TypeError("teacher must be a dspy LM (the teacher writes the examples), "
+            raise TypeError("teacher must be a dspy LM or a program with one (the teacher writes the examples), "
                             f"got {type(teacher_lm).__name__}")
         if not student.predictors():
             raise ValueError("student has no predictors to carry demos")
+        self.fields = TaskFields.from_program(student, list(trainset), self.output_field, self.labels)
+        adapter = self.classifier_adapter
+        if isinstance(adapter, ClassifierAdapter) and adapter.labels is None:
+            adapter = adapter.bind(self.fields)
+        self._adapter = adapter or dspy.settings.adapter or dspy.ChatAdapter()
+        self._metric = self.metric or exact_match(self.fields)
         self._teacher = teacher_lm
         self._classifier = self.teacher_classifier or teacher_lm
         self._students = self.students or [self._classifier]
         self._student_names = unique_names(self._students)
-        self._clf = Classifier(student, self.classifier_adapter, self.num_threads, self.progress,
+        self._clf = Classifier(student, self._adapter, self.num_threads, self.progress, fields=self.fields,
                                on_call=lambda role, failed, cached: self._calls.add(role, failed, cached))
-        self._question = student.predictors()[0].signature.instructions
+        self._question = self.question or self.fields.question(student.predictors()[0].signature)
         self._train = self._normalize(trainset, "trainset")
         self._score_pool = self._normalize(valset, "valset") if valset else self._train
 
         start = len(self.history)
         if start:
-            beam = [Candidate.from_dict(c) for c in self.history[-1]["beam"]]
+            beam = [Candidate.from_dict(c, self.fields) for c in self.history[-1]["beam"]]
         for r in range(start, self.rounds + 1):
             t0 = time.monotonic()
             self._calls = _Calls()
             record = self._round0() if r == 0 else self._expand_and_select(r, beam)
-            beam = [Candidate.from_dict(c) for c in record["beam"]]
+            beam = [Candidate.from_dict(c, self.fields) for c in record["beam"]]
             record["calls"] = self._calls.snapshot()
             record["seconds"] = round(time.monotonic() - t0, 2)
             self.history.append(record)
             if self.on_round is not None:
                 self.on_round(record)
-        return with_demos(student, beam[0].demos)
+        program = with_demos(student, beam[0].demos, self.fields)
+        program._compiled = True
+        if self.classifier_adapter is None:
+            return program
+        tuned = WithAdapter(program, self._adapter)
+        tuned._compiled = True
+        return tuned
 
     @property
     def best_per_round(self) -> list[dict]:
@@ -258,9 +256,10 @@ class LbTOptimizer(Teleprompter):
             for attempt in range(self.init_attempts):
                 out = self._teacher_call(GenerateExamples, "teacher_write", rollout_id=attempt,
                                          question=self._question, num_examples=self.num_examples,
-                                         example_format=EXAMPLE_FORMAT)
+                                         example_kinds=self.fields.example_kinds(),
+                                         example_format=self.fields.example_format())
                 text = out.examples if out is not None else None
-                demos = parse_examples(text or "", limit=self.num_examples)
+                demos = parse_examples(text or "", limit=self.num_examples, fields=self.fields)
                 attempts.append({"response": text, "parsed": len(demos)})
                 if demos:
                     break
@@ -270,22 +269,36 @@ class LbTOptimizer(Teleprompter):
                 record["init_fallback"] = "train"
         if not demos:
             demos = self._train_init()
-        cand = Candidate("r0.0", demos)
+        cand = Candidate("r0.0", demos, fields=self.fields)
         self._score([cand], 0, record)
         record["candidates"] = [cand.to_dict()]
         record["beam"] = [cand.to_dict()]
         return record
 
     def _train_init(self) -> list:
+        """K training examples: the patch's K/2 Yes + K/2 No; for other labels, one of each label in turn
+        (every label gets a turn before any gets a second); for free text, K at random."""
         rng = random.Random(f"{self.seed}/0/init")
-        pos = [e for e in self._train if e.label == YES]
-        neg = [e for e in self._train if e.label == NO]
-        n_pos = self.num_examples - self.num_examples // 2
-        if len(pos) < n_pos or len(neg) < self.num_examples // 2:
-            raise ValueError(f"init 'train' needs {n_pos} positive and {self.num_examples // 2} negative examples")
-        demos = rng.sample(pos, n_pos) + rng.sample(neg, self.num_examples // 2)
+        out_field, k = self.fields.output, self.num_examples
+        if self.fields.yes_no:
+            pos = [e for e in self._train if e[out_field] == YES]
+            neg = [e for e in self._train if e[out_field] == NO]
+            n_pos = k - k // 2
+            if len(pos) < n_pos or len(neg) < k // 2:
+                raise ValueError(f"init 'train' needs {n_pos} positive and {k // 2} negative examples")
+            demos = rng.sample(pos, n_pos) + rng.sample(neg, k // 2)
+        elif self.fields.labels:
+            groups = [[e for e in self._train if e[out_field] == label] for label in self.fields.labels]
+            groups = [rng.sample(g, len(g)) for g in groups if g]
+            demos = []
+            while len(demos) < min(k, len(self._train)):
+                for g in groups:
+                    if g and len(demos) < k:
+                        demos.append(g.pop())
+        else:
+            demos = rng.sample(self._train, min(k, len(self._train)))
         rng.shuffle(demos)
-        return [dspy.Example(text=d.text, label=d.label).with_inputs("text") for d in demos]
+        return [self.fields.example(d) for d in demos]
 
     def _expand_and_select(self, r: int, beam: list[Candidate]) -> dict:
         rng = random.Random(f"{self.seed}/{r}/expand")
@@ -295,8 +308,8 @@ class LbTOptimizer(Teleprompter):
 
         # 1. Exams: every student classifies the minibatch with every set of the beam.
         jobs = [(cand, s, idx) for cand in beam for s in range(len(self._students)) for idx in batch]
-        preds = self._clf.many([(c.demos, self._students[s], train[i].text) for c, s, i in jobs],
-                               "student_exam", f"round {r}: exams")
+        preds = self._clf.many([(c.demos, self._students[s], self.fields.inputs_of(train[i])) for c, s, i in jobs],
+                               "student_exam", f"round {r}: exams", full=True)
         failures: dict[str, dict[int, dict]] = {c.id: {} for c in beam}
         exams = {(c.id, s): {"candidate": c.id, "student": self._student_names[s], "failed": [], "answered": 0}
                  for c in beam for s in range(len(self._students))}
@@ -305,10 +318,10 @@ class LbTOptimizer(Teleprompter):
                 continue
             exam = exams[(cand.id, s)]
             exam["answered"] += 1
-            if pred != train[idx].label:
+            if self._value(train[idx], pred) < 1:  # a failure: the metric says not (fully) right
                 exam["failed"].append(idx)
-                case = failures[cand.id].setdefault(idx, {"idx": idx, "text": train[idx].text,
-                                                          "label": train[idx].label, "pred": pred, "students": []})
+                case = failures[cand.id].setdefault(idx, {"idx": idx, "example": train[idx],
+                                                          "pred": pred[self.fields.output], "students": []})
                 case["students"].append(self._student_names[s])
         record["exams"] = list(exams.values())
 
@@ -323,8 +336,8 @@ class LbTOptimizer(Teleprompter):
                 refl_jobs.append((cand, j, sample))
         outs = thread_map(lambda job: self._teacher_call(
             ReflectOnFailures, "teacher_reflect", rollout_id=job[1], question=self._question,
-            num_examples=self.num_examples, current_examples=render_examples(job[0].demos),
-            failures=render_failures(job[2]), num_reasons=self.reasons_per_reflection),
+            num_examples=self.num_examples, current_examples=render_examples(job[0].demos, self.fields),
+            failures=render_failures(job[2], self.fields), num_reasons=self.reasons_per_reflection),
             refl_jobs, self.num_threads, f"round {r}: reflections", self.progress)
         reflections, rewrite_jobs = [], []
         for (cand, j, sample), out in zip(refl_jobs, outs):
@@ -339,17 +352,19 @@ class LbTOptimizer(Teleprompter):
         # 3. Rewrites: one new set per reason.
         outs = thread_map(lambda job: self._teacher_call(
             RewriteExamples, "teacher_write", rollout_id=job[1] * 100 + job[2], question=self._question,
-            num_examples=self.num_examples, current_examples=render_examples(job[0].demos),
-            failures=render_failures(job[3]), reason=job[4], example_format=EXAMPLE_FORMAT),
+            num_examples=self.num_examples, current_examples=render_examples(job[0].demos, self.fields),
+            failures=render_failures(job[3], self.fields), reason=job[4], example_kinds=self.fields.example_kinds(),
+            example_format=self.fields.example_format()),
             rewrite_jobs, self.num_threads, f"round {r}: rewrites", self.progress)
         rewrites, new_by_parent = [], {c.id: [] for c in beam}
         for (cand, j, k, sample, reason), out in zip(rewrite_jobs, outs):
             text = out.examples if out is not None else None
-            demos = parse_examples(text or "", limit=self.num_examples)
+            demos = parse_examples(text or "", limit=self.num_examples, fields=self.fields)
             entry = {"candidate": cand.id, "reflection": j, "reason": reason, "response": text,
                      "parsed": len(demos), "new": None}
             if demos:
-                new = Candidate(f"r{r}.{len(rewrites) + 1}", demos, parent=cand.id, reason=reason, origin="rewrite")
+                new = Candidate(f"r{r}.{len(rewrites) + 1}", demos, parent=cand.id, reason=reason, origin="rewrite",
+                                fields=self.fields)
                 entry["new"] = new.id
                 new_by_parent[cand.id].append(new)
             rewrites.append(entry)
@@ -389,38 +404,53 @@ class LbTOptimizer(Teleprompter):
         idx = random.Random(f"{self.seed}/{r}/score").sample(range(len(pool)), min(n, len(pool)))
         scorers = [self._classifier] if self.scorer == "teacher" else self._students
         jobs = [(c, lm, i) for c in candidates for lm in scorers for i in idx]
-        preds = self._clf.many([(c.demos, lm, pool[i].text) for c, lm, i in jobs], "score",
-                               f"round {r}: scoring {len(candidates)} set(s)")
-        metric = METRICS[self.score_metric]
+        preds = self._clf.many([(c.demos, lm, self.fields.inputs_of(pool[i])) for c, lm, i in jobs], "score",
+                               f"round {r}: scoring {len(candidates)} set(s)", full=True)
         by_cand: dict = {}
         for (c, lm, i), pred in zip(jobs, preds):
             if pred is not None:
                 by_cand.setdefault((c.id, id(lm)), ([], []))
-                by_cand[(c.id, id(lm))][0].append(pool[i].label)
+                by_cand[(c.id, id(lm))][0].append(pool[i])
                 by_cand[(c.id, id(lm))][1].append(pred)
         for c in candidates:
             parts = [by_cand.get((c.id, id(lm))) for lm in scorers]
             parts = [p for p in parts if p and p[0]]
-            c.score = sum(metric(ys, ps) for ys, ps in parts) / len(parts) if parts else None
+            c.score = sum(self._set_score(exs, ps) for exs, ps in parts) / len(parts) if parts else None
             c.n_scored = sum(len(p[0]) for p in parts)
         record["score_sample"] = idx
+
+    def _value(self, example, pred) -> float:
+        """The metric's score of one prediction (a bool counts as 0/1)."""
+        return float(self._metric(example, pred))
+
+    def _set_score(self, examples: list, preds: list) -> float:
+        """A set's score on one scorer's answers: `score_metric` over the answered examples."""
+        if self.score_metric == "metric":
+            return sum(self._value(e, p) for e, p in zip(examples, preds)) / len(examples)
+        out = self.fields.output
+        ys = [self.fields.label_of(e[out]) for e in examples]
+        ps = [self.fields.label_of(p[out]) for p in preds]
+        if self.score_metric == "accuracy":
+            return accuracy(ys, ps)
+        return binary_f1(ys, ps) if self.fields.yes_no else macro_f1(ys, ps, self.fields.labels)
 
     # --- LM calls ----------------------------------------------------------------------------------
     def _normalize(self, examples: list, what: str) -> list:
         out = []
         for n, ex in enumerate(examples):
             try:
-                out.append(dspy.Example(text=ex["text"], label=to_label(ex["label"])).with_inputs("text"))
+                out.append(self.fields.example(ex))
             except (KeyError, TypeError):
-                raise ValueError(f"{what}[{n}]: needs 'text' and 'label'") from None
+                names = ", ".join(repr(f) for f in (*self.fields.inputs, self.fields.output))
+                raise ValueError(f"{what}[{n}]: needs {names}") from None
         if not out:
             raise ValueError(f"{what} is empty")
         return out
 
     def _teacher_call(self, signature, role: str, rollout_id: int = 0, **inputs):
         config = {"rollout_id": rollout_id}
-        if signature is ReflectOnFailures and self.reason_max_tokens is not None:
-            config["max_tokens"] = self.reason_max_tokens
+        if signature is ReflectOnFailures and self.reason_max_new_tokens is not None:
+            config["max_tokens"] = self.reason_max_new_tokens
         try:
             out, cached = traced_call(lambda: dspy.Predict(signature)(**inputs, config=config), lm=self._teacher,
                                       adapter=self.teacher_adapter)

@@ -182,14 +182,9 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
                            f"LM calls {record['calls']['total']}, {record['seconds']:.0f} s")
 
         optimizer = LbTOptimizer(
-            students, num_examples=cfg.num_examples, init_method=cfg.init_method, rounds=cfg.rounds,
-            beam_size=cfg.beam_size, minibatch_size=cfg.minibatch_size, reflections_per_set=cfg.reflections_per_set,
-            failures_per_reflection=cfg.failures_per_reflection, reasons_per_reflection=cfg.reasons_per_reflection,
-            expansion_factor=cfg.expansion_factor, dedupe=cfg.dedupe, scorer=cfg.scorer,
-            score_sample_size=cfg.score_sample_size, eval_budget=cfg.eval_budget, score_metric=cfg.score_metric,
-            reason_max_tokens=cfg.reason_max_new_tokens, teacher_classifier=models.classifier, classifier_adapter=ClassifierAdapter(),
+            students=students, config=cfg, teacher_classifier=models.classifier, classifier_adapter=ClassifierAdapter(),
             teacher_adapter=TeacherAdapter(STEERING_PREFILLS if cfg.teacher_prefill else None),
-            num_threads=cfg.concurrency, seed=cfg.seed, history=prior, on_round=on_round, progress=progress)
+            num_threads=cfg.concurrency, history=prior, on_round=on_round, progress=progress)
         best = optimizer.compile(program, trainset=train, teacher=models.teacher)
         for record in optimizer.history:  # rounds stored by an interrupted run but not yet evaluated
             evaluate_best(name, record)

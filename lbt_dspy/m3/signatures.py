@@ -7,7 +7,9 @@ given a reason. Each teacher signature's *instructions are its prompt template*:
 
 One addition to the paper's prompts: the teacher is told to write each example as ``Text: ...`` /
 ``Label: Yes|No``, because the examples become structured DSPy demos (``dspy.Example(text=..., label=...)``)
-instead of a free-text prompt section.
+instead of a free-text prompt section. Other programs get the same prompts with their own fields and labels
+(`fields.TaskFields`: ``example_kinds`` and ``example_format``); for the paper's Yes/No program they read
+exactly as before.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ def make_classifier(question: str) -> dspy.Predict:
 class GenerateExamples(dspy.Signature):
     """I'm trying to write {num_examples} in-context learning examples for a few-shot classifier. The classifier will answer this question: "{question}"
 
-I need a list of {num_examples} positive and negative learning examples. {example_format} Start and end the list of examples with <START> and <END>."""
+I need a list of {num_examples} {example_kinds}learning examples. {example_format} Start and end the list of examples with <START> and <END>."""
 
     question: str = dspy.InputField(desc="the classifier's question")
     num_examples: int = dspy.InputField(desc="K, how many examples to write")
+    example_kinds: str = dspy.InputField(desc="'positive and negative ' (Yes/No), 'labelled ' or ''")
     example_format: str = dspy.InputField(desc="how to lay out one example")
     examples: str = dspy.OutputField(desc="the examples between <START> and <END>")
 
@@ -75,12 +78,13 @@ But these examples get the following cases wrong:
 
 Based on these failure cases, the problem with the current in-context examples is that {reason}
 
-Based on the above information, I need a new list of {num_examples} improved positive and negative learning examples. {example_format} Start and end the list of new examples with <START> and <END>."""
+Based on the above information, I need a new list of {num_examples} improved {example_kinds}learning examples. {example_format} Start and end the list of new examples with <START> and <END>."""
 
     question: str = dspy.InputField(desc="the classifier's question")
     num_examples: int = dspy.InputField(desc="K")
     current_examples: str = dspy.InputField(desc="the current examples")
     failures: str = dspy.InputField(desc="the failure cases the reason explains")
     reason: str = dspy.InputField(desc="one reason from the reflection")
+    example_kinds: str = dspy.InputField(desc="'positive and negative ' (Yes/No), 'labelled ' or ''")
     example_format: str = dspy.InputField(desc="how to lay out one example")
     examples: str = dspy.OutputField(desc="the new examples between <START> and <END>")
