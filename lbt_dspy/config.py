@@ -87,6 +87,19 @@ class LbtConfig:
     debug: bool = help_field("Seed key, accepted: the seed's scripts/exam.py never read it (its debug re-prompt in "
                              "lbt/test.py was unreachable); lbt warns that it has no effect.", default=False)
 
+    def _check_sampling(self) -> None:
+        """Sampling values (temperature >= 0, max_new_tokens >= 1, ...) are checked at load, not by failing calls."""
+        from .models.lm import normalize_sample_cfg
+
+        cfgs = [("teacher_sample_cfg", self.teacher_sample_cfg), ("greedy_sample_cfg", self.greedy_sample_cfg),
+                ("general_student_sample_cfg", self.general_student_sample_cfg)]
+        entries = [("teacher_model_cfg", self.teacher_model_cfg)]
+        entries += [(f"student_model_cfgs[{i}]", e) for i, e in enumerate(self.student_model_cfgs or [])]
+        cfgs += [(f"{name}.sample_cfg", e.get("sample_cfg")) for name, e in entries if isinstance(e, dict)]
+        for name, cfg in cfgs:
+            if cfg is not None:
+                normalize_sample_cfg(cfg, name)
+
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
         cfg = dataclass_from_dict(cls, raw, source)
@@ -105,6 +118,10 @@ class LbtConfig:
                 exam_scheduler(cfg.exam_budget_cfg, num_slots=1)
             except (TypeError, ValueError) as exc:
                 raise LbtError(f"{source}: exam_budget_cfg: {exc}") from None
+        try:
+            cfg._check_sampling()
+        except LbtError as exc:
+            raise LbtError(f"{source}: {exc}") from None
         return cfg
 
     @classmethod

@@ -29,26 +29,55 @@ SAMPLE_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", 
 
 
 def normalize_sample_cfg(cfg: dict, where: str) -> dict:
-    """Seed-style sampling settings as request kwargs; ``do_sample: false`` means greedy."""
+    """Seed-style sampling settings as request kwargs; ``do_sample: false`` means greedy. Values are checked
+    here, when a config is loaded, so a bad one is a one-line error before any call (not a failure of every
+    call): an unknown key, a wrong type, ``temperature < 0``, ``top_p`` outside (0, 1], ``top_k < -1``,
+    ``max_tokens``/``max_new_tokens < 1``."""
+    if not isinstance(cfg, dict):
+        raise LbtError(f"{where}: expected a mapping of sampling settings, got {type(cfg).__name__}")
     for key in cfg:
         if key not in SAMPLE_KEYS:
             from ..registry import did_you_mean
             raise LbtError(f"{where}.{key}: unknown sampling key{did_you_mean(key, SAMPLE_KEYS)}")
+    _check_sample_values(cfg, where)
     out = {}
     for key in ("temperature", "top_p", "top_k", "seed", "stop"):
         if cfg.get(key) is not None:
             out[key] = cfg[key]
     if cfg.get("max_new_tokens") is not None or cfg.get("max_tokens") is not None:
-        out["max_tokens"] = int(cfg.get("max_tokens") or cfg["max_new_tokens"])
+        out["max_tokens"] = cfg["max_tokens"] if cfg.get("max_tokens") is not None else cfg["max_new_tokens"]
     if cfg.get("do_sample") is False:
         out["temperature"] = 0.0
         out.pop("top_k", None)
         out.pop("top_p", None)
-    for key, typ in (("temperature", (int, float)), ("top_p", (int, float)), ("top_k", int), ("max_tokens", int)):
-        if key in out and not isinstance(out[key], typ):
-            raise LbtError(f"{where}.{key}: expected a number, got {out[key]!r}")
     return out
 
+
+def _check_sample_values(cfg: dict, where: str) -> None:
+    import math
+
+    def number(key, integer=False):
+        val = cfg.get(key)
+        if val is None:
+            return None
+        kinds = int if integer else (int, float)
+        if isinstance(val, bool) or not isinstance(val, kinds) or (isinstance(val, float) and not math.isfinite(val)):
+            raise LbtError(f"{where}.{key}: expected {'an integer' if integer else 'a number'}, got {val!r}")
+        return val
+
+    checks = [("temperature", False, lambda v: v >= 0, ">= 0"), ("top_p", False, lambda v: 0 < v <= 1, "in (0, 1]"),
+              ("top_k", True, lambda v: v >= -1, ">= -1 (-1: off)"), ("max_tokens", True, lambda v: v >= 1, ">= 1"),
+              ("max_new_tokens", True, lambda v: v >= 1, ">= 1"), ("num_return_sequences", True, lambda v: v >= 1, ">= 1"),
+              ("batch_size", True, lambda v: v >= 1, ">= 1"), ("seed", True, lambda v: True, "")]
+    for key, integer, ok, rule in checks:
+        val = number(key, integer)
+        if val is not None and not ok(val):
+            raise LbtError(f"{where}.{key}: must be {rule}, got {val!r}")
+    if cfg.get("do_sample") is not None and not isinstance(cfg["do_sample"], bool):
+        raise LbtError(f"{where}.do_sample: expected true or false, got {cfg['do_sample']!r}")
+    stop = cfg.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))):
+        raise LbtError(f"{where}.stop: expected a string or a list of strings, got {stop!r}")
 
 @dataclass
 class ModelEntry:
