@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="also write the per-problem picks as JSON to this file (outside the run)")
     r = sub.add_parser("report", help="write report.md and PNGs of a run directory")
     r.add_argument("run_dir")
+    r.add_argument("--a6-pairs", type=int, help="Table A6: M1 with this many pairs vs SC with all (default: the "
+                   "config's a6_pairs, 24); emitted when the run has more pairs")
+    r.add_argument("--a6-subsets", type=int, help="Table A6: random subsets of pairs (default: a6_subsets, 10)")
 
     v = sub.add_parser("serve", help="serve the embedded model over the OpenAI API until interrupted")
     v.add_argument("--port", type=int)

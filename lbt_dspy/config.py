@@ -82,7 +82,13 @@ class LbtConfig:
     subsample_sizes: list = help_field("Numbers of TR-TA pairs for the accuracy-vs-pairs curve (default: powers of 2).",
                                   default_factory=list)
     subsample_repeats: int = help_field("Random subsets per size in that curve.", default=20)
-    seed: int = help_field("Seed for subsampling.", default=0)
+    seed: int = help_field("Seed for subsampling and the report's bootstrap intervals.", default=0)
+    a6_pairs: int = help_field("Table A6 of the report: M1 with this many TR-TA pairs per problem against SC with "
+                               "all of them (the paper: 24 of 256); emitted when the run has more pairs.", default=24)
+    a6_subsets: int = help_field("Table A6: random subsets of a6_pairs pairs; mean and std over them (the paper: 10).",
+                                 default=10)
+    bootstrap_resamples: int = help_field("Resamples of the report's 95% bootstrap intervals over problems.",
+                                          default=2000)
     description: str = help_field("Free text, shown in the report.", default="")
     debug: bool = help_field("Seed key, accepted: the seed's scripts/exam.py never read it (its debug re-prompt in "
                              "lbt/test.py was unreachable); lbt warns that it has no effect.", default=False)
@@ -109,6 +115,9 @@ class LbtConfig:
             raise LbtError(f"{source}: concurrency must be >= 1")
         if not cfg.student_model_cfgs:
             raise LbtError(f"{source}: student_model_cfgs is empty")
+        for key in ("a6_pairs", "a6_subsets", "bootstrap_resamples"):
+            if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
+                raise LbtError(f"{source}: key {key!r} must be an integer >= 1, got {getattr(cfg, key)!r}")
         if cfg.exam_budget not in ("full", "adaptive"):
             raise LbtError(f"{source}: exam_budget must be 'full' or 'adaptive', got {cfg.exam_budget!r}")
         if cfg.exam_budget_cfg:
@@ -137,7 +146,8 @@ class LbtConfig:
         return out
 
 
-_OMIT_WHEN_DEFAULT = {"exam_budget": "full", "exam_budget_cfg": {}, "debug": False}
+_OMIT_WHEN_DEFAULT = {"exam_budget": "full", "exam_budget_cfg": {}, "debug": False,
+                      "a6_pairs": 24, "a6_subsets": 10, "bootstrap_resamples": 2000}
 
 
 _TYPES = {"dict": dict, "list": list, "int": int, "float": (int, float), "str": str, "bool": bool}

@@ -73,8 +73,8 @@ def bars_with_intervals(ax, labels: Sequence[str], intervals: Sequence[Interval]
     if annotate:
         for x, iv in zip(xs, intervals):
             if iv.n:
-                ax.annotate(f"{scale * iv.estimate:.1f}", (x, scale * iv.high), ha="center", va="bottom", fontsize=7,
-                            xytext=(0, 2), textcoords="offset points")
+                ax.annotate(f"{scale * iv.estimate:.3g}", (x, scale * iv.estimate), ha="left", va="bottom", fontsize=7,
+                            xytext=(3, 1), textcoords="offset points")
     if offset == 0.0:
         ax.set_xticks(range(len(intervals)), list(labels))
     return bars

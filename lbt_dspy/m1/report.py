@@ -1,27 +1,119 @@
-"""report.md and PNGs for a run directory: the accuracy table, LbT-score histogram, accuracy vs pairs."""
+"""report.md and PNGs for a run directory: accuracies with 95% intervals, paired comparisons, the paper's
+protocols (Table A6, Fig. 4, published rows), the LbT-score histogram.
+
+Every accuracy is a mean over problems; its interval is the seeded percentile bootstrap over problems, and
+every comparison of two methods is the paired bootstrap of their difference with wins / losses / ties
+(`lbt_dspy.stats`). The same records and config give the same report.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from statistics import mean
 
-from .results import summarize
+from .. import stats
+from ..plotting import bars_with_intervals, figure, line_with_band, pyplot, save
 from ..store import RunStore
+from .results import V1, summarize
 
 METHOD_ORDER = ["Greedy", "SC", "M1 MAX", "M1 SUM", "AVG"]
+# (a, b) of "a - b": the comparisons a user of M1 makes (the paper's Improv. is M1 SUM - SC).
+COMPARISONS = [("M1 SUM", "SC"), ("M1 MAX", "SC"), ("M1 SUM", "Greedy"), ("M1 MAX", "Greedy")]
 
 
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _pct2(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _iv(d: dict | None) -> stats.Interval | None:
+    return None if d is None else stats.Interval(**{k: (math.nan if v is None else v) for k, v in d.items()})
+
+
+def _iv_text(d: dict | None) -> str:
+    iv = _iv(d)
+    if iv is None or iv.n == 0 or math.isnan(iv.estimate):
+        return "-"
+    return iv.text()
+
+
+# --- evidence: intervals and comparisons from the per-problem scores ---------------------------------
+def evidence(run_dir: str | Path, summary: dict, *, a6_pairs: int | None = None, a6_subsets: int | None = None) -> dict:
+    """The intervals, paired comparisons and protocol tables of a run (JSON-ready)."""
+    if summary.get("code"):
+        return code_evidence(summary, RunStore(run_dir).read_config())
+    from .protocols import protocols
+
+    ev = protocols(run_dir, a6_pairs=a6_pairs, a6_subsets=a6_subsets)
+    seed, resamples = ev["seed"], ev["resamples"]
+    ev["intervals"] = {view: {m: stats.bootstrap_mean(list(per[m][tp] for tp in sorted(per[m])), resamples=resamples,
+                                                      seed=seed).to_dict()
+                              for m in METHOD_ORDER if per.get(m)}
+                       for view, per in ev["scores"].items()}
+    per = ev["scores"][ev["view"]]
+    comps = []
+    for a, b in COMPARISONS:
+        if not per.get(a) or not per.get(b):
+            continue
+        d = stats.paired_difference(per[a], per[b], resamples=resamples, seed=seed)
+        comps.append({"a": a, "b": b, **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties,
+                      "text": d.text(), "excludes_zero": d.excludes_zero()})
+    ev["comparisons"] = comps
+    return ev
+
+
+def code_evidence(summary: dict, cfg: dict) -> dict:
+    """Code runs: interval of each method's mean S-score over the problems where it is defined, and the
+    paired M1 MAX - Avg. (and - Greedy) differences over the problems where both are defined."""
+    code = summary["code"]
+    seed, resamples = int(cfg.get("seed", 0)), int(cfg.get("bootstrap_resamples", stats.RESAMPLES))
+    per = {m: {tp: row["scores"][m] for tp, row in code["problems"].items() if row["scores"].get(m) is not None}
+           for m in code["methods"]}
+    intervals = {m: stats.bootstrap_mean([v[tp] for tp in sorted(v)], resamples=resamples, seed=seed).to_dict()
+                 for m, v in per.items()}
+    m1 = [m for m in code["methods"] if m.startswith("M1 MAX") and not m.endswith(V1)]
+    main = m1[-1] if m1 else None
+    pairs = []
+    if main:
+        pairs = [(main, "Avg."), (main + V1, "Avg." + V1), (main, "Greedy")]
+    comps = []
+    for a, b in pairs:
+        if a not in per or b not in per:
+            continue
+        d = stats.paired_difference(per[a], per[b], resamples=resamples, seed=seed)
+        if d.n == 0:
+            continue
+        comps.append({"a": a, "b": b, **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties,
+                      "text": d.text(scale=1, digits=3, unit=""), "excludes_zero": d.excludes_zero()})
+    return {"seed": seed, "resamples": resamples, "scores": per, "intervals": intervals, "comparisons": comps}
+
+
+def interval_note(ev: dict, n: int) -> str:
+    return (f"Intervals: 95% percentile bootstrap over the {n} problems ({ev['resamples']} resamples, seed "
+            f"{ev['seed']}); a difference is bootstrapped paired (the same resampled problems for both methods). "
+            "wins / losses / ties: problems where the first method scores higher / lower / the same.")
+
+
+# --- tables ------------------------------------------------------------------------------------------
 def accuracy_table(summary: dict) -> str:
-    """The markdown table: one row per method, one column per student view (code runs: the S-score table)."""
+    """The markdown table: one row per method, one column per student view (code runs: the S-score table).
+    With the report's evidence in `summary` (after `write_report`), each cell carries its 95% interval."""
     if summary.get("code"):
         return code_table(summary)
     return method_table(summary, METHOD_ORDER)
 
 
 def method_table(summary: dict, methods: list[str]) -> str:
-    """Accuracy (exam-scorer score) of `methods`: one row per method, one column per student view."""
+    """Accuracy (exam-scorer score) of `methods`: one row per method, one column per student view; with
+    evidence, "acc% [95% interval] (correct/n)"."""
     views = summary["views"]
-    head = "| method | " + " | ".join(views) + " |\n|---|" + "---|" * len(views) + "\n"
+    ivs = (summary.get("evidence") or {}).get("intervals") or {}
+    n = summary["num_problems"]
+    head = (f"| method ({n} problems) | " + " | ".join(views) + " |\n|---|" + "---|" * len(views) + "\n")
     rows = []
     for method in methods:
         cells = summary["table"].get(method)
@@ -30,9 +122,83 @@ def method_table(summary: dict, methods: list[str]) -> str:
         vals = []
         for view in views:
             c = cells.get(view) or cells.get("all")
-            vals.append(f"{100 * c['accuracy']:.1f}% ({c['correct']:.4g}/{c['n']})")
+            iv = (ivs.get(view) or {}).get(method)
+            cell = _iv_text(iv) if iv else f"{100 * c['accuracy']:.1f}%"
+            vals.append(f"{cell} ({c['correct']:.4g}/{c['n']})")
         rows.append(f"| {method} | " + " | ".join(vals) + " |")
     return head + "\n".join(rows) + "\n"
+
+
+def comparison_table(ev: dict, n: int, unit: str = "accuracy points") -> str:
+    """Paired differences: a - b, its 95% interval, wins / losses / ties, and whether 0 is excluded."""
+    rows = [f"| comparison ({n} problems) | difference ({unit}) [95% paired CI] | wins / losses / ties | "
+            "paired problems | reading |", "|---|---|---|---|---|"]
+    for c in ev["comparisons"]:
+        reading = ("resolved: the interval excludes 0" if c["excludes_zero"]
+                   else "not resolved: the interval contains 0")
+        rows.append(f"| {c['a']} − {c['b']} | {c['text']} | {c['wins']} / {c['losses']} / {c['ties']} | {c['n']} | "
+                    f"{reading} |")
+    return "\n".join(rows) + "\n"
+
+
+def a6_table(ev: dict, published: dict | None = None) -> str:
+    """Table A6: measured row (and the paper's, when it has one for these models)."""
+    a = ev["a6"]
+    k, P = a["k"], a["pairs"]
+
+    def ms(d):
+        return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
+
+    rows = [f"| row ({a['n']} problems) | Greedy | SC({P}) | SC({k}) | M1 MAX({k}) | M1 SUM({k}) | Improv. "
+            f"(M1 SUM({k}) − SC({P})) | M1 SUM({k}) − SC({P}), paired 95% CI | wins / losses |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    d = a["diff M1 SUM"]
+    rows.append(f"| measured ({a['view']}) | {_pct2(a['Greedy'])} | {_pct2(a['SC(all)'])} | {ms(a['SC(k)'])} | "
+                f"{ms(a['M1 MAX(k)'])} | {ms(a['M1 SUM(k)'])} | {100 * a['Improv. M1 SUM']:+.2f} | {d['text']} | "
+                f"{d['wins']} / {d['losses']} |")
+    if published and published.get("a6"):
+        p = published["a6"]
+        rows.append(f"| paper, Table A6 ({published['teacher']} → {' & '.join(published['students'])}; 181 problems, "
+                    f"SC 256, M1 24) | {p['Greedy']:.2f} | {p['SC(256)']:.2f} | - | {p['M1 MAX(24)'][0]:.2f} ± "
+                    f"{p['M1 MAX(24)'][1]:.2f} | {p['M1 SUM(24)'][0]:.2f} ± {p['M1 SUM(24)'][1]:.2f} | "
+                    f"{p['Improv.']:+.2f} | - | - |")
+    return "\n".join(rows) + "\n"
+
+
+def published_table(summary: dict, ev: dict) -> str:
+    """Table 2 of the paper beside the measured row (math181 runs whose models the paper used)."""
+    pub = ev["published"]
+    iv = ev["intervals"][ev["view"]]
+    n = summary["num_problems"]
+    rows = [f"| row | problems | pairs | Greedy | SC | M1 MAX | M1 SUM | Improv. (M1 SUM − SC) |",
+            "|---|---|---|---|---|---|---|---|"]
+    imp = next((c for c in ev["comparisons"] if (c["a"], c["b"]) == ("M1 SUM", "SC")), None)
+    rows.append(f"| measured ({ev['view']}) | {n} | {ev['pairs']} | " +
+                " | ".join(_iv_text(iv.get(m)) for m in ("Greedy", "SC", "M1 MAX", "M1 SUM")) +
+                f" | {imp['text'] if imp else '-'} |")
+    t2 = pub["table2"]
+    rows.append(f"| paper, Table 2 ({pub['teacher']} → {' & '.join(pub['students'])}) | 181 | 256 | " +
+                " | ".join(f"{t2[m]:.2f}" for m in ("Greedy", "SC", "M1 MAX", "M1 SUM")) + f" | {t2['Improv.']:+.2f} |")
+    return "\n".join(rows) + "\n"
+
+
+def fig4_table(ev: dict) -> str:
+    rows = [f"| pairs ({ev['fig4'][0]['n'] if ev['fig4'] else 0} problems) | SC | M1 MAX | M1 SUM | "
+            "M1 SUM rel. improvement over SC [95% CI] | M1 MAX rel. improvement [95% CI] |",
+            "|---|---|---|---|---|---|"]
+    for r in ev["fig4"]:
+        rows.append(f"| {r['pairs']} | " + " | ".join(_iv_text(r[m]) for m in ("SC", "M1 MAX", "M1 SUM")) + " | " +
+                    " | ".join(_iv_text(r[f"rel {m}"]) for m in ("M1 SUM", "M1 MAX")) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def level_table(ev: dict) -> str:
+    rows = ["| level | problems | SC | M1 MAX | M1 SUM | M1 SUM rel. improvement over SC [95% CI] | "
+            "M1 MAX rel. improvement [95% CI] |", "|---|---|---|---|---|---|---|"]
+    for r in ev["levels"]:
+        rows.append(f"| {r['level']} | {r['n']} | " + " | ".join(_iv_text(r[m]) for m in ("SC", "M1 MAX", "M1 SUM"))
+                    + " | " + " | ".join(_iv_text(r[f"rel {m}"]) for m in ("M1 SUM", "M1 MAX")) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def _s(value) -> str:
@@ -41,12 +207,17 @@ def _s(value) -> str:
 
 def code_table(summary: dict) -> str:
     """Code runs: the mean hidden-test S-score of each method (Table 3's rows), over the problems where
-    it is defined ("-" rows, e.g. Avg. (V=1), skip problems without a TA passing the visible tests)."""
+    it is defined ("-" rows, e.g. Avg. (V=1), skip problems without a TA passing the visible tests); with
+    evidence, the mean's 95% bootstrap interval over those problems."""
     code = summary["code"]
-    rows = ["| method | mean S-score | mean V-score | problems |", "|---|---|---|---|"]
+    ivs = (summary.get("evidence") or {}).get("intervals") or {}
+    rows = [f"| method | mean S-score | mean V-score | problems (of {summary.get('num_problems', '?')}) | "
+            "95% CI of the S-score |", "|---|---|---|---|---|"]
     for m in code["methods"]:
         c = code["table"][m]
-        rows.append(f"| {m} | {_s(c['mean'])} | {_s(c.get('v_mean'))} | {c['n']}/{c['of']} |")
+        iv = _iv(ivs.get(m))
+        ci = "-" if iv is None or iv.n == 0 else f"[{iv.low:.3f}, {iv.high:.3f}]"
+        rows.append(f"| {m} | {_s(c['mean'])} | {_s(c.get('v_mean'))} | {c['n']}/{c['of']} | {ci} |")
     return "\n".join(rows) + "\n"
 
 
@@ -71,87 +242,209 @@ CODE_NOTE = (
     "defined (the problems column); mean V-score: the same picks' V-scores.")
 
 
-def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
-    """Write report.md, summary.json and the PNGs into the run directory; returns report.md's path."""
-    import matplotlib
+# --- figures -----------------------------------------------------------------------------------------
+def _draw_accuracy(run_dir: Path, summary: dict, ev: dict) -> None:
+    views = summary["views"]
+    methods = [m for m in METHOD_ORDER if m in summary["table"]]
+    fig, ax = figure(7, 4)
+    width = 0.8 / max(len(views), 1)
+    for j, view in enumerate(views):
+        ivs = [_iv(ev["intervals"][view][m]) for m in methods]
+        bars_with_intervals(ax, methods, ivs, offset=j * width, width=width, label=view, color=f"C{j}",
+                            annotate=len(views) == 1)
+    ax.set_xticks([i + width * (len(views) - 1) / 2 for i in range(len(methods))], methods)
+    ax.set_ylabel("accuracy (%), 95% bootstrap CI")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"M1 on {summary['num_problems']} problems")
+    ax.legend(title="student", fontsize=8)
+    save(fig, run_dir / "accuracy_by_method.png")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _draw_differences(path: Path, ev: dict, n: int, scale: float = 100.0, xlabel: str = "difference (points)") -> None:
+    comps = ev["comparisons"]
+    if not comps:
+        return
+    fig, ax = figure(6, 0.6 * len(comps) + 1.4)
+    ys = list(range(len(comps)))[::-1]
+    for y, c in zip(ys, comps):
+        est, lo, hi = (scale * c[k] for k in ("estimate", "low", "high"))
+        ax.errorbar([est], [y], xerr=[[est - lo], [hi - est]], fmt="o", capsize=4,
+                    color="C2" if c["excludes_zero"] else "C7")
+        ax.annotate(f"+{c['wins']} / −{c['losses']}", (hi, y), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.margins(x=0.15)
+    ax.set_yticks(ys, [f"{c['a']} − {c['b']}" for c in comps])
+    ax.set_xlabel(f"{xlabel}, paired 95% CI; wins / losses")
+    ax.set_title(f"paired differences on {n} problems")
+    save(fig, path)
+
+
+def _draw_pairs(run_dir: Path, ev: dict) -> None:
+    rows = ev["fig4"]
+    if not rows:
+        return
+    xs = [r["pairs"] for r in rows]
+    fig, ax = figure(6, 4)
+    for m in ("SC", "M1 MAX", "M1 SUM"):
+        line_with_band(ax, xs, [100 * r[m]["estimate"] for r in rows], [100 * r[m]["low"] for r in rows],
+                       [100 * r[m]["high"] for r in rows], label=m)
+    if len(xs) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("TR-TA pairs per problem")
+    ax.set_ylabel("accuracy (%), 95% bootstrap band")
+    ax.set_title(f"accuracy vs number of pairs ({ev['view']}, {rows[0]['n']} problems)")
+    ax.legend()
+    save(fig, run_dir / "accuracy_vs_pairs.png")
+
+    levels = ev.get("levels") or []
+    if levels:  # Fig. 4 has two panels: vs pairs, vs level
+        plt_fig, (ax, ax2) = pyplot().subplots(1, 2, figsize=(11, 4))
+    else:
+        plt_fig, ax = figure(6, 4)
+    for j, m in enumerate(("M1 SUM", "M1 MAX")):
+        pts = [(r["pairs"], r[f"rel {m}"]) for r in rows if r[f"rel {m}"]["estimate"] is not None]
+        if pts:
+            line_with_band(ax, [p[0] for p in pts], [100 * p[1]["estimate"] for p in pts],
+                           [100 * p[1]["low"] for p in pts], [100 * p[1]["high"] for p in pts], label=m,
+                           color=f"C{j + 1}")
+    ax.axhline(0, color="black", linewidth=0.8)
+    if len(xs) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("TR-TA pairs per problem")
+    ax.set_ylabel("relative improvement over SC (%), 95% band")
+    ax.set_title("Fig. 4: M1 over SC vs number of pairs")
+    ax.legend()
+    if levels:
+        for j, m in enumerate(("M1 SUM", "M1 MAX")):
+            pts = [(r["level"] + (j - 0.5) * 0.15, r[f"rel {m}"]) for r in levels
+                   if r[f"rel {m}"]["estimate"] is not None]
+            if pts:
+                est = [100 * p[1]["estimate"] for p in pts]
+                ax2.errorbar([p[0] for p in pts], est, yerr=[[e - 100 * p[1]["low"] for e, p in zip(est, pts)],
+                                                              [100 * p[1]["high"] - e for e, p in zip(est, pts)]],
+                             fmt="o-", capsize=4, label=m, color=f"C{j + 1}")
+        ax2.axhline(0, color="black", linewidth=0.8)
+        ax2.set_xticks([r["level"] for r in levels], [f"{r['level']}\n(n={r['n']})" for r in levels])
+        ax2.set_xlabel("difficulty level (all pairs)")
+        ax2.set_ylabel("relative improvement over SC (%), 95% CI")
+        ax2.set_title("Fig. 4: M1 over SC by level")
+        ax2.legend()
+    save(plt_fig, run_dir / "fig4_relative_improvement.png")
+
+
+def _draw_a6(run_dir: Path, ev: dict) -> None:
+    a = ev["a6"]
+    if not a:
+        return
+    labels = ["Greedy", f"SC({a['pairs']})", f"SC({a['k']})", f"M1 MAX({a['k']})", f"M1 SUM({a['k']})"]
+    vals = [a["Greedy"] or 0.0, a["SC(all)"] or 0.0] + [a[f"{m}(k)"]["mean"] for m in ("SC", "M1 MAX", "M1 SUM")]
+    errs = [0.0, 0.0] + [a[f"{m}(k)"]["std"] for m in ("SC", "M1 MAX", "M1 SUM")]
+    fig, ax = figure(7, 4)
+    ax.bar(range(5), [100 * v for v in vals], yerr=[100 * e for e in errs], capsize=4,
+           color=["C0", "C1", "C1", "C2", "C3"])
+    ax.set_xticks(range(5), labels)
+    ax.set_ylabel(f"accuracy (%); bars: ± std over {a['subsets']} subsets")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Table A6 protocol: M1 with {a['k']} pairs vs SC with {a['pairs']} ({a['n']} problems)")
+    save(fig, run_dir / "table_a6.png")
+
+
+# --- report.md ---------------------------------------------------------------------------------------
+def write_report(run_dir: str | Path, summary: dict | None = None, *, a6_pairs: int | None = None,
+                 a6_subsets: int | None = None) -> Path:
+    """Write report.md, summary.json (with the evidence) and the PNGs into the run directory; returns
+    report.md's path. `a6_pairs` / `a6_subsets` override the config's (e.g. for runs with few pairs)."""
     run_dir = Path(run_dir)
     summary = summary or summarize(run_dir)
     store = RunStore(run_dir)
+    ev = evidence(run_dir, summary, a6_pairs=a6_pairs, a6_subsets=a6_subsets)
+    summary["evidence"] = ev
     store.write_json("summary.json", summary)
     views = summary["views"]
     if summary.get("code"):
-        return _write_code_report(run_dir, summary, store, plt)
+        return _write_code_report(run_dir, summary, store, ev)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    methods = [m for m in METHOD_ORDER if m in summary["table"]]
-    width = 0.8 / max(len(views), 1)
-    for j, view in enumerate(views):
-        accs = [100 * (summary["table"][m].get(view) or summary["table"][m]["all"])["accuracy"] for m in methods]
-        ax.bar([i + j * width for i in range(len(methods))], accs, width, label=view)
-    ax.set_xticks([i + width * (len(views) - 1) / 2 for i in range(len(methods))], methods)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"M1 on {summary['num_problems']} problems")
-    ax.legend(title="student", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(run_dir / "accuracy_by_method.png", dpi=120)
-    plt.close(fig)
-
-    correct = _lbt_score_hist(plt, run_dir, summary, views[-1], ("teacher answer correct", "teacher answer wrong"))
-
-    curve = summary["curve"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in ("SC", "M1 MAX", "M1 SUM"):
-        ax.plot(curve["sizes"], [100 * a for a in curve[method]], marker="o", label=method)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("TR-TA pairs per problem")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"accuracy vs number of pairs ({curve['view']})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "accuracy_vs_pairs.png", dpi=120)
-    plt.close(fig)
+    n = summary["num_problems"]
+    _draw_accuracy(run_dir, summary, ev)
+    _draw_differences(run_dir / "method_differences.png", ev, n)
+    correct = _lbt_score_hist(run_dir, summary, views[-1], ("teacher answer correct", "teacher answer wrong"))
+    _draw_pairs(run_dir, ev)
+    _draw_a6(run_dir, ev)
 
     cfg = store.read_config()
     n_right = sum(1 for c in correct if c >= 1)
     lines = [
         "# LbT M1 report", "",
         cfg.get("description") or "", "",
-        f"- problems: {summary['num_problems']}; TR-TA pairs: {len(correct)} ({n_right} with a correct answer)",
+        f"- problems: {n}; TR-TA pairs: {len(correct)} ({n_right} with a correct answer), up to {ev['pairs']} "
+        "per problem",
         f"- students: {', '.join(summary['students'])}",
-        f"- teacher: `{_model_label(cfg.get('teacher_model_cfg'))}`", "",
-        "## Accuracy", "", accuracy_table(summary), "",
+        f"- teacher: `{_model_label(cfg.get('teacher_model_cfg'))}`",
+        f"- {interval_note(ev, n)}", "",
+        f"## Accuracy ({n} problems)", "", accuracy_table(summary), "",
         "Greedy: the teacher at temperature 0. SC: majority vote over the pairs' answers. M1 MAX: the answer of "
         "the pair with the best LbT score. M1 SUM: the answer with the largest total LbT score. AVG: mean accuracy "
-        "of all pairs (a random pick). Answers are grouped by mathematical equivalence.", "",
-        "## Accuracy vs number of TR-TA pairs", "",
-        "| pairs | " + " | ".join(str(s) for s in curve["sizes"]) + " |",
-        "|---|" + "---|" * len(curve["sizes"]),
-        *[f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in curve[m]) + " |" for m in ("SC", "M1 MAX", "M1 SUM")],
-        "", "![accuracy by method](accuracy_by_method.png)", "", "![LbT scores](lbt_score_hist.png)", "",
-        "![accuracy vs pairs](accuracy_vs_pairs.png)", "",
+        "of all pairs (a random pick). Answers are grouped by mathematical equivalence. Cells: accuracy [95% CI] "
+        "(correct/problems).", "",
+        f"## Paired comparisons ({n} problems, student view `{ev['view']}`)", "", comparison_table(ev, n), "",
+        "![paired differences](method_differences.png)", "",
     ]
+    pub = ev["published"]
+    lines += ["## The paper's rows", ""]
+    if pub["applies"] and pub.get("table2"):
+        lines += [f"Source: {_source()}.", "", published_table(summary, ev), ""]
+    elif pub["applies"]:
+        lines += [f"No published row: {pub['why']}.", ""]
+    else:
+        lines += [f"No published row: the paper's Table 2 / Table A6 are on math181 ({pub['why']}).", ""]
+    lines += ["## Table A6 protocol: M1 with few pairs vs SC with all", ""]
+    if ev["a6"]:
+        a = ev["a6"]
+        lines += [f"M1 with k = {a['k']} TR-TA pairs per problem against SC with all {a['pairs']}, mean ± std "
+                  f"(sample std) over {a['subsets']} random subsets of {a['k']} pairs per problem (the paper: k = 24 "
+                  "of 256, 10 subsets)" + ("" if a["k"] == 24 else f"; k = {a['k']} because the run has "
+                                           f"{a['pairs']} pairs") +
+                  ". The paired interval averages each problem's M1 score over the subsets.", "",
+                  a6_table(ev, pub if pub.get("a6") else None), "", "![Table A6](table_a6.png)", ""]
+    else:
+        lines += [f"Not emitted: the run has {ev['pairs']} pairs per problem, not more than k = {ev['a6_k']} "
+                  "(set `a6_pairs` in the config or `lbt report --a6-pairs K`).", ""]
+    lines += [
+        "## Accuracy vs number of TR-TA pairs (Fig. 4)", "",
+        f"Each problem's score averaged over {cfg.get('subsample_repeats', 20)} random subsets of that many pairs "
+        "(all pairs: one); intervals over problems. Relative improvement: M1 / SC − 1 at the same number of pairs, "
+        "paired interval (undefined where SC is 0).", "", fig4_table(ev), "",
+    ]
+    if ev.get("levels"):
+        lines += [f"### By difficulty level (all {ev['pairs']} pairs)", "", level_table(ev), ""]
+    lines += ["![accuracy by method](accuracy_by_method.png)", "", "![LbT scores](lbt_score_hist.png)", "",
+              "![accuracy vs pairs](accuracy_vs_pairs.png)", "",
+              "![Fig. 4 relative improvement](fig4_relative_improvement.png)", ""]
     return store.write_text("report.md", "\n".join(lines))
 
 
-def _write_code_report(run_dir: Path, summary: dict, store: RunStore, plt) -> Path:
-    """report.md for a code run: the S-score table (overall and per problem), the V-score table, PNGs."""
-    code = summary["code"]
-    methods = [m for m in code["methods"] if code["table"][m]["mean"] is not None]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 4))
-    ax.bar(range(len(methods)), [code["table"][m]["mean"] for m in methods])
-    ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("mean S-score (hidden tests)")
-    ax.set_title(f"M1 for code on {summary['num_problems']} problems")
-    fig.tight_layout()
-    fig.savefig(run_dir / "code_s_score.png", dpi=120)
-    plt.close(fig)
+def _source() -> str:
+    from .protocols import SOURCE
 
-    passed = _lbt_score_hist(plt, run_dir, summary, summary["views"][-1] if summary["views"] else None,
+    return SOURCE
+
+
+def _write_code_report(run_dir: Path, summary: dict, store: RunStore, ev: dict) -> Path:
+    """report.md for a code run: the S-score table (overall and per problem), paired comparisons, PNGs."""
+    code = summary["code"]
+    n = summary["num_problems"]
+    methods = [m for m in code["methods"] if code["table"][m]["mean"] is not None]
+    fig, ax = figure(max(6, 1.1 * len(methods)), 4)
+    bars_with_intervals(ax, methods, [_iv(ev["intervals"][m]) for m in methods], scale=1.0)
+    ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("mean S-score (hidden tests), 95% CI")
+    ax.set_title(f"M1 for code on {n} problems")
+    save(fig, run_dir / "code_s_score.png")
+    _draw_differences(run_dir / "method_differences.png", ev, n, scale=1.0, xlabel="S-score difference")
+
+    passed = _lbt_score_hist(run_dir, summary, summary["views"][-1] if summary["views"] else None,
                              ("TA passes its visible tests", "TA fails a visible test"))
 
     cfg = store.read_config()
@@ -159,13 +452,17 @@ def _write_code_report(run_dir: Path, summary: dict, store: RunStore, plt) -> Pa
     lines = [
         "# LbT M1 report (code)", "",
         cfg.get("description") or "", "",
-        f"- problems: {summary['num_problems']}; TR-TA pairs: {len(passed)} "
+        f"- problems: {n}; TR-TA pairs: {len(passed)} "
         f"({sum(1 for c in passed if c >= 1)} with V-score 1; mean TA S-score {_s(mean(s_all) if s_all else None)})",
         f"- students: {', '.join(summary['students']) or '(no exam records)'}",
-        f"- teacher: `{_model_label(cfg.get('teacher_model_cfg'))}`", "",
-        "## Code (S-score)", "", code_table(summary), "", CODE_NOTE, "",
+        f"- teacher: `{_model_label(cfg.get('teacher_model_cfg'))}`",
+        f"- {interval_note(ev, n)}", "",
+        "## Code (S-score)", "", f"{n} problems.", "", code_table(summary), "", CODE_NOTE, "",
+        f"## Paired comparisons ({n} problems; each over the problems where both methods are defined)", "",
+        comparison_table(ev, n, unit="S-score"), "",
         "### S-score per problem", "", code_problem_table(summary), "",
-        "![S-score by method](code_s_score.png)", "", "![LbT scores](lbt_score_hist.png)", "",
+        "![S-score by method](code_s_score.png)", "", "![paired differences](method_differences.png)", "",
+        "![LbT scores](lbt_score_hist.png)", "",
     ]
     return store.write_text("report.md", "\n".join(lines))
 
@@ -177,18 +474,17 @@ def _model_label(entry) -> str:
     return f"{entry.get('model_type', 'embedded')}:{cfg.get('name') or cfg.get('model') or 'default'}"
 
 
-def _lbt_score_hist(plt, run_dir: Path, summary: dict, view, labels: tuple[str, str]) -> list:
+def _lbt_score_hist(run_dir: Path, summary: dict, view, labels: tuple[str, str]) -> list:
     """lbt_score_hist.png: the pairs' LbT scores, stacked by whether the teacher's answer was right;
     returns each pair's correctness."""
     scores = [s for p in summary["problems"] for s in p.get("lbt_scores", {}).get(view, [])]
     ok = [c for p in summary["problems"] for c in p["pair_correct"]]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure(6, 4)
     ax.hist([[s for s, c in zip(scores, ok) if c >= 1], [s for s, c in zip(scores, ok) if c < 1]],
             bins=[i / 10 for i in range(11)], stacked=True, label=list(labels))
     ax.set_xlabel(f"LbT score ({view})")
     ax.set_ylabel("TR-TA pairs")
+    ax.set_title(f"{len(ok)} TR-TA pairs of {summary['num_problems']} problems")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "lbt_score_hist.png", dpi=120)
-    plt.close(fig)
+    save(fig, run_dir / "lbt_score_hist.png")
     return ok
