@@ -12,17 +12,91 @@ the model must continue. Servers differ in how that is expressed, hence `prefill
 - ``"assistant"``: chat with the prefill kept as a trailing assistant message (OpenAI, Azure: what the
   seed sends; the API answers after it, the prefill is not repeated in the answer).
 - ``"chat"``: plain chat; the prefill is dropped and the model answers freely.
+
+Each engine has a `CircuitBreaker`: after a few consecutive failures that say the server is gone
+(connection refused or reset, timeouts, 5xx), calls fail at once with `BackendDown` instead of each
+being retried with backoff, so a run learns within seconds that its server died.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from functools import cached_property
 
 from dspy.lm15 import Message, Response, TextPart, Usage
 import dspy.lm15 as lm15_errors
 
+from ..errors import BackendDown
+
 PREFILL_MODES = ("chat", "assistant", "continue", "completions")
+
+
+# Failures that say nothing answered: the endpoint may be gone. A 4xx or a 429 is an answer (the server is up).
+DOWN_ERRORS = (lm15_errors.TransportError, lm15_errors.TimeoutError, lm15_errors.ServerError)
+
+
+class CircuitBreaker:
+    """Fail fast on a dead endpoint: after `failures` consecutive failed calls (`DOWN_ERRORS`, counted across
+    all calls, in flight or retried) the breaker opens and every call fails at once with `BackendDown`,
+    which DSPy does not retry. After `reset_after` seconds one call is let through as a probe; its success
+    closes the breaker (a replica back in service), its failure keeps it open.
+
+    Args:
+        endpoint: The endpoint's name in messages (its ``api_base``).
+        failures: Consecutive failures that open the breaker.
+        reset_after: Seconds the breaker stays open before it lets one probe call through.
+
+    Example:
+        >>> breaker = CircuitBreaker("http://127.0.0.1:8000/v1", failures=2)
+        >>> for _ in range(2):
+        ...     breaker.record(breaker.before_call(), lm15_errors.TransportError("connection refused"))
+        >>> breaker.is_open
+        True
+    """
+
+    def __init__(self, endpoint: str, failures: int = 5, reset_after: float = 30.0):
+        if failures < 1:
+            raise ValueError(f"failures must be >= 1, got {failures!r}")
+        self.endpoint = endpoint
+        self.failures = int(failures)
+        self.reset_after = float(reset_after)
+        self.consecutive = 0
+        self.opened_at: float | None = None
+        self.last_error = ""
+        self._probing = False
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def error(self) -> BackendDown:
+        return BackendDown(self.endpoint, self.consecutive, self.last_error)
+
+    def before_call(self) -> bool:
+        """Raise `BackendDown` when open; return whether this call is the probe of a half-open breaker."""
+        with self._lock:
+            if self.opened_at is None:
+                return False
+            if self._probing or time.monotonic() - self.opened_at < self.reset_after:
+                raise self.error()
+            self._probing = True
+            return True
+
+    def record(self, probe: bool, exc: BaseException | None) -> None:
+        """The outcome of a call: None (an answer, or an error that is an answer, like a 4xx) or its error."""
+        with self._lock:
+            if probe:
+                self._probing = False
+            if exc is None or not isinstance(exc, DOWN_ERRORS):
+                self.consecutive = 0
+                self.opened_at = None
+                return
+            self.consecutive += 1
+            self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            if self.consecutive >= self.failures and (self.opened_at is None or probe):
+                self.opened_at = time.monotonic()
 
 
 class OpenAICompatEngine:
@@ -38,6 +112,9 @@ class OpenAICompatEngine:
         send_top_k: Send ``top_k`` (vLLM takes it; OpenAI and `transformers serve` reject it with 4xx).
         timeout: Seconds per request.
         azure_api_version: When set, talk to Azure OpenAI (``api_base`` is the Azure endpoint).
+        breaker_failures: Consecutive failures (connection, timeout, 5xx) after which calls fail at once
+            with `BackendDown` (see `CircuitBreaker`).
+        breaker_reset: Seconds before an open breaker lets a probe call through.
 
     Example:
         >>> engine = OpenAICompatEngine("gpt-4o-mini", api_key="sk-...")  # doctest: +SKIP
@@ -46,7 +123,8 @@ class OpenAICompatEngine:
 
     def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
                  prefill: str = "chat", tokenizer: str | None = None, extra_body: dict | None = None,
-                 timeout: float = 600.0, azure_api_version: str | None = None, send_top_k: bool = False):
+                 timeout: float = 600.0, azure_api_version: str | None = None, send_top_k: bool = False,
+                 breaker_failures: int = 5, breaker_reset: float = 30.0):
         if prefill not in PREFILL_MODES:
             raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}")
         if prefill == "completions" and not tokenizer:
@@ -60,6 +138,7 @@ class OpenAICompatEngine:
         self.timeout = timeout
         self.azure_api_version = azure_api_version
         self.send_top_k = send_top_k
+        self.breaker = CircuitBreaker(api_base or "openai", breaker_failures, breaker_reset)
 
     def __repr__(self) -> str:  # no key in reprs, logs or tracebacks
         return f"OpenAICompatEngine(model={self.model!r}, api_base={self.api_base!r}, prefill={self.prefill!r})"
@@ -85,6 +164,16 @@ class OpenAICompatEngine:
 
     # --- the engine protocol -------------------------------------------------------------------
     def complete(self, request) -> Response:
+        probe = self.breaker.before_call()  # an open breaker: BackendDown at once, no request, no retry
+        try:
+            response = self._complete(request)
+        except BaseException as exc:
+            self.breaker.record(probe, exc if isinstance(exc, Exception) else None)
+            raise
+        self.breaker.record(probe, None)
+        return response
+
+    def _complete(self, request) -> Response:
         messages = _to_openai_messages(request)
         params = _sampling(request.config)
         extra = dict(self.extra_body)

@@ -10,6 +10,9 @@ client path (same prefill modes, same error translation); it only chooses where 
 - **no request is lost**: a request whose endpoint could not be reached or dropped the connection
   (`TransportError`, `TimeoutError`) is sent at once to another live endpoint it has not tried;
   when none is left the error goes to DSPy, whose retries (with backoff) route it again.
+- **all dead stops the run**: each endpoint's engine has its circuit breaker (`engine.CircuitBreaker`);
+  an endpoint whose breaker is open fails over at once, and only when every endpoint's breaker is open
+  does a request fail with `BackendDown` naming them all (not retried: the run stops).
   Server errors (5xx), rate limits and bad requests are not failed over: DSPy retries them as
   for a single endpoint.
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 
 import dspy.lm15 as lm15_errors
 
+from ..errors import BackendDown
 from .engine import OpenAICompatEngine
 
 # Errors after which the request certainly did not produce an answer on that endpoint.
@@ -159,10 +163,18 @@ class RoutedEngine:
         while True:
             ep, probe = self._pick(tried)
             if ep is None:  # every endpoint failed this request over: DSPy's retry routes it again
+                if all(e.engine.breaker.is_open for e in self.endpoints):
+                    raise self._all_down()
+                if isinstance(last_error, BackendDown):  # one replica is down, not all: retryable
+                    raise lm15_errors.TransportError(str(last_error))
                 raise last_error
             tried.add(id(ep))
             try:
                 response = ep.engine.complete(request)
+            except BackendDown as exc:  # that endpoint's breaker is open: no request was sent
+                self._done(ep, probe, ok=False, counts=True)
+                last_error = exc
+                continue
             except HEALTH_ERRORS as exc:
                 self._done(ep, probe, ok=False, counts=True)
                 if not isinstance(exc, FAILOVER_ERRORS):
@@ -174,6 +186,11 @@ class RoutedEngine:
                 raise
             self._done(ep, probe, ok=True, counts=True)
             return response
+
+    def _all_down(self) -> BackendDown:
+        breakers = [e.engine.breaker for e in self.endpoints]
+        return BackendDown(", ".join(b.endpoint for b in breakers), min(b.consecutive for b in breakers),
+                           breakers[-1].last_error)
 
     def stream(self, request):
         from dspy.lm15 import response_to_events
