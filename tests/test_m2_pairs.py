@@ -190,9 +190,14 @@ def test_eval_summary_report_and_plot(tmp_path):
     base, tuned = s["rows"]
     assert base["accuracy"] == 0.25 and tuned["accuracy"] == 0.5
     assert tuned["vs_base"] == {"wins": 2, "losses": 1, "paired": 4}
-    assert 0 < base["ci95"][0] < 0.25 < base["ci95"][1] < 1
+    assert 0 <= base["ci95"][0] < 0.25 < base["ci95"][1] <= 1  # bootstrap over the 4 problems
+    (d,) = s["comparisons"]  # tuned - base, paired
+    assert (d["a"], d["b"], d["estimate"], d["wins"], d["losses"], d["ties"]) == ("tuned", "base", 0.25, 2, 1, 1)
+    assert d["low"] < 0 < d["high"] and not d["excludes_zero"]
+    assert summarize_eval(results, keys, [{"question": k} for k in keys]) == s
     s.update({"split": "all", "limit": None, "failed_calls": 0, "dataset": {"dataset_type": "arith", "dataset_cfg": {}}})
     text = eval_report(s)
     assert "| tuned | 50.0% (2/4) |" in text and "+2 / -1" in text and "accuracy_by_model.png" in text
+    assert "| tuned − base | +25.0 pts [" in text and "| 2 / 1 / 1 | 4 | not resolved" in text
     draw_accuracy(s, tmp_path / "acc.png")
     assert (tmp_path / "acc.png").stat().st_size > 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 from ..errors import LbtError
@@ -79,17 +78,6 @@ def eval_problems(data, split: str, limit: int | None) -> list[dict]:
     if not rows:
         raise LbtError("eval: the config's dataset gives no problems")
     return rows
-
-
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
 
 
 def training_questions(checkpoint: str) -> set[str] | None:
@@ -161,7 +149,7 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
         store.close()
         recs = store.load("greedy")
         results[name] = {"entry": entry, "scores": {k: recs[k]["score"] for k in keys if k in recs}}
-    summary = summarize_eval(results, keys, problems)
+    summary = summarize_eval(results, keys, problems, seed=cfg.seed, resamples=getattr(cfg, "bootstrap_resamples", None))
     summary.update({"split": split, "limit": limit, "failed_calls": calls_failed,
                     "dataset": {"dataset_type": cfg.dataset_type, "dataset_cfg": cfg.dataset_cfg}})
     out.mkdir(parents=True, exist_ok=True)
@@ -172,27 +160,28 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
 
 
 def draw_accuracy(summary: dict, path: Path) -> None:
-    """Greedy accuracy per model with its 95% (Wilson) interval, as a bar chart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Greedy accuracy per model with its 95% bootstrap interval over problems, as a bar chart."""
+    from ..plotting import bars_with_intervals, figure, save
+    from ..stats import Interval
 
     rows = summary["rows"]
-    acc = [100 * r["accuracy"] for r in rows]
-    err = [[a - 100 * r["ci95"][0] for a, r in zip(acc, rows)], [100 * r["ci95"][1] - a for a, r in zip(acc, rows)]]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(rows) + 1), 4))
-    ax.bar([r["model"] for r in rows], acc, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(rows))])
-    ax.set_ylabel("greedy accuracy (%), 95% CI")
+    ivs = [Interval(r["accuracy"], r["ci95"][0], r["ci95"][1], r["n"]) for r in rows]
+    fig, ax = figure(max(4.0, 1.4 * len(rows) + 1), 4)
+    bars_with_intervals(ax, [r["model"] for r in rows], ivs, color=[f"C{i}" for i in range(len(rows))])
+    ax.set_ylabel("greedy accuracy (%), 95% bootstrap CI")
     ax.set_ylim(0, 100)
     ax.set_title(f"M2: greedy accuracy on {summary['num_problems']} problems")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
-def summarize_eval(results: dict, keys: list[str], problems: list[dict]) -> dict:
-    """Accuracy, Wilson interval, and wins/losses against the first model (the base) per model."""
+def summarize_eval(results: dict, keys: list[str], problems: list[dict], seed: int = 0,
+                   resamples: int | None = None) -> dict:
+    """Accuracy with its 95% bootstrap interval over problems, wins/losses against the first model (the
+    base), and the paired bootstrap interval of every model pair's difference (tuned - base, and tuned -
+    tuned: e.g. LbT-DPO - correctness-DPO), all seeded."""
+    from .. import stats
+
+    resamples = resamples or stats.RESAMPLES
     first = next(iter(results))
     rows = []
     qs = [p["question"] for p in problems]
@@ -200,9 +189,9 @@ def summarize_eval(results: dict, keys: list[str], problems: list[dict]) -> dict
         sc = r["scores"]
         n = len(sc)
         k = sum(sc.values())
-        lo, hi = wilson(k, n)
+        iv = stats.bootstrap_mean([sc[x] for x in keys if x in sc], resamples=resamples, seed=seed)
         row = {"model": name, "checkpoint": _model_of(r["entry"]), "correct": k, "n": n,
-               "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
+               "accuracy": k / n if n else 0.0, "ci95": [iv.low, iv.high] if n else [0.0, 0.0]}
         if name != first:
             base = results[first]["scores"]
             both = [x for x in keys if x in sc and x in base]
@@ -212,7 +201,15 @@ def summarize_eval(results: dict, keys: list[str], problems: list[dict]) -> dict
             if seen is not None:
                 row["trained_on_eval_problems"] = sum(1 for q in qs if q in seen)
         rows.append(row)
-    return {"num_problems": len(keys), "reference_model": first, "rows": rows}
+    names = list(results)
+    comparisons = []
+    for i, a in enumerate(names):  # every later model against every earlier one: tuned - base, tuned - tuned
+        for b in names[:i]:
+            d = stats.paired_difference(results[a]["scores"], results[b]["scores"], resamples=resamples, seed=seed)
+            comparisons.append({"a": a, "b": b, **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties,
+                                "text": d.text(), "excludes_zero": d.excludes_zero()})
+    return {"num_problems": len(keys), "reference_model": first, "rows": rows, "comparisons": comparisons,
+            "seed": seed, "resamples": resamples}
 
 
 def _model_of(entry: dict) -> str:
@@ -229,14 +226,25 @@ def _model_of(entry: dict) -> str:
 def eval_table(summary: dict) -> str:
     """The markdown table."""
     ref = summary["reference_model"]
-    lines = [f"| model | greedy accuracy | 95% CI | vs {ref} (+wins / -losses) | checkpoint |",
-             "|---|---|---|---|---|"]
+    lines = [f"| model ({summary['num_problems']} problems) | greedy accuracy | 95% CI | vs {ref} (+wins / -losses) | "
+             "checkpoint |", "|---|---|---|---|---|"]
     for r in summary["rows"]:
         vs = r.get("vs_base")
         cell = f"+{vs['wins']} / -{vs['losses']}" if vs else "-"
         lo, hi = r["ci95"]
         lines.append(f"| {r['model']} | {100 * r['accuracy']:.1f}% ({r['correct']:g}/{r['n']}) | "
-                     f"{100 * lo:.0f}-{100 * hi:.0f}% | {cell} | `{r['checkpoint']}` |")
+                     f"[{100 * lo:.1f}, {100 * hi:.1f}] | {cell} | `{r['checkpoint']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(summary: dict) -> str:
+    """Paired differences of greedy accuracy: a - b over the problems both answered, with its interval."""
+    lines = [f"| comparison ({summary['num_problems']} problems) | difference (accuracy points) [95% paired CI] | "
+             "wins / losses / ties | paired problems | reading |", "|---|---|---|---|---|"]
+    for c in summary.get("comparisons", []):
+        reading = "resolved: the interval excludes 0" if c["excludes_zero"] else "not resolved: the interval contains 0"
+        lines.append(f"| {c['a']} − {c['b']} | {c['text']} | {c['wins']} / {c['losses']} / {c['ties']} | {c['n']} | "
+                     f"{reading} |")
     return "\n".join(lines) + "\n"
 
 
@@ -256,4 +264,9 @@ def eval_report(summary: dict) -> str:
             f"split `{summary['split']}`" + (f", first {summary['limit']}" if summary.get("limit") else "") +
             ". Greedy decoding (the config's greedy_sample_cfg), the config's prompt format and scorer.\n\n"
             + eval_table(summary) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + (f"\n## Paired comparisons\n\n" + comparison_table(summary) if summary.get("comparisons") else "")
+            + f"\nIntervals: 95% percentile bootstrap over the {summary['num_problems']} problems "
+            f"({summary.get('resamples', 2000)} resamples, seed {summary.get('seed', 0)}); differences are paired "
+            "(the same resampled problems for both models). wins / losses / ties: problems where the first model is "
+            "right and the second wrong / the reverse / both the same.\n"
             + "\n![accuracy by model](accuracy_by_model.png)\n")
