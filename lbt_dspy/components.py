@@ -9,6 +9,8 @@ from .config import LbtConfig
 from .data import TaskData, datasets
 from .errors import LbtError
 from .exam import ExamMaker, exam_makers
+from .lbt_score import LbTScore
+from .m1.program import M1
 from .models import ModelPool
 from .scoring import ExamScorer, exam_scorers
 from .student import Student
@@ -38,7 +40,8 @@ def build_teacher(cfg: LbtConfig, pool: ModelPool, adapter, greedy: bool = False
     if greedy:
         sample.update(cfg.greedy_sample_cfg)
     lm = pool.lm(cfg.teacher_model_cfg, sample, where="teacher_model_cfg")
-    return Teacher(lm=lm, adapter=adapter, num_samples=1 if greedy else cfg.num_rationales)
+    return Teacher(lm=lm, adapter=adapter, num_pairs=1 if greedy else cfg.num_pairs,
+                   num_threads=cfg.concurrency, record_as="greedy" if greedy else "teach")
 
 
 def build_students(cfg: LbtConfig, pool: ModelPool, adapter) -> list[Student]:
@@ -53,3 +56,14 @@ def build_students(cfg: LbtConfig, pool: ModelPool, adapter) -> list[Student]:
     if not students:
         raise LbtError("student_model_cfgs: no students")
     return students
+
+
+def build_m1(cfg: LbtConfig, pool: ModelPool, parts: Components, method: str = "M1 SUM") -> M1:
+    """The `M1` program of a config — the module `lbt m1` runs (``concurrency`` is its ``num_threads``).
+    Code scorers make it code's M1 MAX: answers not voted, ties broken by the V-score."""
+    code = getattr(parts.scorer, "votes", True) is False or type(parts.scorer).__name__ == "CodeScorer"
+    lbt = LbTScore(build_students(cfg, pool, parts.adapter), parts.exam_maker, parts.scorer,
+                   num_threads=cfg.concurrency)
+    return M1(build_teacher(cfg, pool, parts.adapter), lbt, method="M1 MAX" if code else method,
+              num_threads=cfg.concurrency, exam_budget=cfg.exam_budget_cfg if cfg.exam_budget == "adaptive" else None,
+              vote=not code, tie_break="v_score" if code else None)

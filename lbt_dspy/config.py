@@ -33,8 +33,8 @@ class LbtConfig:
     """Everything an `lbt exam` / `lbt m1` run needs. Build with `LbtConfig.from_yaml(path)`.
 
     Example:
-        >>> cfg = LbtConfig.from_dict({"num_rationales": 4})
-        >>> cfg.num_rationales, cfg.exam_maker_type
+        >>> cfg = LbtConfig.from_dict({"num_pairs": 4})   # the seed's name, num_rationales, is accepted
+        >>> cfg.num_pairs, cfg.exam_maker_type
         (4, 'func')
     """
 
@@ -54,7 +54,8 @@ class LbtConfig:
     dataset_type: str = help_field("Where teaching problems and the exam bank come from: arith, math181, jsonl.",
                               default="math181")
     dataset_cfg: dict = help_field("Arguments of the dataset.", default_factory=dict)
-    num_rationales: int = help_field("TR-TA pairs the teacher samples per teaching problem (the paper: 256).", default=8)
+    num_pairs: int = help_field("TR-TA pairs the teacher samples per teaching problem (the paper: 256); the seed's "
+                                "key num_rationales is accepted for it.", default=8)
     exam_maker_type: str = help_field("How exam problems are chosen: fixed, func, metainfo.", default="func")
     exam_maker_cfg: dict = help_field("Arguments of the exam maker (func: num_exam_questions, num_repetitions; "
                                       "each maker's own defaults apply, func's are 3 and 3).", default_factory=dict)
@@ -106,11 +107,15 @@ class LbtConfig:
             if cfg is not None:
                 normalize_sample_cfg(cfg, name)
 
+    @property
+    def num_rationales(self) -> int:  # the seed's name of num_pairs
+        return self.num_pairs
+
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
-        cfg = dataclass_from_dict(cls, raw, source)
-        if cfg.num_rationales < 1:
-            raise LbtError(f"{source}: num_rationales must be >= 1")
+        cfg = dataclass_from_dict(cls, resolve_aliases(raw, source), source)
+        if cfg.num_pairs < 1:
+            raise LbtError(f"{source}: num_pairs / num_rationales must be >= 1")
         if cfg.concurrency < 1:
             raise LbtError(f"{source}: concurrency must be >= 1")
         if not cfg.student_model_cfgs:
@@ -144,6 +149,23 @@ class LbtConfig:
             if out.get(key) == default:
                 del out[key]
         return out
+
+
+# The seed's names of renamed keys -> lbt's (a config, or a run's saved config.yaml, may use either).
+CONFIG_ALIASES = {"num_rationales": "num_pairs"}
+
+
+def resolve_aliases(raw, source: str = "config"):
+    """`raw` with the seed's key names (`CONFIG_ALIASES`) under lbt's; both given is an `LbtError`."""
+    if not isinstance(raw, dict) or not any(k in raw for k in CONFIG_ALIASES):
+        return raw
+    out = dict(raw)
+    for old, new in CONFIG_ALIASES.items():
+        if old in out:
+            if new in out:
+                raise LbtError(f"{source}: keys {old!r} and {new!r} are the same setting; give one")
+            out[new] = out.pop(old)
+    return out
 
 
 _OMIT_WHEN_DEFAULT = {"exam_budget": "full", "exam_budget_cfg": {}, "debug": False,

@@ -2,21 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import Future
 from statistics import mean
+from typing import Mapping, Sequence
 
 import dspy
 
+from .errors import LbtError
+from .runner import CallPool, current_pool, gather, recorded
 from .scoring.base import ExamScorer
 from .student import Student
 
 
+def lbt_scores(exam_scores: Mapping[str, Sequence[float | None]]) -> tuple[dict[str, float | None], float | None]:
+    """LbT scores from exam results: the one aggregation (the module, the run's results and M2 pairs use it).
+
+    Args:
+        exam_scores: Per student, the scores of the exam problems it took (None entries are ignored).
+
+    Returns:
+        ``(per_student, combined)``: per student, the mean of its scores; combined, the mean over the
+        students. A student who took nothing has None (not examined — never 0), and combined is None
+        when no student has a score.
+
+    Example:
+        >>> lbt_scores({"a": [1, 0, 1, 1], "b": [0, 0]})
+        ({'a': 0.75, 'b': 0.0}, 0.375)
+        >>> lbt_scores({"a": []})
+        ({'a': None}, None)
+    """
+    per = {}
+    for student, scores in exam_scores.items():
+        vals = [float(s) for s in scores if s is not None]
+        per[student] = mean(vals) if vals else None
+    given = [v for v in per.values() if v is not None]
+    return per, (mean(given) if given else None)
+
+
 class LbTScore(dspy.Module):
-    """Scores a TR-TA pair by the students' exam accuracy (mean over exam problems; then over students).
+    """Scores a TR-TA pair by the students' exam: every student takes every exam problem, taught by the
+    pair; the score is the mean accuracy per student, then over students (`lbt_scores`).
 
     Args:
         students: The `Student` modules that take the exam.
         exam_maker: Gives the exam problems of a teaching item (see `lbt_dspy.exam`).
         scorer: Extracts and scores the students' answers.
+        num_threads: Exam calls in flight at once when called on its own (inside `M1`, M1's pool bounds them).
 
     Example:
         >>> lbt = LbTScore([Student(lm)], FunctionalExamMaker(bank), MathScorer())  # doctest: +SKIP
@@ -26,22 +58,72 @@ class LbTScore(dspy.Module):
         >>> evaluate = dspy.Evaluate(devset=tps, metric=lbt.metric)  # as a DSPy metric  # doctest: +SKIP
     """
 
-    def __init__(self, students: list[Student], exam_maker, scorer: ExamScorer):
+    def __init__(self, students: list[Student], exam_maker, scorer: ExamScorer, num_threads: int = 8):
         super().__init__()
-        self.students = students
+        self.students = list(students)
         self.exam_maker = exam_maker
         self.scorer = scorer
+        self.pool = CallPool(num_threads)
 
-    def forward(self, item: dict, rationale: str, answer: str) -> dspy.Prediction:
-        demo = dspy.Example(question=item["question"], rationale=rationale, answer=answer)
-        exam = self.exam_maker.make_exam_questions([item])
-        per_student = {}
-        for student in self.students:
-            scores = [self.scorer.score(student(question=ep["question"], demos=[demo], rollout_id=slot).answer,
-                                        self.scorer.reference(ep)) for slot, ep in enumerate(exam)]
-            per_student[student.name] = mean(scores) if scores else 0.0
-        return dspy.Prediction(score=mean(per_student.values()), per_student=per_student)
+    def exam(self, item: Mapping) -> list[dict]:
+        """The exam problems of teaching item `item`; a field the exam maker needs and `item` lacks is a
+        one-line `LbtError` naming it."""
+        item = dict(item)
+        if "question" not in item:
+            raise LbtError("LbTScore: the teaching item has no 'question' field")
+        need = getattr(self.exam_maker, "required_fields", ())
+        missing = [f for f in need if f not in item]
+        if missing:
+            raise LbtError(f"LbTScore: the teaching item has no {missing[0]!r} field, which exam maker "
+                           f"{type(self.exam_maker).__name__} needs (item fields: {', '.join(sorted(item))})")
+        return self.exam_maker.make_exam_questions([item])
+
+    # --- the exam, as calls in a pool ------------------------------------------------------------
+    def submit(self, exam: list[dict], question: str, rationale: str, answer: str, slots=None,
+               pool: CallPool | None = None) -> list[tuple[str, int, Future]]:
+        """Start the exam of one pair (all students, the given slots; all by default), its calls queued
+        together. Returns ``(student, slot, future)``; each future gives the slot's record."""
+        demo = dspy.Example(question=question, rationale=rationale, answer=answer)
+        slots = range(len(exam)) if slots is None else slots
+        todo = [(s, slot) for s in self.students for slot in slots]
+        futures = (pool or current_pool(self.pool)).submit_all(
+            lambda s=s, slot=slot: self._take(s, exam[slot], demo, slot) for s, slot in todo)
+        return [(s.name, slot, f) for (s, slot), f in zip(todo, futures)]
+
+    def _take(self, student: Student, ep: dict, demo, slot: int) -> dict:
+        def make():
+            pred = student(question=ep["question"], demos=[demo], rollout_id=slot)
+            return {"rationale": pred.rationale, "answer": pred.answer,
+                    "score": self.scorer.score(pred.answer, self.scorer.reference(ep))}
+
+        return recorded("exam", {"student": student.name, "slot": slot}, make)
+
+    def collect(self, exam: list[dict], started) -> dspy.Prediction:
+        """The prediction of a started exam (waits for it): ``score``, ``per_student`` and ``exam``."""
+        records = gather([f for *_, f in started])
+        return self.result(exam, [(name, slot, rec) for (name, slot, _), rec in zip(started, records)])
+
+    def result(self, exam: list[dict], taken) -> dspy.Prediction:
+        """From ``(student, slot, record)`` of the slots taken: the LbT scores and the exam by student."""
+        by_student = {s.name: {"questions": [], "answers": [], "scores": []} for s in self.students}
+        for name, slot, rec in sorted(taken, key=lambda t: t[1]):
+            by_student[name]["questions"].append(exam[slot]["question"])
+            by_student[name]["answers"].append(rec["answer"])
+            by_student[name]["scores"].append(rec["score"])
+        per, combined = lbt_scores({n: e["scores"] for n, e in by_student.items()})
+        return dspy.Prediction(score=combined, per_student=per, exam=by_student)
+
+    # --- the DSPy module ---------------------------------------------------------------------------
+    def forward(self, item: Mapping, rationale: str, answer: str) -> dspy.Prediction:
+        """The LbT score of the pair (`rationale`, `answer`) for teaching item `item` (its ``question`` and
+        whatever the exam maker reads, e.g. ``unique_id``)."""
+        exam = self.exam(item)
+        return self.collect(exam, self.submit(exam, item["question"], rationale, answer))
+
+    async def aforward(self, item: Mapping, rationale: str, answer: str) -> dspy.Prediction:
+        return await asyncio.to_thread(self.forward, item, rationale, answer)
 
     def metric(self, example, pred, trace=None) -> float:
-        """A DSPy metric: `example` is the teaching item, `pred` carries ``rationale`` and ``answer``."""
-        return self(item=dict(example), rationale=pred.rationale, answer=pred.answer).score
+        """A DSPy metric: `example` is the teaching item (a `dspy.Example` or dict with ``question`` and what
+        the exam maker needs), `pred` carries ``rationale`` and ``answer``. Not examined: 0."""
+        return self(item=dict(example), rationale=pred.rationale, answer=pred.answer).score or 0.0

@@ -1,20 +1,224 @@
-"""Concurrent LM jobs that land in a `RunStore` as they finish, skipping what is already there."""
+"""How generations run: concurrently in a bounded pool, and — in a run directory — recorded as they finish.
+
+- `CallPool`: at most `num_threads` LM calls in flight, started in submission order (a TR-TA pair's
+  exam problems are submitted together, so a server's prefix cache sees their shared demo together).
+  The DSPy modules (`Teacher`, `LbTScore`, `M1`) run their calls in it; nothing is re-submitted.
+- `recorded` / `record_scope`: the run directory as a layer the modules run through. Inside a
+  `record_scope(recorder, tp=...)`, every generation a module makes is looked up by its key
+  (``tp/pair/student/slot``) first: a finished one is replayed from the record, a new one is made,
+  written as soon as it finishes, and returned. Outside a scope, modules just call their LMs.
+- `run_jobs`: plain jobs keyed in a `RunStore` (``lbt exam``, ``lbt m2 eval``).
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import cached_property
+from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from .errors import backend_down
 from .store import RunStore
 
 log = logging.getLogger("lbt_dspy")
 
 
+# --- the bounded pool ------------------------------------------------------------------------------
+class Stopped(Exception):
+    """A queued call that was not started because its pool stopped (its backend is down)."""
+
+
+class CallPool:
+    """A bounded pool for LM calls: at most `num_threads` in flight, started in submission order.
+
+    Each call runs in a copy of the submitter's context (DSPy settings, the record scope). Once a call
+    meets `BackendDown` (an endpoint's open circuit breaker), the calls still queued are not started.
+
+    Args:
+        num_threads: Calls in flight at most.
+
+    Example:
+        >>> pool = CallPool(4)
+        >>> [f.result() for f in pool.submit_all([lambda: 1, lambda: 2])]
+        [1, 2]
+    """
+
+    def __init__(self, num_threads: int = 16):
+        if not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+        self.num_threads = num_threads
+        self.down: BaseException | None = None
+        self._lock = threading.Lock()
+
+    @cached_property
+    def _executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.num_threads, thread_name_prefix="lbt-call")
+
+    def __deepcopy__(self, memo):  # copies of a program (DSPy's optimizers, Module.load) share its pool
+        return self
+
+    def __getstate__(self):
+        return {"num_threads": self.num_threads}
+
+    def __setstate__(self, state):
+        self.__init__(state["num_threads"])
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        ctx = contextvars.copy_context()
+        return self._executor.submit(self._run, ctx, fn)
+
+    def submit_all(self, fns: Iterable[Callable[[], Any]]) -> list[Future]:
+        """Submit calls back to back (no other submitter interleaves), e.g. one pair's exam problems."""
+        with self._lock:
+            return [self.submit(fn) for fn in fns]
+
+    def _run(self, ctx, fn):
+        if self.down is not None:
+            raise Stopped(str(self.down))
+        try:
+            return ctx.run(fn)
+        except BaseException as exc:
+            down = backend_down(exc)
+            if down is not None and self.down is None:
+                self.down = down
+            raise
+
+
+_POOL: contextvars.ContextVar[CallPool | None] = contextvars.ContextVar("lbt_call_pool", default=None)
+
+
+@contextmanager
+def using_pool(pool: CallPool):
+    """Modules called inside run their calls in `pool` (how `M1(num_threads=N)` bounds its parts)."""
+    token = _POOL.set(pool)
+    try:
+        yield pool
+    finally:
+        _POOL.reset(token)
+
+
+def current_pool(default: CallPool) -> CallPool:
+    return _POOL.get() or default
+
+
+def gather(futures: list[Future]) -> list:
+    """The futures' results in order, once all are done; then the first failure, if any, is raised
+    (so every call that could finish did, and was recorded, before an error propagates)."""
+    wait(futures)
+    for f in futures:
+        exc = f.exception()
+        if exc is not None:
+            down = next((backend_down(g.exception()) for g in futures if g.exception() is not None
+                         and backend_down(g.exception()) is not None), None)
+            raise down or exc
+    return [f.result() for f in futures]
+
+
+# --- recording -------------------------------------------------------------------------------------
+# The record files' keys: the fields, in order, that name one generation.
+KEY_FIELDS = {"greedy": ("tp",), "teach": ("tp", "pair"), "exam": ("tp", "pair", "student", "slot")}
+# Field names in the files where they differ: runs on disk (and their readers) call a pair ``sample``.
+FILE_NAMES = {"pair": "sample"}
+
+
+class Recorder:
+    """The generations of a run directory: replayed when recorded, else made and recorded.
+
+    Args:
+        store: The run directory.
+        annotate: ``annotate(stage, record) -> dict`` of extra fields for a new record (the run scores
+            teacher answers against the references; modules never see the references).
+        on_new: Called with the stage after each new record (progress bars).
+    """
+
+    def __init__(self, store: RunStore, annotate: Callable[[str, dict], dict] | None = None,
+                 on_new: Callable[[str], None] | None = None):
+        self.store = store
+        self.annotate = annotate
+        self.on_new = on_new
+        self.records = {stage: store.load(stage) for stage in KEY_FIELDS}
+        self.made = {stage: 0 for stage in KEY_FIELDS}
+        self.failed = {stage: 0 for stage in KEY_FIELDS}
+        self.errors: list[str] = []
+        self._failures: set[int] = set()
+        self._lock = threading.Lock()
+
+    def is_call_failure(self, exc: BaseException) -> bool:
+        """Whether `exc` is a failed generation this recorder counted (not a bug or bad input)."""
+        return id(exc) in self._failures
+
+    def generate(self, stage: str, fields: dict, make: Callable[[], dict]) -> dict:
+        names = KEY_FIELDS[stage]
+        missing = [n for n in names if n not in fields]
+        if missing:
+            raise RuntimeError(f"a {stage} generation outside its scope: no {', '.join(missing)}")
+        key = "/".join(str(fields[n]) for n in names)
+        rec = self.records[stage].get(key)
+        if rec is not None:
+            return rec
+        try:
+            rec = {"key": key, **{FILE_NAMES.get(n, n): fields[n] for n in names}, **make()}
+            if self.annotate:
+                rec.update(self.annotate(stage, rec))
+        except Exception as exc:  # a failed call is not a result: counted, never recorded
+            with self._lock:
+                self.failed[stage] += 1
+                self._failures.add(id(exc))
+                if len(self.errors) < 5:
+                    self.errors.append(f"{key}: {type(exc).__name__}: {exc}"[:500])
+            log.debug("call failed: %s: %s", key, exc)
+            raise
+        self.store.append(stage, rec)  # written as soon as it is made
+        with self._lock:
+            self.records[stage][key] = rec
+            self.made[stage] += 1
+        if self.on_new:
+            self.on_new(stage)
+        return rec
+
+
+@dataclass(frozen=True)
+class _Scope:
+    recorder: Recorder
+    fields: dict
+
+
+_SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("lbt_record_scope", default=None)
+
+
+@contextmanager
+def record_scope(recorder: Recorder | None = None, **fields):
+    """Generations made inside are recorded by `recorder` (or the enclosing scope's), keyed by `fields`
+    (``tp``, then ``pair``, ...) and the module's own (``student``, ``slot``)."""
+    outer = _SCOPE.get()
+    if recorder is None and outer is None:
+        yield
+        return
+    scope = _Scope(recorder or outer.recorder, {**(outer.fields if outer else {}), **fields})
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def recorded(stage: str, fields: dict, make: Callable[[], dict]) -> dict:
+    """One generation: ``make()`` gives its record fields (``rationale``, ``answer``...). In a record
+    scope it is replayed if recorded, else made and recorded; outside one it is just made."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return make()
+    return scope.recorder.generate(stage, {**scope.fields, **fields}, make)
+
+
+# --- plain jobs --------------------------------------------------------------------------------------
 @dataclass
 class Job:
     """One LM call: `call()` returns a prediction; `finish(prediction)` turns it into the stored record."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import dspy
 
 from .adapter import TemplateAdapter
@@ -14,10 +16,10 @@ class Student(dspy.Module):
     Args:
         lm: The student's `dspy.LM`.
         adapter: The prompt format; the paper's math prompt by default.
-        name: A label for reports (the LM's name when None).
+        name: A label for reports and records (the LM's name when None).
 
     Example:
-        >>> student = Student(lm=dspy.LM("openai/gpt-4o-mini"))  # doctest: +SKIP
+        >>> student = Student(lm=lbt_dspy.lm("embedded", temperature=0.7))  # doctest: +SKIP
         >>> demo = dspy.Example(question="2+2?", rationale="2+2=4.", answer="4")
         >>> student(question="3+3?", demos=[demo]).answer  # doctest: +SKIP
     """
@@ -36,3 +38,7 @@ class Student(dspy.Module):
         config = {"rollout_id": rollout_id} if rollout_id and not greedy else {}
         with dspy.context(adapter=self.adapter, lm=lm):
             return self.solve(question=question, demos=list(demos or []), config=config)
+
+    async def aforward(self, question: str, demos: list | None = None, rollout_id: int | None = None
+                       ) -> dspy.Prediction:
+        return await asyncio.to_thread(self.forward, question, demos, rollout_id)

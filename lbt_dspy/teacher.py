@@ -2,39 +2,66 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import dspy
 
 from .adapter import TemplateAdapter
+from .runner import CallPool, current_pool, gather, recorded
 from .signatures import SolveProblem
 
 
 class Teacher(dspy.Module):
-    """Samples `num_samples` rationale + answer pairs (TR-TA) for a problem.
+    """Samples `num_pairs` rationale + answer pairs (TR-TA) for a problem, concurrently.
 
     Args:
         lm: The teacher's `dspy.LM` (its sampling settings apply; temperature > 0 for diversity).
         adapter: The prompt format; the paper's math prompt by default.
-        num_samples: How many TR-TA pairs `forward` returns.
+        num_pairs: How many TR-TA pairs `forward` returns (``num_samples`` is the earlier name).
+        num_threads: Samples in flight at once when called on its own (inside `M1`, M1's pool bounds them).
+        record_as: The run-directory stage its generations are recorded in (``teach``; ``greedy`` for the
+            greedy baseline), when run inside a `record_scope`.
 
     Example:
-        >>> teacher = Teacher(lm=dspy.LM("openai/gpt-4o-mini", temperature=0.7), num_samples=8)  # doctest: +SKIP
-        >>> pairs = teacher(question="What is 7 * 6?")  # doctest: +SKIP
-        >>> pairs[0].rationale, pairs[0].answer  # doctest: +SKIP
+        >>> teacher = Teacher(lm=lbt_dspy.lm("embedded", temperature=0.7), num_pairs=8)  # doctest: +SKIP
+        >>> pred = teacher(question="What is 7 * 6?")  # doctest: +SKIP
+        >>> pred.rationale, pred.answer                # the first pair  # doctest: +SKIP
+        >>> [p.answer for p in pred.completions]      # all of them  # doctest: +SKIP
     """
 
-    def __init__(self, lm: dspy.BaseLM | None = None, adapter: dspy.Adapter | None = None, num_samples: int = 8):
+    def __init__(self, lm: dspy.BaseLM | None = None, adapter: dspy.Adapter | None = None, num_pairs: int = 8,
+                 num_threads: int = 8, record_as: str = "teach", num_samples: int | None = None):
         super().__init__()
         self.lm = lm
         self.adapter = adapter or TemplateAdapter()
-        self.num_samples = num_samples
+        self.num_pairs = num_samples if num_samples is not None else num_pairs
+        self.record_as = record_as
+        self.pool = CallPool(num_threads)
         self.solve = dspy.Predict(SolveProblem)
 
-    def sample(self, question: str, index: int) -> dspy.Prediction:
-        """The `index`-th TR-TA for `question` (its own rollout id, so samples differ and each caches)."""
-        # Sample 0 needs no rollout id (and a greedy teacher must not carry one).
-        config = {"rollout_id": index} if index else {}
-        with dspy.context(adapter=self.adapter, lm=self.lm or dspy.settings.lm):
-            return self.solve(question=question, config=config)
+    @property
+    def num_samples(self) -> int:  # the earlier name
+        return self.num_pairs
 
-    def forward(self, question: str) -> list[dspy.Prediction]:
-        return [self.sample(question, i) for i in range(self.num_samples)]
+    def sample(self, question: str, index: int) -> dspy.Prediction:
+        """The `index`-th TR-TA pair for `question` (its own rollout id, so pairs differ and each caches)."""
+        def make():
+            # Pair 0 needs no rollout id (and a greedy teacher must not carry one).
+            config = {"rollout_id": index} if index else {}
+            with dspy.context(adapter=self.adapter, lm=self.lm or dspy.settings.lm):
+                pred = self.solve(question=question, config=config)
+            return {"rationale": pred.rationale, "answer": pred.answer}
+
+        rec = recorded(self.record_as, {"pair": index}, make)
+        return dspy.Prediction(rationale=rec["rationale"], answer=rec["answer"])
+
+    def forward(self, question: str) -> dspy.Prediction:
+        """All pairs: the first one's ``rationale`` and ``answer``, every pair in ``completions``."""
+        pool = current_pool(self.pool)
+        preds = gather(pool.submit_all(lambda i=i: self.sample(question, i) for i in range(self.num_pairs)))
+        return dspy.Prediction.from_completions([{"rationale": p.rationale, "answer": p.answer} for p in preds],
+                                                signature=SolveProblem)
+
+    async def aforward(self, question: str) -> dspy.Prediction:
+        # The engines are synchronous HTTP clients; the pairs run in the pool, the event loop stays free.
+        return await asyncio.to_thread(self.forward, question)

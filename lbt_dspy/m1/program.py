@@ -2,41 +2,149 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import dspy
 
 from ..lbt_score import LbTScore
+from ..runner import CallPool, gather, record_scope, using_pool
 from ..teacher import Teacher
-from .select import METHODS, Candidate
+from .select import METHODS, Pair, group_answers
 
 
 class M1(dspy.Module):
-    """Answers one problem the LbT way: teach, examine, score, select.
+    """Answers one problem the LbT way: the teacher samples TR-TA pairs, each pair teaches the students,
+    who take the problem's exam; the answer is picked by the pairs' LbT scores.
 
     Args:
         teacher: Samples the TR-TA pairs.
         lbt_score: Scores a pair by the students' exam (an `LbTScore`).
-        method: ``"M1 SUM"`` (score-weighted vote over equivalent answers) or ``"M1 MAX"``, or ``"SC"``.
+        method: ``"M1 SUM"`` (score-weighted vote over equivalent answers), ``"M1 MAX"``, or ``"SC"``.
+        num_threads: LM calls in flight at once (the teacher's samples, then every pair's exam problems for
+            every student; a pair's exam problems are queued together). Calls of concurrent `forward`s
+            (e.g. under `dspy.Evaluate`) share this bound.
+        exam_budget: None: every pair takes the full exam (the paper). A mapping (``exam_budget_cfg`` of a
+            config, e.g. ``{"confidence": 0.95}``): adaptive exams, racing the answer groups so only pairs
+            that can still change the M1 MAX/SUM pick take more exam problems (`lbt_dspy.m1.adaptive`).
+        vote: Group equivalent answers (math). False for code, whose answers are not voted.
+        tie_break: ``"v_score"`` (code): M1 MAX ties go to the answer passing more of the teaching problem's
+            visible tests (the scorer scores the teacher's answer against the item).
 
     Example:
-        >>> m1 = M1(Teacher(lm=teacher_lm, num_samples=8),  # doctest: +SKIP
-        ...         LbTScore([Student(lm=student_lm)], FunctionalExamMaker(bank), MathScorer()))
-        >>> pred = m1(item={"unique_id": "test/algebra/1.json", "question": "..."})  # doctest: +SKIP
+        >>> m1 = M1(Teacher(lm=teacher_lm, num_pairs=8),  # doctest: +SKIP
+        ...         LbTScore([Student(lm=student_lm)], FunctionalExamMaker(bank), MathScorer()), num_threads=16)
+        >>> pred = m1(**data.teaching[0])            # question=..., unique_id=...  # doctest: +SKIP
         >>> pred.answer, [c.lbt_score for c in pred.candidates]  # doctest: +SKIP
+        >>> pred = await m1.acall(**data.teaching[0])  # doctest: +SKIP
     """
 
-    def __init__(self, teacher: Teacher, lbt_score: LbTScore, method: str = "M1 SUM"):
+    def __init__(self, teacher: Teacher, lbt_score: LbTScore, method: str = "M1 SUM", num_threads: int = 16,
+                 exam_budget: dict | None = None, vote: bool = True, tie_break: str | None = None):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}")
+        if tie_break not in (None, "v_score"):
+            raise ValueError(f"tie_break must be None or 'v_score', got {tie_break!r}")
+        if not vote and method != "M1 MAX":
+            raise ValueError("vote=False (code) leaves only method 'M1 MAX'")
         self.teacher = teacher
         self.lbt_score = lbt_score
         self.method = method
+        self.pool = CallPool(num_threads)
+        self.exam_budget = dict(exam_budget) if exam_budget is not None else None
+        self.vote = vote
+        self.tie_break = tie_break
 
-    def forward(self, item: dict) -> dspy.Prediction:
-        pairs = self.teacher(question=item["question"])
-        candidates = [Candidate(p.answer, self.lbt_score(item=item, rationale=p.rationale, answer=p.answer).score, i)
-                      for i, p in enumerate(pairs)]
-        best = METHODS[self.method](candidates, self.lbt_score.scorer.equivalent)
-        if best is None:
-            return dspy.Prediction(answer="", rationale="", candidates=candidates)
-        return dspy.Prediction(answer=best.answer, rationale=pairs[best.index].rationale, candidates=candidates)
+    @property
+    def num_threads(self) -> int:
+        return self.pool.num_threads
+
+    def forward(self, question: str | None = None, item: dict | None = None, **item_fields) -> dspy.Prediction:
+        """Args: the teaching item's fields: ``question`` and whatever the exam maker reads (e.g.
+        ``unique_id``); ``item=`` takes them as one mapping.
+
+        Returns a `dspy.Prediction`: ``answer`` and ``rationale`` of the picked pair, and ``candidates``, every
+        pair (`Pair`: ``rationale``, ``answer``, ``lbt_score``, ``per_student``, ``exam`` with ``questions``,
+        ``answers`` and ``scores`` per student; ``v_score`` for code).
+        """
+        item = {**dict(item or {}), **item_fields, **({"question": question} if question is not None else {})}
+        if "question" not in item:
+            raise TypeError("M1 needs the problem's question (question=...)")
+        with using_pool(self.pool):
+            exam = self.lbt_score.exam(item)
+            taught = self.teacher(question=item["question"])
+            pairs = [Pair(c.answer, None, i, rationale=c.rationale) for i, c in enumerate(taught.completions)]
+            budget = self._examine(item, exam, pairs)
+        if self.tie_break == "v_score":
+            reference = self.lbt_score.scorer.reference(item)
+            for p in pairs:
+                p.v_score = self.lbt_score.scorer.score(p.answer, reference)
+        best = self.select(pairs)
+        return dspy.Prediction(answer=best.answer if best else "", rationale=best.rationale if best else "",
+                               candidates=pairs, exam_budget=budget)
+
+    async def aforward(self, question: str | None = None, item: dict | None = None, **item_fields) -> dspy.Prediction:
+        # The engines are synchronous HTTP clients: forward runs in a worker thread, its calls in the pool.
+        return await asyncio.to_thread(self.forward, question, item, **item_fields)
+
+    def select(self, pairs: list[Pair]) -> Pair | None:
+        """The pick of `method` among scored pairs."""
+        if not self.vote:
+            return METHODS["M1 MAX"](pairs, None, tie_break=(lambda p: p.v_score) if self.tie_break else None)
+        return METHODS[self.method](pairs, self.lbt_score.scorer.equivalent)
+
+    # --- the exam ------------------------------------------------------------------------------
+    def _examine(self, item: dict, exam: list[dict], pairs: list[Pair]) -> dict:
+        """Every pair's exam (all at once, a pair's problems together), or adaptive rounds; fills in the
+        pairs' scores. Returns the generations used and what the full exam would have taken."""
+        n_students = len(self.lbt_score.students)
+        full = len(pairs) * len(exam) * n_students
+        taken: dict[int, list] = {p.index: [] for p in pairs}
+        if self.exam_budget is None:
+            self._run_round(item, exam, pairs, {p.index: range(len(exam)) for p in pairs}, taken)
+            rounds = 1
+        else:
+            rounds = self._race(item, exam, pairs, taken)
+        for p in pairs:
+            res = self.lbt_score.result(exam, taken[p.index])
+            p.lbt_score, p.per_student, p.exam = res.score, res.per_student, res.exam
+        used = sum(len(t) for t in taken.values())
+        return {"generations": used, "full_exam_generations": full, "rounds": rounds}
+
+    def _run_round(self, item, exam, pairs, slots_by_pair: dict, taken: dict) -> None:
+        started = []
+        for p in pairs:
+            slots = slots_by_pair.get(p.index)
+            if slots:
+                with record_scope(pair=p.index):  # a pair's exam problems go out together
+                    started.append((p, self.lbt_score.submit(exam, item["question"], p.rationale, p.answer, slots)))
+        # Every call of the round finishes (and is recorded) before a failure propagates.
+        records = gather([f for _, calls in started for *_, f in calls])
+        it = iter(records)
+        for p, calls in started:
+            for name, slot, _ in calls:
+                taken[p.index].append((name, slot, next(it)))
+
+    def _race(self, item, exam, pairs, taken) -> int:
+        """Adaptive exams: the scheduler reads the results so far and names the slots to take next."""
+        from .adaptive import exam_scheduler
+
+        names = [s.name for s in self.lbt_score.students]
+        sched = exam_scheduler(self.exam_budget, len(exam), len(names))
+        group = [None] * len(pairs)  # unparseable answers vote for nothing and take no exam
+        for g, members in enumerate(group_answers([p.answer for p in pairs], self.lbt_score.scorer.equivalent)):
+            for j in members:
+                group[j] = g
+        results = [[None] * len(exam) for _ in pairs]
+        rounds = 0
+        while True:
+            todo = sched.next_slots(group, results)
+            if not todo:
+                return rounds
+            rounds += 1
+            self._run_round(item, exam, pairs, {pairs[j].index: slots for j, slots in todo.items()}, taken)
+            for j, slots in todo.items():  # a slot counts once every student has taken it
+                got = {(n, s): rec["score"] for n, s, rec in taken[pairs[j].index]}
+                for slot in slots:
+                    vals = [got.get((n, slot)) for n in names]
+                    results[j][slot] = sum(vals) / len(vals)
