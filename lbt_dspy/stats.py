@@ -190,3 +190,46 @@ def relative_improvement(a: Sequence[float], b: Sequence[float], *, confidence: 
     ok = den > 0
     lo, hi = _quantiles(num[ok] / den[ok] - 1.0, confidence)
     return Interval(est, min(lo, est), max(hi, est), int(av.size), confidence)
+
+
+def bootstrap_metric(metric, labels: Sequence, preds: Sequence, *, confidence: float = CONFIDENCE,
+                     resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
+    """A corpus-level metric (e.g. binary F1, not a mean of per-item scores) with its percentile-bootstrap
+    interval over items: `metric(labels, preds)` recomputed on resampled items.
+
+    Args:
+        metric: function of (labels, preds) lists -> float.
+        labels, preds: aligned, one per test item.
+        confidence, resamples, seed: as in `bootstrap_mean`.
+    """
+    labels, preds = list(labels), list(preds)
+    if len(labels) != len(preds):
+        raise ValueError(f"labels and preds need equal lengths ({len(labels)} vs {len(preds)})")
+    if not labels:
+        return Interval(math.nan, math.nan, math.nan, 0, confidence)
+    est = float(metric(labels, preds))
+    vals = np.array([metric([labels[i] for i in row], [preds[i] for i in row])
+                     for row in resample_indices(len(labels), resamples, seed)])
+    lo, hi = _quantiles(vals, confidence)
+    return Interval(est, min(lo, est), max(hi, est), len(labels), confidence)
+
+
+def paired_metric_difference(metric, labels: Sequence, a: Sequence, b: Sequence, *, confidence: float = CONFIDENCE,
+                             resamples: int = RESAMPLES, seed: int = SEED) -> Difference:
+    """metric(labels, a) - metric(labels, b) with its paired bootstrap interval over items (the same resampled
+    items for both); wins / losses / ties count items where only a / only b / both or neither equal the label."""
+    labels, a, b = list(labels), list(a), list(b)
+    if not len(labels) == len(a) == len(b):
+        raise ValueError("labels and both predictions need equal lengths")
+    w, l, t = wins_losses([float(p == y) for p, y in zip(a, labels)], [float(p == y) for p, y in zip(b, labels)])
+    if not labels:
+        return Difference(math.nan, math.nan, math.nan, 0, confidence, 0, 0, 0)
+    est = float(metric(labels, a) - metric(labels, b))
+    if a == b:
+        return Difference(0.0, 0.0, 0.0, len(labels), confidence, w, l, t)
+    vals = []
+    for row in resample_indices(len(labels), resamples, seed):
+        ys = [labels[i] for i in row]
+        vals.append(metric(ys, [a[i] for i in row]) - metric(ys, [b[i] for i in row]))
+    lo, hi = _quantiles(np.array(vals), confidence)
+    return Difference(est, min(lo, est), max(hi, est), len(labels), confidence, w, l, t)

@@ -414,6 +414,10 @@ def test_run_writes_history_report_and_resumes(world, tmp_path):
     assert "| LbT | student-a, student-b |" in text and "| self | teacher |" in text
     assert "always Yes (no LM)" in text and "random K (2 draws)" in text and "LM calls per round" in text
     assert (out / "f1_vs_round.png").stat().st_size > 0 and (out / "f1_vs_round_LbT.png").exists()
+    # optimizer vs baselines: paired bootstrap intervals over the test items (lbt_dspy.stats)
+    assert "## Optimizer vs baselines: paired intervals" in text and "| LbT round 2 − zero_shot | +" in text
+    iv = s["evidence"]["intervals"]["LbT/1"]
+    assert iv["estimate"] == pytest.approx(evals["LbT/1/teacher"]["f1"]) and iv["low"] <= iv["estimate"] <= iv["high"]
     loaded = WithAdapter(make_classifier(QUESTION), ClassifierAdapter())
     loaded.load(str(out / "best_program_LbT.json"))
     assert [d["text"] for d in loaded.program.demos] == [d["text"] for d in rounds[2]["record"]["beam"][0]["demos"]]

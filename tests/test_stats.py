@@ -117,3 +117,26 @@ def test_plotting_draws_intervals(tmp_path):
     line_with_band(ax, [1, 2], [10, 20], [5, 15], [15, 25], label="x")
     out = save(fig, tmp_path / "f.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_corpus_metric_bootstrap_and_paired_difference():
+    from lbt_dspy.stats import bootstrap_metric, paired_metric_difference
+
+    def f1(ys, ps):
+        tp = sum(1 for y, p in zip(ys, ps) if y == p == "Yes")
+        fp = sum(1 for y, p in zip(ys, ps) if y != "Yes" and p == "Yes")
+        fn = sum(1 for y, p in zip(ys, ps) if y == "Yes" and p != "Yes")
+        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+    rng = random.Random(6)
+    labels = [rng.choice(["Yes", "No"]) for _ in range(80)]
+    good = [y if rng.random() < 0.85 else ("No" if y == "Yes" else "Yes") for y in labels]
+    always = ["Yes"] * 80
+    iv = bootstrap_metric(f1, labels, good)
+    assert iv.estimate == pytest.approx(f1(labels, good)) and iv.low <= iv.estimate <= iv.high and iv.n == 80
+    assert bootstrap_metric(f1, labels, good) == iv  # seeded
+    same = paired_metric_difference(f1, labels, good, list(good))
+    assert (same.estimate, same.low, same.high, same.wins, same.losses) == (0.0, 0.0, 0.0, 0, 0)
+    d = paired_metric_difference(f1, labels, good, always)
+    assert d.estimate == pytest.approx(f1(labels, good) - f1(labels, always)) and d.low <= d.estimate <= d.high
+    assert d.wins == sum(1 for y, p in zip(labels, good) if p == y and y == "No")  # always-Yes misses every No

@@ -72,7 +72,61 @@ def summarize(run_dir: str | Path) -> dict:
     runs = list(store.load("invocations").values())
     return {"config": cfg, "task": data["task"], "invocations": runs, "question": data["question"], "train_size": data["train_size"],
             "test_size": data["test_size"], "configs": configs, "baselines": baselines,
-            "self_is_lbt": bool(data.get("self_is_lbt"))}
+            "self_is_lbt": bool(data.get("self_is_lbt")), "evidence": evidence(evals, labels, configs, cfg)}
+
+
+def _f1(labels, preds) -> float:  # the recorded metric, recomputed on resampled test items
+    return metric_summary(labels, preds)["f1"]
+
+
+def evidence(evals: dict, labels: list, configs: dict, cfg: dict) -> dict:
+    """95% bootstrap intervals over test items of every teacher-classified test F1, and the paired bootstrap of
+    each configuration's last round against round 0 and every baseline (wins / losses: items only one of
+    the two classifies right). Needs the records' ``preds``; seeded by the config's seed."""
+    from .. import stats
+
+    seed, resamples = int(cfg.get("seed", 0)), int(cfg.get("bootstrap_resamples", stats.RESAMPLES))
+    preds = {k.rsplit("/", 1)[0]: e["preds"] for k, e in evals.items()
+             if e.get("evaluator") == "teacher" and isinstance(e.get("preds"), list) and len(e["preds"]) == len(labels)}
+    if not preds or not labels:
+        return {"n": len(labels), "intervals": {}, "comparisons": []}
+    preds["always Yes"] = [YES] * len(labels)
+    intervals = {k: stats.bootstrap_metric(_f1, labels, p, resamples=resamples, seed=seed).to_dict()
+                 for k, p in preds.items()}
+    refs = sorted(k for k in preds if k.startswith("baseline/") or k == "always Yes")
+    comps = []
+    for name, c in configs.items():
+        last = max((r for r in c["rounds"] if f"{name}/{r}" in preds), default=None)
+        if last is None:
+            continue
+        against = ([f"{name}/0"] if last > 0 and f"{name}/0" in preds else []) + refs
+        for b in against:
+            d = stats.paired_metric_difference(_f1, labels, preds[f"{name}/{last}"], preds[b], resamples=resamples,
+                                               seed=seed)
+            comps.append({"a": f"{name} round {last}", "b": b.replace("baseline/", "").replace("/", " round "),
+                          **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties, "text": d.text(),
+                          "excludes_zero": d.excludes_zero()})
+    return {"n": len(labels), "seed": seed, "resamples": resamples, "intervals": intervals, "comparisons": comps}
+
+
+def evidence_table(s: dict) -> str:
+    """Markdown: the paired comparisons of `evidence` (test F1, the teacher classifies)."""
+    ev = s.get("evidence") or {}
+    rows = [f"| comparison ({ev.get('n', 0)} test items) | F1 difference (points) [95% paired CI] | "
+            "wins / losses / ties | reading |", "|---|---|---|---|"]
+    for c in ev.get("comparisons", []):
+        reading = "resolved: the interval excludes 0" if c["excludes_zero"] else "not resolved: the interval contains 0"
+        rows.append(f"| {c['a']} − {c['b']} | {c['text']} | {c['wins']} / {c['losses']} / {c['ties']} | {reading} |")
+    return "\n".join(rows) + "\n"
+
+
+def interval_table(s: dict) -> str:
+    ev = s.get("evidence") or {}
+    rows = [f"| test F1 of ({ev.get('n', 0)} test items) | F1 [95% CI] |", "|---|---|"]
+    for k, iv in ev.get("intervals", {}).items():
+        rows.append(f"| {k.replace('baseline/', '').replace('/', ' round ')} | "
+                    f"{_pct(iv['estimate'])} [{_pct(iv['low'])}, {_pct(iv['high'])}] |")
+    return "\n".join(rows) + "\n"
 
 
 def _metrics(e: dict) -> dict:
@@ -157,12 +211,15 @@ def write_report(run_dir: str | Path, s: dict | None = None) -> Path:
             rs = sorted(s["configs"][name]["rounds"].items())
             pts = [(r, 100 * rr["f1"]["teacher"]) for r, rr in rs if "teacher" in rr["f1"]]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+                ivs = (s.get("evidence") or {}).get("intervals", {})
+                err = [[p[1] - 100 * ivs[f"{name}/{p[0]}"]["low"] if f"{name}/{p[0]}" in ivs else 0 for p in pts],
+                       [100 * ivs[f"{name}/{p[0]}"]["high"] - p[1] if f"{name}/{p[0]}" in ivs else 0 for p in pts]]
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=4, label=name)
         for (bname, m), style in zip(base.items(), ("--", ":", "-.", "--")):
             ax.axhline(100 * m["f1"], linestyle=style, color="gray", linewidth=1)
             ax.annotate(bname, (0, 100 * m["f1"]), fontsize=7, color="gray", va="bottom")
         ax.set_xlabel("round")
-        ax.set_ylabel("test F1 (%), teacher classifies")
+        ax.set_ylabel("test F1 (%), teacher classifies; 95% CI")
         ax.set_title(title)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
@@ -201,6 +258,13 @@ def write_report(run_dir: str | Path, s: dict | None = None) -> Path:
                       - {"teacher"})
     for ev in students:
         lines += [f"Test F1 (%) when student `{ev}` classifies:", "", f1_table(s, ev)]
+    if (s.get("evidence") or {}).get("comparisons"):
+        ev = s["evidence"]
+        lines += [f"## Optimizer vs baselines: paired intervals ({ev['n']} test items, the teacher classifies)", "",
+                  f"Test F1 with its 95% percentile bootstrap interval over the {ev['n']} test items ({ev['resamples']} "
+                  f"resamples, seed {ev['seed']}); differences are paired (the same resampled items for both). "
+                  "wins / losses / ties: items only the first / only the second / both or neither classify right.", "",
+                  evidence_table(s), "", interval_table(s)]
     lines += ["## Baselines (test, the teacher classifies)", "", baseline_table(s)]
     for ev in students:
         if ev in s["baselines"]:
