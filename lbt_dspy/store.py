@@ -39,7 +39,8 @@ from .errors import LbtEnvironmentError, LbtError
 log = logging.getLogger("lbt_dspy")
 
 # Config keys that do not change results: a rerun may change them.
-_EXECUTION_KEYS = {"concurrency", "num_retries", "cache", "subsample_sizes", "subsample_repeats", "description"}
+_EXECUTION_KEYS = {"concurrency", "num_retries", "cache", "subsample_sizes", "subsample_repeats", "description",
+                   "a6_pairs", "a6_subsets", "bootstrap_resamples"}  # report-only keys
 LOCK_NAME = ".lock"
 
 _NUMBER = (int, float)
