@@ -427,3 +427,179 @@ def test_run_writes_history_report_and_resumes(world, tmp_path):
     assert again["optimize"] == 0 and again["eval"] == 0
     with pytest.raises(LbtError, match="different run"):
         run_m3(M3Config.from_dict({**cfg.to_dict(), "rounds": 3}), out, progress=False, models=models)
+
+
+# --- any program: custom fields, several labels, the default adapter, the metric ------------------------
+def test_paper_setting_gives_the_recorded_rounds():
+    """The Yes/No paper setting, run through the general optimizer, gives the round records, best demos and
+    the very prompts recorded from the code before the generalisation (tests/fixtures/m3_golden_rounds.json)."""
+    import m3_golden
+
+    want = json.loads(m3_golden.FIXTURE.read_text())
+    got = json.loads(json.dumps(m3_golden.golden_runs(), sort_keys=True))
+    assert set(got) == set(want)
+    for name in want:
+        for part in want[name]:
+            assert got[name][part] == want[name][part], f"{name}: {part} differs from the recorded run"
+
+
+SENTIMENT = {"good": "positive", "bad": "negative", "meh": "neutral"}
+SENT_TRAIN = [dspy.Example(sentence=f"{w}-{i}", sentiment=lab).with_inputs("sentence")
+              for i in range(4) for w, lab in SENTIMENT.items()]
+
+
+def _chat_input(messages, field="sentence"):
+    """The value of `field` in the last user message of a ChatAdapter prompt."""
+    return messages[-1]["content"].split(f"[[ ## {field} ## ]]\n", 1)[1].split("\n")[0].strip()
+
+
+def _chat_answer(value, field="sentiment"):
+    return f"[[ ## {field} ## ]]\n{value}\n\n[[ ## completed ## ]]"
+
+
+def sentiment_student(wrong: set):
+    def fn(messages):
+        s = _chat_input(messages)
+        right = SENTIMENT[s.split("-")[0]]
+        return _chat_answer("neutral" if s in wrong and right != "neutral" else right.capitalize())
+    return fn
+
+
+def sentiment_teacher(messages):
+    content = messages[0]["content"]
+    if "[[ ## sentence ## ]]" in messages[-1]["content"]:  # classifying (ChatAdapter): right on the demos' sentences
+        s = _chat_input(messages)
+        shown = any(m["content"].startswith(f"[[ ## sentence ## ]]\n{s}\n") or m["content"] == f"[[ ## sentence ## ]]\n{s}"
+                    for m in messages[:-1] if m["role"] == "user")
+        return _chat_answer(SENTIMENT[s.split("-")[0]] if shown else "neutral")
+    cases = re.findall(r'## Failure Case \d+\nSentence: "(.*?)"\nSentiment: (\w+)', content)
+    if "reasons why these examples" in content:
+        return f"<START>The examples never show sentences like {', '.join(sorted(t for t, _ in cases))}.<END>"
+    if "the problem with the current in-context examples is that" in content:
+        return "<START>\n" + "\n\n".join(f"Sentence: {t}\nSentiment: {y}" for t, y in sorted(cases)) + "\n<END>"
+    assert 'a line "Sentence: ..." followed by a line "Sentiment: negative", "Sentiment: neutral" or ' \
+           '"Sentiment: positive"' in content and "8 labelled learning examples" not in content
+    return "<START>\nSentence: good-0\nSentiment: positive\n\nSentence: meh-0\nSentiment: neutral\n<END>"
+
+
+def test_multiclass_program_with_its_own_fields_compiles_and_runs_under_the_default_adapter(tmp_path):
+    teacher, t_engine = scripted_lm("teacher", sentiment_teacher)
+    a, a_engine = scripted_lm("student-a", sentiment_student({"good-1", "bad-2"}))
+    b, _ = scripted_lm("student-b", sentiment_student({"bad-3"}))
+    program = dspy.Predict("sentence -> sentiment")  # DSPy's boilerplate instructions
+    opt = LbTOptimizer(students=[a, b], num_examples=4, rounds=1, beam_size=2, minibatch_size=12,
+                       reflections_per_set=2, score_sample_size=12, num_threads=2)
+    tuned = opt.compile(program, trainset=SENT_TRAIN, teacher=teacher)
+
+    assert opt.fields.inputs == ("sentence",) and opt.fields.output == "sentiment"
+    assert opt.fields.labels == ("negative", "neutral", "positive")  # three labels, not Yes/No
+    # The question the teacher sees is made from the fields, not DSPy's "Given the fields ..." boilerplate.
+    write = next(p for p in t_engine.prompts if "I need a list of" in p)
+    assert "Given the sentence, give the sentiment: negative, neutral, positive." in write
+    # Students' failures (answers normalised to labels) reach the reflection with the program's field names.
+    r1 = opt.history[1]
+    exams = {e["student"]: sorted(SENT_TRAIN[i].sentence for i in e["failed"]) for e in r1["exams"]}
+    assert exams == {"student-a": ["bad-2", "good-1"], "student-b": ["bad-3"]}
+    reflect = next(p for p in t_engine.prompts if "reasons why these examples" in p)
+    assert 'Sentence: "good-1"\nSentiment: positive\nPrediction: neutral' in reflect
+    assert "### Example 1\n**Sentence:** good-0\n**Sentiment:** positive" in reflect
+    new = [c for c in r1["candidates"] if c["origin"] == "rewrite"]
+    assert new and all(set(d) == {"sentence", "sentiment"} for c in new for d in c["demos"])
+
+    # Tuned under the default adapter: a plain copy of the program, marked compiled, that runs as it is.
+    assert type(tuned) is dspy.Predict and tuned._compiled and not getattr(program, "_compiled", False)
+    assert [(d.sentence, d.sentiment) for d in tuned.demos] == \
+        [(d["sentence"], d["sentiment"]) for d in r1["beam"][0]["demos"]]
+    shown = tuned.demos[0]
+    with dspy.context(lm=teacher):
+        assert tuned(sentence=shown.sentence).sentiment == shown.sentiment
+    path = tmp_path / "tuned.json"
+    tuned.save(str(path))
+    loaded = dspy.Predict("sentence -> sentiment")
+    loaded.load(str(path))
+    assert [(d["sentence"], d["sentiment"]) for d in loaded.demos] == [(d.sentence, d.sentiment) for d in tuned.demos]
+    with dspy.context(lm=teacher):
+        assert loaded(sentence=shown.sentence).sentiment == shown.sentiment
+
+
+def test_the_metric_decides_failures_and_scores():
+    calls = []
+
+    def lenient(example, pred, trace=None):  # "neutral" counts as half right
+        calls.append((example.sentence, pred.sentiment))
+        if pred.sentiment == example.sentiment:
+            return 1.0
+        return 0.5 if pred.sentiment == "neutral" else 0.0
+
+    teacher, _ = scripted_lm("teacher", sentiment_teacher)
+    a, _ = scripted_lm("student-a", sentiment_student({"good-1", "bad-2"}))
+    opt = LbTOptimizer(lenient, students=[a], num_examples=4, rounds=1, beam_size=2, minibatch_size=12,
+                       reflections_per_set=1, score_sample_size=12, num_threads=2)
+    opt.compile(dspy.Predict("sentence -> sentiment"), trainset=SENT_TRAIN, teacher=teacher)
+    assert calls and all(isinstance(p, str) for _, p in calls)
+    assert ("good-1", "neutral") in calls  # predictions reach the metric as labels ("Neutral" -> "neutral")
+    # Round 0 (demos good-0, meh-0): the teacher is right on good-0 and on the 4 neutral sentences, and answers
+    # neutral on the 7 others (half right each): (5 + 3.5) / 12 under the metric, where accuracy says 5 / 12.
+    assert opt.history[0]["beam"][0]["score"] == pytest.approx(8.5 / 12)
+    # A failure is a metric below 1: student a's two mistakes (each 0.5) are failures.
+    assert sorted(SENT_TRAIN[i].sentence for i in opt.history[1]["exams"][0]["failed"]) == ["bad-2", "good-1"]
+    acc = LbTOptimizer(lenient, students=[a], num_examples=4, rounds=0, score_sample_size=12, score_metric="accuracy")
+    acc.compile(dspy.Predict("sentence -> sentiment"), trainset=SENT_TRAIN, teacher=teacher)
+    assert acc.history[0]["beam"][0]["score"] == pytest.approx(5 / 12)
+
+
+def test_students_can_be_programs_and_free_text_uses_token_f1():
+    from lbt_dspy.m3 import TaskFields, token_f1
+
+    a, a_engine = scripted_lm("student-a", sentiment_student(set()))
+    student_program = dspy.Predict("sentence -> sentiment")
+    student_program.set_lm(a)
+    teacher, _ = scripted_lm("teacher", sentiment_teacher)
+    opt = LbTOptimizer(students=[student_program], num_examples=4, rounds=1, minibatch_size=6,
+                       reflections_per_set=1, score_sample_size=6, num_threads=2)
+    opt.compile(dspy.Predict("sentence -> sentiment"), trainset=SENT_TRAIN, teacher=teacher)
+    assert len(a_engine.prompts) == 6  # the program student took the exam on its own LM
+    assert opt.history[1]["exams"][0]["student"] == "Predict(student-a)"
+    # Free text: many distinct answers are no label set; token F1 scores them.
+    qa = [dspy.Example(question=f"q{i}", answer=f"answer number {i}").with_inputs("question") for i in range(6)]
+    fields = TaskFields.from_program(dspy.Predict("question -> answer"), qa)
+    assert fields.labels is None and fields.label_of("  free text ") == "free text"
+    assert token_f1("answer")(qa[0], dspy.Prediction(answer="answer 0")) == pytest.approx(0.8)
+
+
+def test_fields_from_programs_and_trainsets():
+    from lbt_dspy.m3 import TaskFields
+
+    yes_no = TaskFields.from_program(make_classifier(QUESTION), TRAIN)
+    assert yes_no.yes_no and yes_no.inputs == ("text",) and yes_no.label_of(1) == "Yes"
+    three = [dspy.Example(text=f"t{i}", label=["a", "b", "c"][i % 3]).with_inputs("text") for i in range(9)]
+    assert TaskFields.from_program(make_classifier(QUESTION), three).labels == ("a", "b", "c")  # not Yes/No
+    cot = dspy.ChainOfThought("premise, hypothesis -> relation")
+    nli = [dspy.Example(premise="p", hypothesis="h", relation=r).with_inputs("premise", "hypothesis")
+           for r in ["entails", "contradicts"] * 3]
+    f = TaskFields.from_program(cot, nli)
+    assert f.inputs == ("premise", "hypothesis") and f.output == "relation"  # not the CoT's reasoning
+    assert f.example_format() == ('Write each example as lines "Premise: ..." and "Hypothesis: ..." followed by '
+                                  'a line "Relation: contradicts" or "Relation: entails".')
+    with pytest.raises(ValueError, match=r"trainset\[0\]: needs 'premise', 'hypothesis', 'relation'"):
+        TaskFields.from_program(cot, [dspy.Example(premise="p", relation="x")])
+
+
+def test_config_declares_the_hyperparameters_once():
+    from dataclasses import fields as dc_fields
+
+    from lbt_dspy.m3 import LbTConfig
+
+    lbt = {f.name for f in dc_fields(LbTConfig)}
+    assert lbt <= {f.name for f in dc_fields(M3Config)}  # inherited, not repeated
+    cfg = M3Config.from_dict({"rounds": 2, "beam_size": 3, "score_metric": "f1"})
+    opt = LbTOptimizer(config=cfg, seed=5)
+    assert (opt.rounds, opt.beam_size, opt.score_metric, opt.seed) == (2, 3, "f1", 5)
+    with pytest.raises(ValueError, match="beam_size must be an integer >= 1"):
+        LbTOptimizer(beam_size=0)
+    with pytest.raises(TypeError, match="unexpected arguments: beam"):
+        LbTOptimizer(beam=2)
+    with pytest.raises(TypeError, match="students="):
+        LbTOptimizer([object()])
+    with pytest.raises(LbtError, match="config: score_metric must be one of metric, accuracy, f1"):
+        M3Config.from_dict({"score_metric": "auc"})
