@@ -94,6 +94,30 @@ class LbtConfig:
     debug: bool = help_field("Seed key, accepted: the seed's scripts/exam.py never read it (its debug re-prompt in "
                              "lbt/test.py was unreachable); lbt warns that it has no effect.", default=False)
 
+    def __post_init__(self):
+        # Checked here, not in from_dict: a config built in Python, from YAML or with --set is checked alike.
+        if not isinstance(self.num_pairs, int) or self.num_pairs < 1:
+            raise LbtError(f"key num_pairs / num_rationales must be >= 1 (an integer), got {self.num_pairs!r}")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise LbtError(f"key concurrency must be >= 1 (an integer), got {self.concurrency!r}")
+        if not self.student_model_cfgs:
+            raise LbtError("key student_model_cfgs is empty (give at least one student)")
+        if self.exam_budget not in ("full", "adaptive"):
+            raise LbtError(f"key exam_budget must be 'full' or 'adaptive', got {self.exam_budget!r}")
+        if self.num_retries < 0 or self.subsample_repeats < 1:
+            raise LbtError("key num_retries must be >= 0 and subsample_repeats >= 1")
+        self._check_sampling()
+        for key in ("a6_pairs", "a6_subsets", "bootstrap_resamples"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise LbtError(f"key {key!r} must be an integer >= 1, got {getattr(self, key)!r}")
+        if self.exam_budget_cfg:
+            from .m1.adaptive import exam_scheduler
+
+            try:
+                exam_scheduler(self.exam_budget_cfg, num_slots=1)
+            except (TypeError, ValueError) as exc:
+                raise LbtError(f"exam_budget_cfg: {exc}") from None
+
     def _check_sampling(self) -> None:
         """Sampling values (temperature >= 0, max_new_tokens >= 1, ...) are checked at load, not by failing calls."""
         from .models.lm import normalize_sample_cfg
@@ -113,34 +137,12 @@ class LbtConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
-        cfg = dataclass_from_dict(cls, resolve_aliases(raw, source), source)
-        if cfg.num_pairs < 1:
-            raise LbtError(f"{source}: num_pairs / num_rationales must be >= 1")
-        if cfg.concurrency < 1:
-            raise LbtError(f"{source}: concurrency must be >= 1")
-        if not cfg.student_model_cfgs:
-            raise LbtError(f"{source}: student_model_cfgs is empty")
-        for key in ("a6_pairs", "a6_subsets", "bootstrap_resamples"):
-            if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
-                raise LbtError(f"{source}: key {key!r} must be an integer >= 1, got {getattr(cfg, key)!r}")
-        if cfg.exam_budget not in ("full", "adaptive"):
-            raise LbtError(f"{source}: exam_budget must be 'full' or 'adaptive', got {cfg.exam_budget!r}")
-        if cfg.exam_budget_cfg:
-            from .m1.adaptive import exam_scheduler
-
-            try:
-                exam_scheduler(cfg.exam_budget_cfg, num_slots=1)
-            except (TypeError, ValueError) as exc:
-                raise LbtError(f"{source}: exam_budget_cfg: {exc}") from None
-        try:
-            cfg._check_sampling()
-        except LbtError as exc:
-            raise LbtError(f"{source}: {exc}") from None
-        return cfg
+        return dataclass_from_dict(cls, resolve_aliases(raw, source), source, also_known=CONFIG_ALIASES)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "LbtConfig":
-        return cls.from_dict(load_yaml(path), str(path))
+    def from_yaml(cls, path: str | Path, sets: list[str] | dict | None = None) -> "LbtConfig":
+        """The config in YAML file `path`, with ``--set KEY=VALUE`` overrides (dotted keys reach nested ones)."""
+        return cls.from_dict(apply_sets(load_yaml(path), sets), str(path))
 
     def to_dict(self) -> dict:
         out = copy.deepcopy(asdict(self))
@@ -172,23 +174,91 @@ _OMIT_WHEN_DEFAULT = {"exam_budget": "full", "exam_budget_cfg": {}, "debug": Fal
                       "a6_pairs": 24, "a6_subsets": 10, "bootstrap_resamples": 2000}
 
 
-_TYPES = {"dict": dict, "list": list, "int": int, "float": (int, float), "str": str, "bool": bool}
+_TYPES = {"dict": dict, "list": list, "int": int, "float": (int, float), "str": str, "bool": bool,
+          "None": type(None), "NoneType": type(None)}
 
 
-def dataclass_from_dict(cls, raw: dict, source: str = "config"):
-    """Build config dataclass `cls` from a mapping: unknown keys (with a did-you-mean) and wrong types of
-    plain fields raise a one-line `LbtError` naming `source` and the key; None means "the default"."""
+def _accepts(annotation, value) -> bool:
+    """Whether `value` fits a field's plain annotation (str, int, ``bool | None``, ``list[str]``...; given as a
+    type or, under ``from __future__ import annotations``, as a string); annotations it cannot read accept all."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) or str(annotation)
+    if not isinstance(annotation, str) and type(annotation).__name__ in ("UnionType", "_UnionGenericAlias"):
+        text = " | ".join(getattr(a, "__name__", str(a)) for a in annotation.__args__)
+    kinds = []
+    for part in (p.strip() for p in text.replace("typing.", "").split("|")):
+        kind = _TYPES.get(part.split("[", 1)[0])
+        if kind is None:
+            return True  # a Literal, an enum, Any...: left to the class's own checks
+        kinds.append(kind)
+    for kind in kinds:
+        allowed = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+            return True
+    return False
+
+
+def dataclass_from_dict(cls, raw: dict, source: str = "config", also_known=()):
+    """Build config dataclass `cls` from a mapping: unknown keys (with a did-you-mean; `also_known` are keys
+    another class takes) and wrong types of plain fields raise a one-line `LbtError` naming `source` and the
+    key; None means "the default". The class checks its values in ``__post_init__``; what it raises there
+    comes out as one line prefixed by `source`."""
     if not isinstance(raw, dict):
         raise LbtError(f"{source}: expected a mapping at the top level")
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if f.init}
     for key, val in raw.items():
         if key not in known:
-            raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, known)}")
-        expected = _TYPES.get(str(known[key].type))
-        if expected and val is not None and (not isinstance(val, expected) or
-                                             (isinstance(val, bool) and expected is not bool)):
-            raise LbtError(f"{source}: key {key!r} expects {known[key].type}, got {type(val).__name__} ({val!r:.60})")
-    return cls(**{k: v for k, v in raw.items() if v is not None})
+            raise LbtError(f"{source}: unknown key {key!r}{did_you_mean(key, [*known, *also_known])}")
+        if val is not None and not _accepts(known[key].type, val):
+            raise LbtError(f"{source}: key {key!r} expects {_type_name(known[key].type)}, got "
+                           f"{type(val).__name__} ({val!r:.60})")
+    try:
+        return cls(**{k: v for k, v in raw.items() if v is not None})
+    except (LbtError, ValueError, TypeError) as exc:
+        raise LbtError(f"{source}: {' '.join(str(exc).split())}") from None
+
+
+def _type_name(annotation) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) or str(annotation)
+
+
+def parse_sets(items: list[str] | None, flag: str = "--set") -> dict:
+    """``KEY=VALUE`` strings as a mapping, each value read as YAML (``lr=1e-5``, ``dataset_cfg={seed: 1}``,
+    ``dataset_cfg.seed=1``: a dotted key names a key inside a mapping).
+
+    Example:
+        >>> parse_sets(["num_rationales=4", "dataset_cfg.num_families=2"])
+        {'num_rationales': 4, 'dataset_cfg.num_families': 2}
+    """
+    out = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise LbtError(f"{flag} {item!r}: expected KEY=VALUE (KEY may be dotted: dataset_cfg.seed=1)")
+        try:
+            out[key.strip()] = yaml.safe_load(val)
+        except yaml.YAMLError as exc:
+            raise LbtError(f"{flag} {item!r}: the value is not valid YAML ({' '.join(str(exc).split())})") from None
+    return out
+
+
+def apply_sets(raw: dict, sets: list[str] | dict | None) -> dict:
+    """A copy of config mapping `raw` with ``--set`` overrides applied (a list of KEY=VALUE strings, or their
+    `parse_sets` mapping); ``a.b=v`` sets key ``b`` of mapping ``a``, making it when absent.
+
+    Example:
+        >>> apply_sets({"dataset_cfg": {"seed": 0, "limit": 5}}, ["dataset_cfg.seed=1"])
+        {'dataset_cfg': {'seed': 1, 'limit': 5}}
+    """
+    out = copy.deepcopy(raw)
+    for dotted, val in (sets if isinstance(sets, dict) else parse_sets(sets)).items():
+        *parents, last = dotted.split(".")
+        node = out
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LbtError(f"--set {dotted}=...: {'.'.join(parents[:i + 1])} is not a mapping")
+        node[last] = val
+    return out
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -8,7 +8,6 @@ import yaml
 
 from lbt_dspy.cli import main
 from lbt_dspy.errors import LbtError
-from lbt_dspy.m2.train import M2TrainConfig
 
 PROMPT = "Answer the last question.\n\n[[Question]]:\nTom has {a} apples. Tom buys {b} more apples. How many now?\n\n"
 
@@ -38,10 +37,12 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("m2train")
     pairs = root / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(pair(a, b)) + "\n" for a, b in [(3, 4), (5, 2), (6, 7), (2, 9)]))
-    cfg = {"pairs": str(pairs), "output_dir": str(root / "out"), "model": "embedded",
+    cfg = {"pairs": str(pairs), "output_dir": str(root / "out"), "model_name_or_path": "embedded",
            "learning_rate": 2e-3, "lr_scheduler_type": "constant", "max_steps": 3,
            "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "nll_weight": 1.0,
-           "lora_r": 8, "lora_alpha": 16, "device": "cpu", "max_length": 256, "eval_on_train": True}
+           "use_peft": True, "lora_r": 8, "lora_alpha": 16, "lora_target_modules": "all-linear",
+           "use_cpu": True, "max_length": 256, "eval_on_train": True, "activation_checkpointing": False,
+           "logging_steps": 1}
     cfg_file = root / "train.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     assert main(["m2", "train", str(cfg_file), "-q"]) == 0
@@ -95,18 +96,65 @@ def test_merged_model_reloads_and_generates(trained):
     assert entry["teacher_model_cfg"]["model_cfg"]["checkpoint"] == str(merged.resolve())
 
 
+def test_the_trainer_is_trl_s_own(trained):
+    from trl import DPOConfig, DPOTrainer, ModelConfig
+
+    from lbt_dspy.m2.train_config import M2ModelConfig, M2TrainConfig
+    from lbt_dspy.m2.trainer import LbTDPOTrainer
+
+    assert issubclass(M2TrainConfig, DPOConfig) and issubclass(M2ModelConfig, ModelConfig)
+    assert issubclass(LbTDPOTrainer, DPOTrainer)
+    _, s = trained
+    assert s["config"]["beta"] == 0.1 and s["config"]["model"]["lora_r"] == 8  # both configs saved
+
+
 def test_config_errors(tmp_path):
-    with pytest.raises(LbtError, match="unknown key 'learnig_rate'"):
-        M2TrainConfig.from_dict({"pairs": "p", "output_dir": "o", "learnig_rate": 1e-5})
+    from lbt_dspy.m2.train_config import M2ModelConfig, M2TrainConfig, train_config_from_dict
+
+    ok = {"pairs": "p", "output_dir": str(tmp_path / "o"), "use_cpu": True}
+    with pytest.raises(LbtError, match="unknown key 'learnig_rate'.*did you mean 'learning_rate'"):
+        train_config_from_dict({**ok, "learnig_rate": 1e-5})
+    with pytest.raises(LbtError, match="unknown key 'lora_rr'.*did you mean 'lora_r'"):
+        train_config_from_dict({**ok, "lora_rr": 4})
     with pytest.raises(LbtError, match="'beta' expects float"):
-        M2TrainConfig.from_dict({"pairs": "p", "output_dir": "o", "beta": "high"})
-    with pytest.raises(LbtError, match="dpo_args.rpo_alpha"):
-        M2TrainConfig.from_dict({"pairs": "p", "output_dir": "o", "dpo_args": {"rpo_alpha": 1.0}})
+        train_config_from_dict({**ok, "beta": "high"})
     with pytest.raises(LbtError, match="'pairs' is missing"):
-        M2TrainConfig.from_dict({"output_dir": "o"})
+        train_config_from_dict({"output_dir": "o"})
+    with pytest.raises(LbtError, match="leave 'sft' out"):
+        train_config_from_dict({**ok, "loss_type": ["sigmoid", "sft"]})
+    # built in Python: the same checks, in __post_init__
+    for bad, key in [({"beta": 0}, "beta"), ({"nll_weight": -1}, "nll_weight"), ({"merged_dtype": "int8"}, "merged_dtype"),
+                     ({"pairs": ""}, "pairs"), ({"per_device_train_batch_size": 0}, "per_device_train_batch_size")]:
+        with pytest.raises(LbtError, match=key):
+            M2TrainConfig(**{**ok, **bad})
+    for bad, key in [({"lora_r": 0}, "lora_r"), ({"dtype": "float8"}, "dtype"), ({"lora_dropout": 1.5}, "lora_dropout")]:
+        with pytest.raises(LbtError, match=key):
+            M2ModelConfig(**bad)
+    cfg = M2TrainConfig(**ok, nll_weight=2.0)
+    assert (cfg.loss_type, cfg.loss_weights) == (["sigmoid", "sft"], [1.0, 2.0])
+    assert cfg.dpo_terms() == (["sigmoid"], [1.0])
+    assert cfg.bf16 is False and cfg.device.type == "cpu"  # unset precision: fp32 on a CPU, not TRL's failing bf16
+    import dataclasses
+
+    again = dataclasses.replace(cfg)  # rebuilt from its own fields: the NLL term is not added twice
+    assert again.loss_type == ["sigmoid", "sft"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("pairs: [unclosed\n")
     assert main(["m2", "train", str(bad)]) == 2
+
+
+def test_the_shipped_train_configs_load():
+    from pathlib import Path
+
+    from lbt_dspy.m2.train_config import load_train_config
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    demo, demo_model = load_train_config(root / "m2_demo_train.yaml", ["output_dir=/tmp/unused", "use_cpu=true"])
+    assert demo_model.use_peft and demo.loss_weights == [1.0, 50.0] and demo.learning_rate == 5e-4
+    paper, paper_model = load_train_config(root / "m2_paper_train.yaml", {"use_cpu": True})
+    assert not paper_model.use_peft and paper.learning_rate == 5e-7 and paper_model.dtype == "float32"
+    assert paper.per_device_train_batch_size * paper.gradient_accumulation_steps == 16
+    assert paper.activation_checkpointing and paper.warmup_steps == 0.1
 
 
 def test_the_tuned_teacher_plugs_into_model_entries(trained):
@@ -131,7 +179,7 @@ def test_an_output_dir_holding_a_trained_model_is_refused(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps(pair(1, 2)) + "\n")
     cfg = tmp_path / "train.yaml"
-    cfg.write_text(yaml.safe_dump({"pairs": str(pairs), "output_dir": str(out), "device": "cpu"}))
+    cfg.write_text(yaml.safe_dump({"pairs": str(pairs), "output_dir": str(out), "use_cpu": True}))
     assert main(["m2", "train", str(cfg), "-q"]) == 2  # before loading any model
     assert "already holds a trained model" in capsys.readouterr().err
     assert (out / "train_summary.json").read_text() == '{"earlier": true}'

@@ -7,23 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import yaml
-
 from ..errors import LbtError
-
-
-def _parse_sets(items: list[str] | None, flag: str = "--set") -> dict:
-    """``KEY=VALUE`` pairs, the value read as YAML (``lr=1e-5``, ``dataset_cfg={seed: 1}``)."""
-    out = {}
-    for item in items or []:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise LbtError(f"{flag} {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = yaml.safe_load(val)
-        except yaml.YAMLError as exc:
-            raise LbtError(f"{flag} {item!r}: the value is not valid YAML ({exc})") from None
-    return out
 
 
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
@@ -39,15 +23,35 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=help_text)
 
 
-def _config_keys(cls) -> str:
+def _train_keys() -> str:
+    """The help epilog of `lbt m2 train`: the LbT keys with their help, then where the rest come from."""
     import textwrap
 
-    lines = ["config keys (YAML; --set KEY=VALUE overrides):"]
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {f.name} (default {default!r})")
-        lines += textwrap.wrap(f.metadata.get("help", ""), 96, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    from .train_config import M2ModelConfig, M2TrainConfig
+
+    lines = ["config keys (YAML; --set KEY=VALUE overrides): every trl.DPOConfig and trl.ModelConfig field, and:"]
+    for cls in (M2TrainConfig, M2ModelConfig):
+        for f in dataclasses.fields(cls):
+            if f.name not in cls.__annotations__:
+                continue  # TRL's own field, documented by TRL
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name} (default {default!r})")
+            lines += textwrap.wrap(f.metadata.get("help", ""), 96, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
+
+
+class _LazyEpilogParser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog is made when help is shown: listing the train keys imports trl (seconds),
+    which no other `lbt` command should pay for."""
+
+    def __init__(self, *args, epilog_factory=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epilog_factory = epilog_factory
+
+    def format_help(self):
+        if self.epilog_factory is not None:
+            self.epilog = self.epilog_factory()
+        return super().format_help()
 
 
 def add_m2_parser(subparsers) -> argparse.ArgumentParser:
@@ -55,7 +59,7 @@ def add_m2_parser(subparsers) -> argparse.ArgumentParser:
     from .pairs import PairConfig
 
     m2 = subparsers.add_parser("m2", help="M2: LbT-scored DPO of the teacher (pairs -> train -> eval)")
-    sub = m2.add_subparsers(dest="m2_command", required=True)
+    sub = m2.add_subparsers(dest="m2_command", required=True, parser_class=_LazyEpilogParser)
 
     p = sub.add_parser("pairs", help="M1 run directories -> preference pairs (a datasets dataset + JSONL)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -63,14 +67,11 @@ def add_m2_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output-path", required=True, help="directory for pairs.jsonl, dataset/, pairs_summary.json")
     _add_dataclass_args(p, PairConfig)
 
-    from .train import M2TrainConfig
-
     t = sub.add_parser("train", help="DPO (TRL DPOTrainer, optional LoRA) on the pairs; saves adapter/ and merged/",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_keys(M2TrainConfig))
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog_factory=_train_keys)
     t.add_argument("cfg_file", help="a train config YAML (see configs/m2_demo_train.yaml)")
     t.add_argument("--pairs", help="override the config's pairs")
     t.add_argument("--output-dir", help="override the config's output_dir")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (YAML value)")
 
     e = sub.add_parser("eval", help="greedy accuracy of base vs tuned teachers on held-out problems, one report")
     e.add_argument("cfg_file", help="an `lbt` config: dataset, prompt format, scorer, teacher_model_cfg (the base)")
@@ -80,11 +81,12 @@ def add_m2_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--split", default="teaching", choices=("teaching", "bank", "all"),
                    help="which problems of the config's dataset: teaching problems, exam bank, or both")
     e.add_argument("--limit", type=int, help="only the first N problems")
-    e.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. dataset_cfg='{num_families: 32, seed: 1}'")
     e.add_argument("--output-path", required=True, help="directory for per-model records and report.md")
-    for sp in (p, t, e):
-        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from ..cli_flags import add_config_flags, add_quiet_flag
+
+    add_config_flags(t)
+    add_config_flags(e)
+    add_quiet_flag(p)
     return m2
 
 
@@ -122,27 +124,26 @@ def _pairs(args) -> int:
 
 
 def _train(args) -> int:
-    from .train import M2TrainConfig, format_summary, train
+    from ..config import parse_sets
+    from .train import format_summary, train
+    from .train_config import load_train_config
 
-    over = _parse_sets(args.set)
-    if args.pairs:
-        over["pairs"] = args.pairs
-    if args.output_dir:
-        over["output_dir"] = args.output_dir
-    cfg = M2TrainConfig.from_yaml(args.cfg_file, over)
-    if args.quiet:
-        cfg.dpo_args.setdefault("disable_tqdm", True)
-    summary = train(cfg)
+    sets = parse_sets(args.set)
+    for key, flag in (("pairs", args.pairs), ("output_dir", args.output_dir), ("disable_tqdm", args.quiet or None)):
+        if flag is not None:
+            sets[key] = flag
+    cfg, model_cfg = load_train_config(args.cfg_file, sets)
+    summary = train(cfg, model_cfg)
     print(format_summary(summary))
     print(f"summary: {Path(cfg.output_dir) / 'train_summary.json'}")
     return 0
 
 
 def _eval(args) -> int:
-    from ..config import LbtConfig, load_yaml
+    from ..config import LbtConfig
     from .evaluate import eval_table, run_eval
 
-    cfg = LbtConfig.from_dict({**load_yaml(args.cfg_file), **_parse_sets(args.set)}, args.cfg_file)
+    cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
     models = []
     for item in args.model:
         name, sep, p = item.partition("=")
