@@ -11,8 +11,9 @@ import pytest
 from lbt_dspy.errors import LbtError
 from lbt_dspy.sandbox import SandboxLimits
 from lbt_dspy.scoring.base import exam_scorers
-from lbt_dspy.scoring.code import (CodeScorer, as_problem, extract_code, load_humaneval, load_leetcode,
-                                   run_checks, solution_program, split_checks, visible_checks)
+from lbt_dspy.data.checks import split_checks, visible_checks
+from lbt_dspy.data.code import as_problem, load_humaneval, load_leetcode
+from lbt_dspy.scoring.code import CodeScorer, extract_code, run_checks, solution_program
 
 
 @pytest.fixture(scope="module")

@@ -312,7 +312,7 @@ def test_temp_dirs_are_removed_even_if_made_unremovable(host):
 def test_project_and_answer_keys_are_hidden():
     if isolation()["mode"] != "root-ns":
         pytest.skip("only the root-ns layer hides the project")
-    from lbt_dspy.scoring.code import humaneval_path
+    from lbt_dspy.data.code import humaneval_path
 
     r = run_python(f"print(open({str(humaneval_path())!r}, 'rb').read(10))", FAST)
     assert not r.passed and "No such file" in r.stderr

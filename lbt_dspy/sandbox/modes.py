@@ -1,0 +1,191 @@
+"""Isolation layers: which one this machine offers (probed once), and the filesystem view of ``root-ns``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import stat
+import sys
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+PYTHON_FLAGS = ("-I", "-S", "-B")
+WORK_DIR = "/sandbox"  # the program's cwd and HOME inside the root-ns view
+# Fresh namespaces for everything but users: no network, no host pids, private System V/POSIX IPC.
+_UNSHARE_COMMON = ("--net", "--pid", "--ipc", "--fork", "--kill-child", "--mount-proc")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_DEV_LINKS = (("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0"),
+              ("/dev/stdout", "/proc/self/fd/1"), ("/dev/stderr", "/proc/self/fd/2"))
+
+
+def interpreter() -> str:
+    """The real Python binary, not a venv symlink: with ``-S`` the venv adds nothing, and only the
+    base installation is visible inside the sandbox."""
+    return os.path.realpath(sys.executable)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One isolation layer: how the child is started and what the bootstrap does."""
+
+    name: str              # "root-ns" | "user-ns" | "plain"
+    prefix: tuple = ()     # the unshare command line, if any
+    drop_uid: bool = False  # run as a fresh unprivileged uid
+    drop_in_child: bool = False  # the bootstrap (not Popen) drops privileges, after building the root
+    namespaces: bool = False
+
+
+def candidate_modes() -> list[Mode]:
+    unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin")
+    modes = []
+    if os.geteuid() == 0:
+        if unshare:
+            modes.append(Mode("root-ns", (unshare, "--mount", *_UNSHARE_COMMON), True, True, True))
+            modes.append(Mode("user-ns", (unshare, "--user", "--map-current-user", *_UNSHARE_COMMON),
+                              True, False, True))
+        modes.append(Mode("plain", (), True))
+    elif unshare:
+        for mapping in ("--map-current-user", "--map-root-user"):  # the first needs util-linux >= 2.38
+            modes.append(Mode("user-ns", (unshare, "--user", mapping, *_UNSHARE_COMMON), False, False, True))
+    modes.append(Mode("plain"))
+    return modes
+
+
+# --------------------------------------------------------------------------------------------
+# The root-ns filesystem view: a fresh tmpfs root with /usr and Python bound read-only
+# --------------------------------------------------------------------------------------------
+def _python_paths() -> list[str]:
+    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix),
+             os.path.dirname(interpreter())}
+    return sorted(p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths))
+
+
+@functools.lru_cache(maxsize=1)
+def exposed() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(host directories bound read-only into the view, top-level symlinks recreated in it).
+
+    ``/usr`` (libraries), the top-level library/binary directories that are not symlinks into it,
+    and the Python installation; nothing else of the host."""
+    ro, links = ["/usr"], []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        try:
+            st = os.lstat(top)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links.append((top, os.readlink(top)))
+        elif stat.S_ISDIR(st.st_mode):
+            ro.append(top)
+    for p in _python_paths():
+        if not any(p == d or p.startswith(d + "/") for d in ro):
+            ro.append(p)
+    return tuple(ro), tuple(links)
+
+
+def root_spec(new_root: str, uid: int, disk_mb: int) -> dict:
+    """The bootstrap's :func:`~lbt_dspy.sandbox.bootstrap.build_root` plan."""
+    ro, links = exposed()
+    return {"dir": new_root, "size_mb": max(1, int(disk_mb)), "ro": list(ro),
+            "links": [list(x) for x in links + _DEV_LINKS],
+            "devices": [d for d in _DEVICES if os.path.exists(d)],
+            "writable": [["/tmp", 0o1777, None], ["/dev/shm", 0o1777, None], [WORK_DIR, 0o700, uid]]}
+
+
+def ipc_caps(disk_mb: int) -> dict:
+    """Per-IPC-namespace limits: System V shared memory within the disk budget, few queues and sets."""
+    shm = max(1, int(disk_mb)) * 1024 * 1024
+    return {"kernel/shmmax": shm, "kernel/shmall": shm // 4096, "kernel/shmmni": 8,
+            "kernel/msgmni": 8, "kernel/msgmnb": 65536, "kernel/msgmax": 8192, "kernel/sem": "32 256 32 8",
+            "fs/mqueue/queues_max": 8, "fs/mqueue/msg_max": 10, "fs/mqueue/msgsize_max": 8192}
+
+
+def cgroup_memory() -> str:
+    """Why a cgroup v2 ``memory.max`` is not used here (the empty string would mean it could be).
+
+    This sandbox does not write cgroups: on the project's VM the memory controller is bound to
+    the v1 hierarchy, which belongs to the machinery running the VM; aggregate memory is bounded
+    by ``max_processes x memory_mb`` instead (see docs/sandbox.md)."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            v2 = [ln.split(":", 2)[2].strip() for ln in fh if ln.startswith("0::")]
+    except OSError:
+        return "no /proc/self/cgroup"
+    for mount in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        try:
+            with open(os.path.join(mount, "cgroup.controllers")) as fh:
+                controllers = fh.read().split()
+        except OSError:
+            continue
+        if "memory" not in controllers:
+            return f"cgroup v2 at {mount} has no memory controller ({' '.join(controllers) or 'none'})"
+        return f"cgroup v2 memory controller present at {mount}{v2[0] if v2 else ''}; not used (not delegated to lbt)"
+    return "no cgroup v2 mount"
+
+
+# --------------------------------------------------------------------------------------------
+# The probe
+# --------------------------------------------------------------------------------------------
+_PROBE = ("import os\nprint('lbt-probe', os.getuid(), open('/proc/self/net/dev').read().count(':'), "
+          "int(os.path.exists('/etc')))\n")
+_probe_lock = threading.Lock()
+_probed: dict[bool, tuple[Mode, dict]] = {}
+
+
+def select_mode(isolate: bool) -> Mode:
+    with _probe_lock:
+        if isolate not in _probed:
+            _probed[isolate] = _probe(isolate)
+        return _probed[isolate][0]
+
+
+def isolation(isolate: bool = True) -> dict:
+    """Which protection layers are active for sandboxed runs on this machine (probed once).
+
+    Args:
+        isolate: The ``isolate`` argument of :func:`~lbt_dspy.sandbox.run_python`.
+
+    Returns:
+        ``{"mode", "uid_drop", "network_namespace", "pid_namespace", "ipc_namespace",
+        "private_root" (the host's files hidden but for "exposed"), "exposed", "parent_death",
+        "cgroup_memory" (why no cgroup is used), "python_guards", "rlimits"}``.
+
+    Example:
+        >>> isolation()["python_guards"]
+        True
+    """
+    select_mode(isolate)
+    return dict(_probed[isolate][1])
+
+
+def _probe(isolate: bool) -> tuple[Mode, dict]:
+    from .run import run_in_mode
+    from .limits import SandboxLimits
+
+    modes = candidate_modes() if isolate else [Mode("plain")]
+    for mode in modes:
+        res, uid = run_in_mode(_PROBE, SandboxLimits(wall_seconds=20), "", mode, None)
+        words = res.stdout.split()
+        ok = res.passed and len(words) == 4 and words[0] == "lbt-probe"
+        if ok and mode.drop_uid:
+            ok = words[1] == str(uid)
+        if ok and mode.namespaces:
+            ok = words[2] == "1"  # only the loopback interface
+        if ok and mode.name == "root-ns":
+            ok = words[3] == "0"  # the host's /etc is not in the view
+        if ok:
+            info = {"mode": mode.name, "uid_drop": mode.drop_uid, "network_namespace": mode.namespaces,
+                    "pid_namespace": mode.namespaces, "ipc_namespace": mode.namespaces,
+                    "private_root": mode.name == "root-ns",
+                    "exposed": list(exposed()[0]) if mode.name == "root-ns" else ["/"],
+                    "parent_death": True, "cgroup_memory": cgroup_memory(),
+                    "python_guards": True, "rlimits": True}
+            if isolate and os.geteuid() == 0 and not mode.drop_uid:
+                log.warning("sandbox: running untrusted code as root with only rlimits and Python-level "
+                            "guards (no namespaces, interpreter unreachable for an unprivileged uid)")
+            return mode, info
+        log.debug("sandbox mode %s unavailable: %s %s", mode.name, res.status, res.stderr[-500:])
+    raise RuntimeError("sandbox: not even a plain subprocess could be started")
