@@ -82,7 +82,15 @@ def bars_with_intervals(ax, labels: Sequence[str], intervals: Sequence[Interval]
 
 def line_with_band(ax, xs: Sequence[float], mean: Sequence[float], low: Sequence[float], high: Sequence[float],
                    *, label: str | None = None, color=None, marker: str = "o"):
-    """A line through `mean` with a shaded band from `low` to `high` (same units as given)."""
+    """A line through `mean` with a shaded band from `low` to `high` (same units as given). An unbounded
+    side (inf, e.g. a ratio over a zero reference) is drawn to just beyond the finite values."""
+    import math
+
+    finite = [v for v in list(mean) + list(low) + list(high) if v is not None and math.isfinite(v)]
+    top, bottom = (max(finite, default=1.0), min(finite, default=0.0))
+    pad = 0.15 * (top - bottom or 1.0)
+    high = [top + pad if v == math.inf else v for v in high]
+    low = [bottom - pad if v == -math.inf else v for v in low]
     (line,) = ax.plot(xs, mean, marker=marker, label=label, color=color)
     ax.fill_between(xs, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
     return line

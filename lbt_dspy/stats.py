@@ -48,7 +48,19 @@ class Interval:
     confidence: float = CONFIDENCE
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        """JSON-ready: nan (no data) as None, an unbounded side (inf) as the string "inf" / "-inf"."""
+        def conv(v):
+            if isinstance(v, float) and math.isnan(v):
+                return None
+            if isinstance(v, float) and math.isinf(v):
+                return "inf" if v > 0 else "-inf"
+            return v
+        return {k: conv(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Interval":
+        """The inverse of `to_dict`."""
+        return cls(**{k: (math.nan if v is None else float(v) if isinstance(v, str) else v) for k, v in d.items()})
 
     def text(self, scale: float = 100.0, digits: int = 1, unit: str = "%") -> str:
         """'62.5% [25.0, 87.5]' (scale 100) or '0.625 [0.250, 0.875]' (scale 1, unit '')."""
@@ -94,7 +106,9 @@ def _values(x) -> np.ndarray:
 
 def _quantiles(means: np.ndarray, confidence: float) -> tuple[float, float]:
     alpha = (1.0 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    # with infinite values (an unbounded ratio) interpolation gives nan; take order statistics instead
+    method = "linear" if np.isfinite(means).all() else "inverted_cdf"
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha], method=method)
     return float(lo), float(hi)
 
 
@@ -171,7 +185,9 @@ def error_bar(iv: Interval, scale: float = 100.0) -> tuple[float, float]:
 def relative_improvement(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE,
                          resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
     """mean(a) / mean(b) - 1 over the same problems, with its paired bootstrap interval (the paper's
-    "relative improvement over SC", Fig. 4). nan when mean(b) is 0; resamples where it is 0 are dropped.
+    "relative improvement over SC", Fig. 4). nan when mean(b) is 0. A resample where the reference's mean is
+    0 counts as +inf when a's is positive (so an upper bound may be inf: the data cannot bound it) and as 0
+    when both are 0.
 
     Args:
         a, b: one score per problem for the method and the reference, in the same order.
@@ -187,8 +203,9 @@ def relative_improvement(a: Sequence[float], b: Sequence[float], *, confidence: 
         return Interval(0.0, 0.0, 0.0, int(av.size), confidence)
     idx = resample_indices(av.size, resamples, seed)
     num, den = av[idx].mean(axis=1), bv[idx].mean(axis=1)
-    ok = den > 0
-    lo, hi = _quantiles(num[ok] / den[ok] - 1.0, confidence)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(den > 0, num / np.where(den > 0, den, 1.0) - 1.0, np.where(num > 0, np.inf, 0.0))
+    lo, hi = _quantiles(rel, confidence)
     return Interval(est, min(lo, est), max(hi, est), int(av.size), confidence)
 
 

@@ -140,3 +140,20 @@ def test_corpus_metric_bootstrap_and_paired_difference():
     d = paired_metric_difference(f1, labels, good, always)
     assert d.estimate == pytest.approx(f1(labels, good) - f1(labels, always)) and d.low <= d.estimate <= d.high
     assert d.wins == sum(1 for y, p in zip(labels, good) if p == y and y == "No")  # always-Yes misses every No
+
+
+def test_relative_improvement_and_its_unbounded_side():
+    import json
+
+    from lbt_dspy.stats import Interval, relative_improvement
+
+    iv = relative_improvement([1, 1, 0, 1], [1, 0, 0, 1])
+    assert iv.estimate == pytest.approx(0.5) and iv.low <= 0.5 <= iv.high
+    assert relative_improvement([1, 0, 1], [1, 0, 1]) == Interval(0.0, 0.0, 0.0, 3)
+    assert math.isnan(relative_improvement([1, 0], [0, 0]).estimate)  # no reference accuracy: undefined
+    # a rare reference success: some resamples have SC = 0 and M1 > 0, so the upper side is unbounded
+    wide = relative_improvement([1, 0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0])
+    assert wide.estimate == pytest.approx(1.0) and wide.high == math.inf
+    d = wide.to_dict()
+    assert d["high"] == "inf" and json.loads(json.dumps(d, allow_nan=False))["high"] == "inf"
+    assert Interval.from_dict(d) == wide

@@ -31,7 +31,7 @@ def _pct2(x) -> str:
 
 
 def _iv(d: dict | None) -> stats.Interval | None:
-    return None if d is None else stats.Interval(**{k: (math.nan if v is None else v) for k, v in d.items()})
+    return None if d is None else stats.Interval.from_dict(d)
 
 
 def _iv_text(d: dict | None) -> str:
@@ -280,6 +280,11 @@ def _draw_differences(path: Path, ev: dict, n: int, scale: float = 100.0, xlabel
     save(fig, path)
 
 
+def _band(ivs: list) -> tuple[list, list, list]:
+    """(estimates, lows, highs) in percent of `stats.Interval`s."""
+    return [100 * iv.estimate for iv in ivs], [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs]
+
+
 def _draw_pairs(run_dir: Path, ev: dict) -> None:
     rows = ev["fig4"]
     if not rows:
@@ -287,8 +292,7 @@ def _draw_pairs(run_dir: Path, ev: dict) -> None:
     xs = [r["pairs"] for r in rows]
     fig, ax = figure(6, 4)
     for m in ("SC", "M1 MAX", "M1 SUM"):
-        line_with_band(ax, xs, [100 * r[m]["estimate"] for r in rows], [100 * r[m]["low"] for r in rows],
-                       [100 * r[m]["high"] for r in rows], label=m)
+        line_with_band(ax, xs, *_band([_iv(r[m]) for r in rows]), label=m)
     if len(xs) > 1:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("TR-TA pairs per problem")
@@ -303,11 +307,9 @@ def _draw_pairs(run_dir: Path, ev: dict) -> None:
     else:
         plt_fig, ax = figure(6, 4)
     for j, m in enumerate(("M1 SUM", "M1 MAX")):
-        pts = [(r["pairs"], r[f"rel {m}"]) for r in rows if r[f"rel {m}"]["estimate"] is not None]
+        pts = [(r["pairs"], _iv(r[f"rel {m}"])) for r in rows if r[f"rel {m}"]["estimate"] is not None]
         if pts:
-            line_with_band(ax, [p[0] for p in pts], [100 * p[1]["estimate"] for p in pts],
-                           [100 * p[1]["low"] for p in pts], [100 * p[1]["high"] for p in pts], label=m,
-                           color=f"C{j + 1}")
+            line_with_band(ax, [p[0] for p in pts], *_band([p[1] for p in pts]), label=m, color=f"C{j + 1}")
     ax.axhline(0, color="black", linewidth=0.8)
     if len(xs) > 1:
         ax.set_xscale("log", base=2)
@@ -317,12 +319,14 @@ def _draw_pairs(run_dir: Path, ev: dict) -> None:
     ax.legend()
     if levels:
         for j, m in enumerate(("M1 SUM", "M1 MAX")):
-            pts = [(r["level"] + (j - 0.5) * 0.15, r[f"rel {m}"]) for r in levels
+            pts = [(r["level"] + (j - 0.5) * 0.15, _iv(r[f"rel {m}"])) for r in levels
                    if r[f"rel {m}"]["estimate"] is not None]
             if pts:
-                est = [100 * p[1]["estimate"] for p in pts]
-                ax2.errorbar([p[0] for p in pts], est, yerr=[[e - 100 * p[1]["low"] for e, p in zip(est, pts)],
-                                                              [100 * p[1]["high"] - e for e, p in zip(est, pts)]],
+                est, low, high = _band([p[1] for p in pts])
+                finite = [v for v in est + low + high if math.isfinite(v)]
+                cap = max(finite) + 0.15 * ((max(finite) - min(finite)) or 1.0)  # an unbounded side: to the edge
+                ax2.errorbar([p[0] for p in pts], est, yerr=[[e - lo for e, lo in zip(est, low)],
+                                                              [min(h, cap) - e for e, h in zip(est, high)]],
                              fmt="o-", capsize=4, label=m, color=f"C{j + 1}")
         ax2.axhline(0, color="black", linewidth=0.8)
         ax2.set_xticks([r["level"] for r in levels], [f"{r['level']}\n(n={r['n']})" for r in levels])
