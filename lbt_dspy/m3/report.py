@@ -141,7 +141,10 @@ def _pct(x) -> str:
 def f1_table(s: dict, evaluator: str = "teacher") -> str:
     """Markdown: one row per configuration, test F1 (%) of the best set after each round."""
     n_rounds = max((max(c["rounds"]) for c in s["configs"].values() if c["rounds"]), default=-1) + 1
-    head = "| configuration | students | " + " | ".join(f"round {r}" for r in range(n_rounds)) + " |\n"
+    answered = [rr["n_test"].get(evaluator) for c in s["configs"].values() for rr in c["rounds"].values()]
+    n = max((v for v in answered if v), default=None)  # the problem count every table states
+    head = (f"| configuration ({n} test items) | students | " if n else "| configuration | students | ")
+    head += " | ".join(f"round {r}" for r in range(n_rounds)) + " |\n"
     head += "|---|---|" + "---|" * n_rounds + "\n"
     rows = []
     for name, c in s["configs"].items():
