@@ -127,9 +127,9 @@ def test_pairs_from_a_run_directory(tmp_path):
     rec = records[0]
     assert rec["score_chosen"] == 1.0 and rec["score_rejected"] == 0.0
     # the teacher's own prompt, without the prefill; the prefill starts the completions
-    assert [m["role"] for m in rec["prompt"]] == ["user"]
-    assert rec["prompt"][0]["content"].startswith("Answer the last question.")
-    assert rec["prompt"][0]["content"].rstrip().endswith(rec["question"])
+    assert [m["role"] for m in rec["prompt"]] == ["system", "user"]  # the seed's system message, as lbt m1 sends
+    assert rec["prompt"][-1]["content"].startswith("Answer the last question.")
+    assert rec["prompt"][-1]["content"].rstrip().endswith(rec["question"])
     assert rec["chosen"] == [{"role": "assistant", "content":
                               "[[Solution]]:\narith/000 reasoning 0\n\n[[Final Answer]]:\n10\n"}]
     assert rec["rejected"][0]["content"].startswith("[[Solution]]:\narith/000 reasoning 3")

@@ -26,7 +26,6 @@ import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from statistics import mean
 
 from ..adapter import ROLE_SWITCH
 from ..config import dataclass_from_dict
@@ -68,13 +67,15 @@ class PairConfig:
 
     def __post_init__(self):
         if self.selection not in SELECTIONS:
-            raise LbtError(f"pairs: selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.threshold < 0:
-            raise LbtError("pairs: threshold must be >= 0")
-        if self.max_pairs_per_problem is None or self.max_pairs_per_problem < 0:
-            raise LbtError("pairs: max_pairs_per_problem must be >= 0 (0: no cap)")
-        if self.correctness_weight < 0 or self.lbt_weight < 0:
-            raise LbtError("pairs: weights must be >= 0")
+            raise LbtError(f"key 'selection' must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        for key in ("threshold", "correctness_weight", "lbt_weight"):
+            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
+                raise LbtError(f"key {key!r} must be a number >= 0, got {getattr(self, key)!r}")
+        if not isinstance(self.max_pairs_per_problem, int) or self.max_pairs_per_problem < 0:
+            raise LbtError(f"key 'max_pairs_per_problem' must be an integer >= 0 (0: no cap), got "
+                           f"{self.max_pairs_per_problem!r}")
+        if not self.student:
+            raise LbtError("key 'student' is empty (a student name, or 'combined')")
 
     def weights(self) -> tuple[float, float]:
         """(correctness weight, LbT weight) in effect."""
@@ -185,6 +186,7 @@ def render_completion(adapter, question: str, rationale: str, answer: str, prefi
 def load_run_samples(run_dir: str | Path, config: PairConfig) -> tuple[list[dict], object]:
     """Per TP of an M1 run: its question, reference answer and samples (correctness + LbT score)."""
     from ..components import build_components
+    from ..lbt_score import lbt_scores
     from ..m1 import tp_key
     from ..m1.results import COMBINED, load_run
 
@@ -202,11 +204,8 @@ def load_run_samples(run_dir: str | Path, config: PairConfig) -> tuple[list[dict
                            "dataset_type/dataset_cfg changed?)")
         samples = []
         for i, pair in sorted(prob["pairs"].items()):
-            per = {s: mean(v) for s, v in pair["exam"].items() if v}
-            if config.student == COMBINED:
-                lbt = mean(per.values()) if per else None
-            else:
-                lbt = per.get(config.student)
+            per, combined = lbt_scores(pair["exam"])  # the aggregation the M1 module and results use
+            lbt = combined if config.student == COMBINED else per.get(config.student)
             samples.append(Sample(int(i), pair.get("rationale") or "", pair.get("answer") or "",
                                   float(pair["score"]), lbt))
         students = sorted({s for pair in prob["pairs"].values() for s in pair["exam"]})
