@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="lbt: %(levelname)s: %(message)s")
     # A truncated answer is normal for small max_tokens; it is scored like any other.
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
+    # math-verify warns on every call made off the main thread (its signal timeout cannot run there); noise.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
     for stream in (sys.stdout, sys.stderr):  # a lone surrogate in a problem id must not crash a print
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -147,3 +147,99 @@ def test_twenty_sigkills_m3(tmp_path):
     cut_off = requested.pop("(cut off)", 0)
     assert set(requested) == set(reference) and max(reference.values()) == 1
     assert sum(requested.values()) - len(requested) + cut_off <= 2 * kills
+
+
+# --- one writer per run, a dead server fails fast, Ctrl-C stops at once ---------------------------------
+def _records_are_whole(run):
+    """Every line of every stage is one complete JSON record, and no key is there twice."""
+    keys = []
+    for s in ("greedy", "teach", "exam"):
+        f = run / f"{s}.jsonl"
+        if f.exists():
+            data = f.read_bytes()
+            assert not data or data.endswith(b"\n"), f"{f}: torn last line"
+            keys += [json.loads(x)["key"] for x in data.splitlines()]
+    assert len(keys) == len(set(keys))
+    return len(keys)
+
+
+def test_two_runs_on_one_output_path_the_second_is_refused_naming_the_first(tmp_path):
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    run = tmp_path / "run"
+    with FakeOpenAI(delay=0.05) as srv:
+        cmd = LBT + ["m1", str(_cfg(tmp_path, srv.api_base)), "--output-path", str(run), "-q"]
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while _count(run) < 2 and first.poll() is None:
+            time.sleep(0.01)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    err = second.stderr.strip()
+    assert second.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"{run}: in use by another lbt process (pid {first.pid})" in err
+    assert _records_are_whole(run) == TOTAL  # every key once: the second run wrote nothing
+
+
+def _time_to_error(tmp_path, kill_after, num_retries=5):
+    """Seconds from the scripted server's death (after `kill_after` records; 0: dead from the start) to the
+    end of `lbt m1` (default num_retries 5), with its exit code and stderr."""
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    run = tmp_path / f"run{kill_after}"
+    with FakeOpenAI(delay=0.02) as srv:
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(fake_config(srv.api_base, **{**OVER, "num_retries": num_retries})))
+        if not kill_after:
+            srv.httpd.shutdown()
+            srv.httpd.server_close()
+        proc = subprocess.Popen(LBT + ["m1", str(path), "--output-path", str(run), "-q"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t_dead = time.monotonic()
+        if kill_after:
+            while _count(run) < kill_after and proc.poll() is None:
+                time.sleep(0.005)
+            srv.httpd.shutdown()
+            srv.httpd.server_close()
+            t_dead = time.monotonic()
+        rc = proc.wait(timeout=120)
+        elapsed = time.monotonic() - t_dead
+    return elapsed, rc, proc.stderr.read().strip(), srv.api_base, run
+
+
+@pytest.mark.parametrize("kill_after", [20, 0])
+def test_a_dead_server_stops_the_run_within_seconds_with_one_line(tmp_path, kill_after):
+    """Was 497 s (killed after 20 records) and 250 s (dead from the start): every call retried 6 times."""
+    elapsed, rc, err, api_base, run = _time_to_error(tmp_path, kill_after)
+    print(f"server dead after {kill_after} records: error after {elapsed:.1f} s")
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"lbt: error: {api_base}: backend down") and "rerun the same command" in err
+    assert elapsed < 60
+    assert _records_are_whole(run) >= kill_after
+
+
+def _slow_run(tmp_path, srv, env):
+    run = tmp_path / "run"
+    cmd = LBT + ["m1", str(_cfg(tmp_path, srv.api_base)), "--output-path", str(run), "-q"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while len(srv.requests) < 4 and proc.poll() is None:  # two calls done, two slow ones in flight
+        time.sleep(0.01)
+    return proc, run, cmd
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_within_two_seconds_and_the_rerun_resumes(tmp_path, presses):
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    with FakeOpenAI(delay=1.0) as srv:
+        proc, run, cmd = _slow_run(tmp_path, srv, env)
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        stopped = time.monotonic() - t0
+        err = proc.stderr.read().strip()
+        srv.delay = 0
+        assert rc == 130 and stopped < 2.0, (stopped, err)
+        assert err.splitlines()[-1] == "lbt: interrupted; finished records are kept: rerun the same command to resume"
+        kept = _records_are_whole(run)
+        assert kept >= 2
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+    assert _records_are_whole(run) == TOTAL

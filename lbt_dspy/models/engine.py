@@ -169,6 +169,8 @@ class OpenAICompatEngine:
             response = self._complete(request)
         except BaseException as exc:
             self.breaker.record(probe, exc if isinstance(exc, Exception) else None)
+            if self.breaker.is_open and isinstance(exc, DOWN_ERRORS):
+                raise self.breaker.error() from exc  # the failure that opened it is not retried either
             raise
         self.breaker.record(probe, None)
         return response
