@@ -121,7 +121,7 @@ class LbTScore(dspy.Module):
         return self.collect(exam, self.submit(exam, item["question"], rationale, answer))
 
     async def aforward(self, item: Mapping, rationale: str, answer: str) -> dspy.Prediction:
-        return await asyncio.to_thread(self.forward, item, rationale, answer)
+        return await asyncio.to_thread(type(self).forward, self, item, rationale, answer)
 
     def metric(self, example, pred, trace=None) -> float:
         """A DSPy metric: `example` is the teaching item (a `dspy.Example` or dict with ``question`` and what

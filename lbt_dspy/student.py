@@ -41,4 +41,4 @@ class Student(dspy.Module):
 
     async def aforward(self, question: str, demos: list | None = None, rollout_id: int | None = None
                        ) -> dspy.Prediction:
-        return await asyncio.to_thread(self.forward, question, demos, rollout_id)
+        return await asyncio.to_thread(type(self).forward, self, question, demos, rollout_id)

@@ -64,4 +64,4 @@ class Teacher(dspy.Module):
 
     async def aforward(self, question: str) -> dspy.Prediction:
         # The engines are synchronous HTTP clients; the pairs run in the pool, the event loop stays free.
-        return await asyncio.to_thread(self.forward, question)
+        return await asyncio.to_thread(type(self).forward, self, question)

@@ -44,4 +44,6 @@ def fake_config(api_base: str, **over) -> dict:
         "concurrency": 2, "cache": False, "num_retries": 0,
     }
     cfg.update(over)
+    if "num_pairs" in over:  # lbt's name of the seed's num_rationales
+        cfg.pop("num_rationales", None)
     return cfg

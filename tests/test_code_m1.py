@@ -168,7 +168,7 @@ def test_math_runs_have_no_code_section():
 # --- end to end against the scripted server ----------------------------------------------------------
 def code_config(api_base: str, **over) -> dict:
     emb = yaml.safe_load((ROOT / "configs" / "humaneval_embedded.yaml").read_text())
-    cfg = fake_config(api_base, dataset_type="humaneval", dataset_cfg={"limit": 4}, num_rationales=3,
+    cfg = fake_config(api_base, dataset_type="humaneval", dataset_cfg={"limit": 4}, num_pairs=3,
                       exam_maker_type="similar", exam_maker_cfg={"num_exam_questions": 2, "num_repetitions": 1},
                       exam_prompter_cfg=emb["exam_prompter_cfg"], exam_scorer_type="code",
                       greedy_sample_cfg={"do_sample": False})
@@ -217,7 +217,7 @@ def test_m1_code_run_scores_v_and_s_and_reports_the_code_table(fake_server, tmp_
 
 def test_lbt_m1_cli_prints_the_code_table(fake_server, tmp_path):
     cfg_file = tmp_path / "code.yaml"
-    cfg_file.write_text(yaml.safe_dump(code_config(fake_server.api_base, dataset_cfg={"limit": 3}, num_rationales=2)))
+    cfg_file.write_text(yaml.safe_dump(code_config(fake_server.api_base, dataset_cfg={"limit": 3}, num_pairs=2)))
     out = subprocess.run(LBT + ["m1", str(cfg_file), "--output-path", str(tmp_path / "run"), "-q"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env={**__import__("os").environ, "FAKE_API_KEY": "sk-test"})

@@ -63,7 +63,7 @@ class M1(dspy.Module):
         """Args: the teaching item's fields: ``question`` and whatever the exam maker reads (e.g.
         ``unique_id``); ``item=`` takes them as one mapping.
 
-        Returns a `dspy.Prediction`: ``answer`` and ``rationale`` of the picked pair, and ``candidates``, every
+        Returns a `dspy.Prediction`: ``answer``, ``rationale`` and index (``pair``) of the picked pair, and ``candidates``, every
         pair (`Pair`: ``rationale``, ``answer``, ``lbt_score``, ``per_student``, ``exam`` with ``questions``,
         ``answers`` and ``scores`` per student; ``v_score`` for code).
         """
@@ -81,11 +81,11 @@ class M1(dspy.Module):
                 p.v_score = self.lbt_score.scorer.score(p.answer, reference)
         best = self.select(pairs)
         return dspy.Prediction(answer=best.answer if best else "", rationale=best.rationale if best else "",
-                               candidates=pairs, exam_budget=budget)
+                               pair=best.index if best else None, candidates=pairs, exam_budget=budget)
 
     async def aforward(self, question: str | None = None, item: dict | None = None, **item_fields) -> dspy.Prediction:
         # The engines are synchronous HTTP clients: forward runs in a worker thread, its calls in the pool.
-        return await asyncio.to_thread(self.forward, question, item, **item_fields)
+        return await asyncio.to_thread(type(self).forward, self, question, item, **item_fields)
 
     def select(self, pairs: list[Pair]) -> Pair | None:
         """The pick of `method` among scored pairs."""

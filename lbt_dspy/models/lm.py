@@ -157,7 +157,7 @@ class ModelPool:
             engine = OpenAICompatEngine(resolved.model, api_base=bases[0], azure_api_version=resolved.azure_api_version,
                                         **engine_kwargs)
         top_k = kwargs.pop("top_k", None)
-        lm = dspy.LM("openai/" + resolved.model, engine=engine, cache=self.cache, num_retries=self.num_retries,
+        lm = dspy.LM("openai/" + resolved.name, engine=engine, cache=self.cache, num_retries=self.num_retries,
                      **kwargs, **({"top_k": top_k} if top_k is not None else {}))
         lm.lbt_name = resolved.name
         return lm
