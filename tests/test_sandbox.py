@@ -34,24 +34,35 @@ def scored(attack: str) -> float:
     return SCORER.score(textwrap.dedent(attack) + "\n" + GOOD_ADD, ADD)
 
 
-def sandbox_processes() -> list[int]:
-    """Live processes whose working directory is a sandbox's (leftovers after a run)."""
+def sandbox_processes(tag: str) -> list[int]:
+    """Live processes started by sandboxes whose temp dir lies under `tag` (their command line
+    holds it: the bootstrap's config names the run's directory; forked children keep it)."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                if "/lbt-sandbox-" in os.readlink(f"/proc/{pid}/cwd"):
-                    found.append(int(pid))
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if tag.encode() in fh.read():
+                        found.append(int(pid))
             except OSError:
                 pass
     return found
 
 
-def assert_no_leftovers(timeout: float = 3.0) -> None:
+def assert_no_leftovers(tag: str, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
-    while sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes(tag) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes() == []
+    assert sandbox_processes(tag) == []
+
+
+@pytest.fixture
+def tag(tmp_path, monkeypatch):
+    """A temp dir of our own for the sandboxes of one test, so leftovers are ours, not a neighbour's."""
+    d = tmp_path / "sandbox-tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return str(d)
 
 
 @pytest.fixture
@@ -134,14 +145,14 @@ def test_sleep_forever_hits_wall_limit(host):
 
 @pytest.mark.skipif(os.geteuid() == 0 and not isolation()["uid_drop"],
                     reason="RLIMIT_NPROC does not bind root: no fork bombs without a uid drop")
-def test_fork_bomb(host):
+def test_fork_bomb(host, tag):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     r = run_python(bomb, FAST)
     assert not r.passed
     within_limits(r)
-    assert_no_leftovers()
+    assert_no_leftovers(tag)
     assert scored(bomb) == 0.0
-    assert_no_leftovers()
+    assert_no_leftovers(tag)
 
 
 def test_memory_bomb(host):
@@ -291,13 +302,13 @@ def test_environment_secrets_are_not_inherited(host, monkeypatch):
     assert set(ast.literal_eval(r.stdout.splitlines()[0])) <= allowed
 
 
-def test_escaped_background_process_is_killed(host):
+def test_escaped_background_process_is_killed(host, tag):
     attack = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(30)\n    os._exit(0)\n"
               "print('parent done')")
     r = run_python(attack, FAST)
     assert r.stdout == "parent done\n"
     within_limits(r)
-    assert_no_leftovers()
+    assert_no_leftovers(tag)
 
 
 def test_temp_dirs_are_removed_even_if_made_unremovable(host):
@@ -351,3 +362,19 @@ def test_guards_alone_deny_writes_deletes_kills_spawns_and_sockets(host, dummy):
             server.accept()
     r = run_python("open('mine.txt', 'w').write('ok')\nimport os\nos.remove('mine.txt')\nprint('fine')", isolate=False)
     assert r.stdout == "fine\n"
+
+
+def test_leftover_detector_sees_running_sandboxes(tag):
+    # The check above would pass vacuously if it could not see sandboxed processes at all.
+    import threading
+
+    t = threading.Thread(target=run_python, args=("import time\ntime.sleep(2)", FAST))
+    t.start()
+    deadline = time.monotonic() + 10
+    seen = []
+    while not seen and time.monotonic() < deadline:
+        seen = sandbox_processes(tag)
+        time.sleep(0.02)
+    t.join()
+    assert seen
+    assert_no_leftovers(tag)
