@@ -15,16 +15,29 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_python_api_example_runs(monkeypatch):
+    """The README's Python API block, as written, against the scripted server: its ``embedded`` model entry
+    is pointed at the server (the real completions prefill, rendered with the embedded model's tokenizer)."""
+    from lbt_dspy.models.embedded import checkpoint_path
+    from lbt_dspy.models.lm import ModelEntry, model_types
+
     block = re.search(r"## Python API \(DSPy style\)\n\n```python\n(.*?)```", README, re.S).group(1)
     with FakeOpenAI() as srv:
-        monkeypatch.setenv("OPENAI_BASE_URL", srv.api_base)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-readme")
+        def scripted_embedded(pool, sample_kwargs, name="smollm2-135m"):
+            return ModelEntry(name, "fake", srv.api_base, None, "completions", str(checkpoint_path()))
+
+        monkeypatch.setitem(model_types._table, "embedded", scripted_embedded)
         scope: dict = {}
         exec(compile(block, "README.md", "exec"), scope)
-        assert srv.requests, "the example reached no server"
+        paths = {r["path"] for r in srv.requests}
+        n = len(srv.requests)
+    assert paths == {"/v1/completions"}  # the prefill is continued, not dropped
+    assert n > 3 * 4  # every problem taught and examined (what repeats comes from DSPy's cache)
     pred = scope["pred"]
-    assert len(pred.candidates) == 8 and pred.answer is not None
-    assert all(0.0 <= c.lbt_score <= 1.0 for c in pred.candidates)
+    assert len(pred.candidates) == 4 and pred.answer in {c.answer for c in pred.candidates}
+    assert all(0.0 <= c.lbt_score <= 1.0 and len(c.exam["smollm2-135m"]["scores"]) == 3 for c in pred.candidates)
+    assert len(scope["preds"]) == 2 and all(len(p.candidates) == 4 for p in scope["preds"])
+    assert len(scope["tuned"].solve.demos) == 1  # the scripted teacher teaches well: its solution is kept
+    assert scope["tuned"].solve.demos[0]["answer"] == scope["data"].teaching[0]["answer"]
 
 
 def _lbt_commands() -> set[tuple[str, ...]]:
