@@ -27,10 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("cfg_file")
     m.add_argument("--output-path", help="run directory (default: runs/<config name>)")
 
-    s = sub.add_parser("select", help="recompute LbT scores and M1 picks of a run directory; print the table")
+    s = sub.add_parser("select", help="recompute a run directory's results (M1 picks, M2 eval or M3 F1); print the "
+                                      "table")
     s.add_argument("run_dir")
     s.add_argument("-o", "--output", help="also write the per-problem picks as JSON to this file (outside the run)")
-    r = sub.add_parser("report", help="write report.md and PNGs of a run directory")
+    r = sub.add_parser("report", help="write report.md and PNGs of a run directory (M1, M2 eval or M3)")
     r.add_argument("run_dir")
     r.add_argument("--a6-pairs", type=int, help="Table A6: M1 with this many pairs vs SC with all (default: the "
                    "config's a6_pairs, 24); emitted when the run has more pairs")
@@ -40,8 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int)
     v.add_argument("--checkpoint", help="model directory (default: the embedded SmolLM2)")
     v.add_argument("--no-continuous-batching", action="store_true")
-    for sp in (e, m, s, r, v):
-        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from .cli_flags import add_config_flags, add_quiet_flag
+
+    for sp in (e, m):  # the commands that read a config: CFG [--set KEY=VALUE ...] [-q]
+        add_config_flags(sp)
+    for sp in (s, r, v):
+        add_quiet_flag(sp)
 
     from .m2.cli import add_m2_parser
 
@@ -177,7 +182,7 @@ def _run(args) -> int:
     if args.command == "exam":
         from .exam.run import run_exam
 
-        cfg = LbtConfig.from_yaml(args.cfg_file)
+        cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
         out = run_exam(cfg, args.output_path, args.exam_dataset_file, args.teaching_dataset_file,
                        progress=not args.quiet)
         if out["failed"]:
@@ -193,7 +198,7 @@ def _run(args) -> int:
         from .m1.report import accuracy_table, write_report
         from .m1.results import summarize
 
-        cfg = LbtConfig.from_yaml(args.cfg_file)
+        cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
         out_dir = Path(args.output_path or Path("runs") / Path(args.cfg_file).stem)
         t0 = time.monotonic()
         calls = run_m1(cfg, out_dir, progress=not args.quiet, log_dir=str(out_dir))
@@ -211,19 +216,19 @@ def _run(args) -> int:
         print(f"report: {report}")
         return 0
     if args.command in ("select", "report"):
-        from .m1.report import accuracy_table, write_report
-        from .m1.results import summarize
+        from . import run_kinds
 
         if args.command == "report":
             for flag in ("a6_pairs", "a6_subsets"):
                 if getattr(args, flag) is not None and getattr(args, flag) < 1:
                     raise LbtError(f"--{flag.replace('_', '-')} must be >= 1")
-        summary = summarize(args.run_dir)
-        if args.command == "report":
-            print(f"report: {write_report(args.run_dir, summary, a6_pairs=args.a6_pairs, a6_subsets=args.a6_subsets)}")
-        elif args.output:  # a reader never writes into the run: the picks go where the user says
-            _write_selection(args.output, args.run_dir, summary["problems"])
-        print(accuracy_table(summary))
+            table, path = run_kinds.report(args.run_dir, a6_pairs=args.a6_pairs, a6_subsets=args.a6_subsets)
+            print(f"report: {path}")
+        else:
+            table, summary = run_kinds.select(args.run_dir)
+            if args.output:  # a reader never writes into the run: the results go where the user says
+                _write_selection(args.output, args.run_dir, summary.get("problems", summary))
+        print(table, end="" if table.endswith("\n") else "\n")
         return 0
     return 2
 

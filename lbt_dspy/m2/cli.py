@@ -141,6 +141,7 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from ..config import LbtConfig
+    from ..counting import calls_line
     from .evaluate import eval_table, run_eval
 
     cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
@@ -153,6 +154,7 @@ def _eval(args) -> int:
     summary = run_eval(cfg, models, args.output_path, include_base=not args.no_base, split=args.split,
                        limit=args.limit, progress=not args.quiet)
     print(eval_table(summary))
+    print(calls_line(summary["calls"]))
     print(f"report: {Path(args.output_path) / 'report.md'}")
     if summary["failed_calls"]:
         print(f"lbt: {summary['failed_calls']} call(s) failed; rerun the same command to retry", file=sys.stderr)

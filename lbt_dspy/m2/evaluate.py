@@ -100,6 +100,7 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
              split: str = "teaching", limit: int | None = None, progress: bool = True) -> dict:
     """Greedy accuracy of each model on the config's problems; returns the summary (also written)."""
     from ..components import build_components, build_teacher
+    from ..counting import CallCounter
     from ..models import ModelPool
     from ..runner import Job, run_jobs
     from ..store import RunStore
@@ -122,13 +123,16 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
         entries.append((name, swap_checkpoint(cfg.teacher_model_cfg, name, resolve_checkpoint(path))))
     keys = [f"p{i:04d}" for i in range(len(problems))]
 
-    def finish(reference, q):  # a greedy answer -> its record
+    def finish(item):  # a greedy answer -> its record, graded against the scorer's reference (code: its tests)
+        reference = scorer.reference(item)
+
         def f(pred):
-            return {"question": q, "reference": reference, "rationale": pred.rationale,
-                    "answer": pred.answer, "score": scorer.score(pred.answer, reference)}
+            grade = {"score": scorer.score(pred.answer, reference), **scorer.judge(pred.answer, reference)}
+            return {"question": item["question"], "reference": str(item.get("answer", "")),
+                    "rationale": pred.rationale, "answer": pred.answer, **grade}
         return f
 
-    results, calls_failed = {}, 0
+    results, calls = {}, CallCounter()
     for name, entry in entries:
         mcfg = dataclasses.replace(cfg, teacher_model_cfg=entry)
         run_cfg = {"model": entry, "greedy_sample_cfg": cfg.greedy_sample_cfg,
@@ -142,21 +146,31 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
         # (the run store resumes an interrupted evaluation instead).
         with ModelPool(cache=False, num_retries=cfg.num_retries, log_dir=str(out / name)) as pool:
             greedy = build_teacher(mcfg, pool, parts.adapter, greedy=True)
-            jobs = [Job(k, (lambda q=p["question"]: greedy.sample(q, 0)), finish(str(p["answer"]), p["question"]))
-                    for k, p in zip(keys, problems)]
+            jobs = [Job(k, (lambda q=p["question"]: greedy.sample(q, 0)), finish(p)) for k, p in zip(keys, problems)]
             rep = run_jobs(store, "greedy", jobs, cfg.concurrency, f"greedy ({name})", progress)
-            calls_failed += rep.failed
+            calls.add(f"greedy ({name})", rep.ran + rep.failed, failed=rep.failed,
+                      error=rep.errors[0] if rep.errors else None)
         store.close()
         recs = store.load("greedy")
-        results[name] = {"entry": entry, "scores": {k: recs[k]["score"] for k in keys if k in recs}}
+        # Correct = the held-out grade where the scorer has one (code: hidden tests), else the exam score.
+        results[name] = {"entry": entry, "scores": {k: recs[k].get("s_score", recs[k]["score"])
+                                                    for k in keys if k in recs}}
     summary = summarize_eval(results, keys, problems, seed=cfg.seed, resamples=getattr(cfg, "bootstrap_resamples", None))
-    summary.update({"split": split, "limit": limit, "failed_calls": calls_failed,
+    summary.update({"kind": "m2-eval", "split": split, "limit": limit, "failed_calls": calls.failed,
+                    "calls": calls.snapshot(),
                     "dataset": {"dataset_type": cfg.dataset_type, "dataset_cfg": cfg.dataset_cfg}})
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_eval_report(out, summary)
+    return summary
+
+
+def write_eval_report(out: str | Path, summary: dict) -> Path:
+    """report.md and accuracy_by_model.png of an `lbt m2 eval` directory; returns report.md's path."""
+    out = Path(out)
     draw_accuracy(summary, out / "accuracy_by_model.png")
     (out / "report.md").write_text(eval_report(summary), encoding="utf-8")
-    return summary
+    return out / "report.md"
 
 
 def draw_accuracy(summary: dict, path: Path) -> None:

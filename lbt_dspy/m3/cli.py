@@ -11,8 +11,10 @@ def add_m3_parser(sub) -> None:
                                   "classifier with a teacher and students; F1 per round, baselines, report")
     p.add_argument("cfg_file", nargs="?", help="the run's YAML config (see configs/m3_liar.yaml)")
     p.add_argument("--output-path", help="run directory (default: runs/<config name>)")
-    p.add_argument("--report", metavar="RUN_DIR", help="only (re)write report.md and PNGs of a run directory")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report", metavar="RUN_DIR", help="the same as `lbt report RUN_DIR` (kept for old scripts)")
+    from ..cli_flags import add_config_flags
+
+    add_config_flags(p)  # --set KEY=VALUE, -q
 
 
 def run_m3_command(args) -> int:
@@ -22,13 +24,17 @@ def run_m3_command(args) -> int:
     from .run import run_m3
 
     if args.report:
-        s = summarize(args.report)
-        print(f1_table(s), end="")
-        print(f"report: {write_report(args.report, s)}")
+        from ..run_kinds import report
+
+        table, path = report(args.report)
+        print(table, end="")
+        print(f"report: {path}")
         return 0
     if not args.cfg_file:
         raise LbtError("m3: give a config file (or --report RUN_DIR)")
-    cfg = M3Config.from_yaml(args.cfg_file)
+    from ..config import apply_sets, load_yaml
+
+    cfg = M3Config.from_dict(apply_sets(load_yaml(args.cfg_file), args.set), args.cfg_file)
     out_dir = Path(args.output_path or Path("runs") / Path(args.cfg_file).stem)
     calls = run_m3(cfg, out_dir, progress=not args.quiet, log_dir=str(out_dir))
     s = summarize(out_dir)

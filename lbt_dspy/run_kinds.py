@@ -1,0 +1,76 @@
+"""`lbt report DIR` and `lbt select DIR` for every kind of run directory: M1 (math or code), M2 eval, M3.
+
+The kind is read from what the run saved: an `lbt m2 eval` directory has ``eval_summary.json``; an
+`lbt m3` run has ``data.json`` next to its ``config.yaml`` (the task it optimised for); an `lbt m1` run
+has ``config.yaml`` and its teacher records (math or code is then the run's own scorer). `select` only
+reads; `report` (re)writes the run's report.md and PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import LbtError
+
+KINDS = ("m1", "m2-eval", "m3")
+
+
+def run_kind(run_dir: str | Path) -> str:
+    """``"m1"``, ``"m2-eval"`` or ``"m3"``: the kind of run `run_dir` holds (one-line `LbtError` if none)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise LbtError(f"{path}: no such run directory")
+    if (path / "eval_summary.json").is_file():
+        return "m2-eval"
+    if (path / "config.yaml").is_file():
+        return "m3" if (path / "data.json").is_file() else "m1"
+    raise LbtError(f"{path}: not a run directory (no config.yaml, and no eval_summary.json of `lbt m2 eval`)")
+
+
+def select(run_dir: str | Path) -> tuple[str, dict]:
+    """(the result table, the summary) recomputed from the run's records; nothing is written."""
+    kind = run_kind(run_dir)
+    if kind == "m1":
+        from .m1.report import accuracy_table
+        from .m1.results import summarize
+
+        summary = summarize(run_dir)
+        return accuracy_table(summary), summary
+    if kind == "m3":
+        from .m3.report import f1_table, summarize
+
+        summary = summarize(run_dir)
+        return f1_table(summary), summary
+    from .m2.evaluate import eval_table
+
+    summary = _m2_eval_summary(run_dir)
+    return eval_table(summary), summary
+
+
+def report(run_dir: str | Path, **m1_options) -> tuple[str, Path]:
+    """(the result table, report.md's path) after (re)writing the run's report; `m1_options` (a6_pairs,
+    a6_subsets) apply to M1 runs only."""
+    kind = run_kind(run_dir)
+    if m1_options and any(v is not None for v in m1_options.values()) and kind != "m1":
+        raise LbtError(f"{run_dir}: --a6-pairs / --a6-subsets apply to M1 runs, this is an {kind} run")
+    table, summary = select(run_dir)
+    if kind == "m1":
+        from .m1.report import write_report
+
+        return table, write_report(run_dir, summary, **m1_options)
+    if kind == "m3":
+        from .m3.report import write_report
+
+        return table, write_report(run_dir, summary)
+    from .m2.evaluate import write_eval_report
+
+    return table, write_eval_report(run_dir, summary)
+
+
+def _m2_eval_summary(run_dir: str | Path) -> dict:
+    file = Path(run_dir) / "eval_summary.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LbtError(f"{file}: unreadable ({exc}); rerun `lbt m2 eval` with the same arguments") from None
