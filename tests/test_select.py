@@ -49,3 +49,17 @@ def test_unparseable_answers_do_not_vote():
 def test_grouping_uses_equivalence_not_strings():
     groups = group_answers(["0.5", "1/2", "\\frac{1}{2}", "2"], answers_equivalent)
     assert groups == [[0, 1, 2], [3]]
+
+
+def test_code_rules_no_vote_and_the_v_score_tie_break():
+    # code: answers are not grouped (equivalent=None); LbT ties go to the higher V-score, then the earlier pair
+    from lbt_dspy.m1.select import Pair
+
+    table = [Pair("a", 0.5, 0, v_score=0.5), Pair("b", 0.5, 1, v_score=1.0), Pair("b", 0.5, 2, v_score=1.0),
+             Pair("c", 0.25, 3, v_score=1.0)]
+    assert m1_max(table, None, tie_break=lambda p: p.v_score).index == 1
+    assert m1_max(table, None).index == 0  # no tie-break: the earlier pair, whatever the group sizes
+    assert m1_max(table, lambda a, b: a == b).index == 1  # math: the larger group wins the tie
+    # a pair without exam results (None) ranks as score 0
+    assert m1_max([Pair("x", None, 0), Pair("y", 0.1, 1)], None).index == 1
+    assert m1_max([], None) is None
