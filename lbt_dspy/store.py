@@ -121,6 +121,8 @@ class RunStore:
         config: The run's config. Given: this store is the run's one writer (it takes the directory's lock),
             saves the config (secrets redacted) on first use and compares it on reruns. None: a reader,
             which never changes a record.
+        required: Per stage, the fields every record must have (see `check_record`); `load` checks them,
+            so a resume meets a hand-edited record as a file:line error, not as a crash later.
 
     Example:
         >>> with RunStore("/tmp/run", {"num_rationales": 2}) as store:  # doctest: +SKIP
@@ -129,9 +131,10 @@ class RunStore:
         '4'
     """
 
-    def __init__(self, path: str | Path, config: dict | None = None):
+    def __init__(self, path: str | Path, config: dict | None = None, required: dict | None = None):
         self.path = Path(path)
         self.writer = config is not None
+        self.required = dict(required or {})
         self._lock = threading.RLock()  # re-entrant: the Ctrl-C handler may run on the appending thread
         self._fds: dict[str, int] = {}
         self._lock_fd: int | None = None
@@ -205,10 +208,12 @@ class RunStore:
         self.write_text("config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     # --- records -----------------------------------------------------------------------------------
-    def load(self, stage: str, required=()) -> dict[str, dict]:
-        """Records of a stage by key, each checked (`check_record`: a ``key``, the `required` fields with
-        their types, no NaN). A bad line raises `LbtError` naming ``file:line`` and changes nothing. A last
-        line without its newline is skipped by a reader; the writer moves it to ``<stage>.jsonl.torn``."""
+    def load(self, stage: str, required=None) -> dict[str, dict]:
+        """Records of a stage by key, each checked (`check_record`: a ``key``, the `required` fields -- default:
+        the store's for this stage -- with their types, no NaN). A bad line raises `LbtError` naming
+        ``file:line`` and changes nothing. A last line without its newline is skipped by a reader; the
+        writer moves it to ``<stage>.jsonl.torn``."""
+        required = self.required.get(stage, ()) if required is None else required
         file = self.path / f"{stage}.jsonl"
         with self._lock:
             if self.writer:

@@ -29,13 +29,17 @@ def memo_equivalent(equivalent):
     return eq
 
 
+# The fields every M1 record has (checked on every load, by readers and on resume: a bad line is file:line,
+# exit 2). "sample": the pair index in runs made before its rename to "pair".
+RECORD_FIELDS = {"greedy": ("tp", "answer", "score"), "teach": ("tp", ("pair", "sample"), "answer", "score"),
+                 "exam": ("tp", ("pair", "sample"), "student", "score")}
+
+
 def load_run(run_dir: str | Path) -> tuple[LbtConfig, dict]:
     """The run's config and, per teaching problem, its greedy record, pairs and their exam scores."""
-    store = RunStore(run_dir)
+    store = RunStore(run_dir, required=RECORD_FIELDS)
     cfg = LbtConfig.from_dict(store.read_config(), str(Path(run_dir) / "config.yaml"))
-    greedy = store.load("greedy", required=("tp", "answer", "score"))  # checked: a bad line is file:line, exit 2
-    teach = store.load("teach", required=("tp", ("pair", "sample"), "answer", "score"))  # "sample": older runs
-    exam = store.load("exam", required=("tp", ("pair", "sample"), "student", "score"))
+    greedy, teach, exam = store.load("greedy"), store.load("teach"), store.load("exam")
     if not teach:
         raise LbtError(f"{run_dir}: no teacher records yet (teach.jsonl is empty or missing)")
     problems: dict[str, dict] = defaultdict(lambda: {"pairs": {}, "greedy": None})

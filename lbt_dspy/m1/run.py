@@ -48,7 +48,9 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
     keys = [tp_key(tp, n) for n, tp in enumerate(tps)]
     if len(set(keys)) != len(keys):
         raise LbtError("dataset: teaching problems need distinct unique_id values")
-    store = RunStore(output_path, cfg.to_dict())
+    from .results import RECORD_FIELDS  # resume checks the records it reads (a bad line: file:line, exit 2)
+
+    store = RunStore(output_path, cfg.to_dict(), required=RECORD_FIELDS)
     refs = {k: parts.scorer.reference(tp) for k, tp in zip(keys, tps)}
     scorer = parts.scorer
 
