@@ -57,10 +57,9 @@ def assert_no_leftovers(tag: str, timeout: float = 3.0) -> None:
 
 
 @pytest.fixture
-def tag(tmp_path, monkeypatch):
+def tag(tmp_path_factory, monkeypatch):
     """A temp dir of our own for the sandboxes of one test, so leftovers are ours, not a neighbour's."""
-    d = tmp_path / "sandbox-tmp"
-    d.mkdir()
+    d = tmp_path_factory.mktemp("sandbox-tmp")
     monkeypatch.setattr(tempfile, "tempdir", str(d))
     return str(d)
 
