@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import LbtError
 from ..registry import Registry
 from .arith import make_families
-from .jsonl import read_jsonl
+from .jsonl import normalize_fields, read_jsonl
 
 datasets = Registry("dataset")
 
@@ -42,7 +42,7 @@ def math181_dataset(path: str | None = None, limit: int | None = None) -> TaskDa
     tps = read_jsonl(root / "teaching_problems.jsonl", required=("unique_id", "problem", "answer"))
     eps = read_jsonl(root / "exam_problems.jsonl", required=("unique_id", "problem", "answer"))
     for row in tps + eps:
-        row["question"] = row.pop("problem")
+        normalize_fields(row)
         if "type" in row and "subject" not in row:
             row["subject"] = row.pop("type")
     tps = _limit(tps, limit)
@@ -57,10 +57,7 @@ def jsonl_dataset(teaching_file: str, exam_file: str | None = None, limit: int |
     def load(p):
         rows = read_jsonl(p)
         for n, row in enumerate(rows, 1):
-            if "question" not in row and "problem" in row:
-                row["question"] = row.pop("problem")
-            if "solution" in row and "rationale" not in row:
-                row["rationale"] = row.pop("solution")
+            normalize_fields(row)
             if "question" not in row or "answer" not in row:
                 raise LbtError(f"{p}:{n}: a row needs 'question' and 'answer'")
         return rows

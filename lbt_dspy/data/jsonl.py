@@ -1,4 +1,4 @@
-"""JSONL reading with errors that name the file and line."""
+"""JSONL reading with errors that name the file and line, and the one renaming of the seed's field names."""
 
 from __future__ import annotations
 
@@ -36,3 +36,22 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
     if not rows:
         raise LbtError(f"{path}: empty dataset")
     return rows
+
+
+# The seed's column names and lbt's (exam.py: problem/solution; code_exam.py: prompt/canonical_solution).
+SEED_FIELDS = (("problem", "question"), ("solution", "rationale"), ("canonical_solution", "answer"),
+               ("prompt", "question"))
+
+
+def normalize_fields(row: dict) -> dict:
+    """`row` with the seed's field names under lbt's (``problem``/``prompt`` -> ``question``, ``solution`` ->
+    ``rationale``, ``canonical_solution`` -> ``answer``), each only where lbt's name is absent; in place.
+
+    Example:
+        >>> normalize_fields({"problem": "1+1?", "solution": "2", "answer": "2"})
+        {'answer': '2', 'question': '1+1?', 'rationale': '2'}
+    """
+    for old, new in SEED_FIELDS:
+        if new not in row and old in row:
+            row[new] = row.pop(old)
+    return row

@@ -27,6 +27,7 @@ import dspy
 from ..components import build_components, build_students
 from ..config import LbtConfig
 from ..data import TaskData, read_jsonl
+from ..data.jsonl import normalize_fields
 from ..errors import LbtError
 from ..models import ModelPool
 from ..runner import Job, run_jobs
@@ -35,10 +36,6 @@ from .plans import resolve_teaching_plans
 
 log = logging.getLogger(__name__)
 
-# Column renames the seed's two scripts make (exam.py: solution -> rationale; code_exam.py:
-# canonical_solution -> answer, prompt -> question), plus problem -> question for MATH-style rows.
-_RENAMES = (("problem", "question"), ("solution", "rationale"), ("canonical_solution", "answer"),
-            ("prompt", "question"))
 
 
 def load_items(path: str | Path) -> list[dict]:
@@ -58,9 +55,7 @@ def load_items(path: str | Path) -> list[dict]:
     else:
         rows = read_jsonl(path)
     for n, row in enumerate(rows, 1):
-        for old, new in _RENAMES:
-            if new not in row and old in row:
-                row[new] = row.pop(old)
+        normalize_fields(row)  # the seed's renames
         if "question" not in row:
             raise LbtError(f"{path}:{n}: row has no 'question'")
     if not rows:
