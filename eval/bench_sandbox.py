@@ -1,7 +1,9 @@
 """Per-program overhead of lbt_dspy.sandbox on this machine.
 
 Runs a trivial program (``print(1)``) N times: bare ``python -I -S`` subprocesses (the floor),
-sequential ``run_python``, and ``run_many`` over all cores; prints programs/second for each.
+sequential ``run_python``, ``run_many`` over all cores, and ``run_many`` in calls mode (how the
+code scorer judges a check: the solution, then one call whose result comes back as data);
+prints programs/second for each.
 
 Usage:
     python eval/bench_sandbox.py [-n 200] [--workers K]
@@ -18,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbt_dspy.sandbox import _interpreter, isolation, run_many, run_python  # noqa: E402
+from lbt_dspy.sandbox import interpreter, isolation, run_many, run_python  # noqa: E402
 
 TRIVIAL = "print(1)\n"
 
@@ -39,7 +41,7 @@ def main() -> None:
 
     t = time.perf_counter()
     for _ in range(n):
-        subprocess.run([_interpreter(), "-I", "-S", "-c", TRIVIAL], capture_output=True, check=True)
+        subprocess.run([interpreter(), "-I", "-S", "-c", TRIVIAL], capture_output=True, check=True)
     print(f"bare subprocess, sequential:  {rate(n, time.perf_counter() - t)}")
 
     t = time.perf_counter()
@@ -51,6 +53,12 @@ def main() -> None:
     results = run_many([TRIVIAL] * n, max_workers=args.workers)
     assert all(r.stdout == "1\n" for r in results)
     print(f"run_many, {args.workers} workers:          {rate(n, time.perf_counter() - t)}")
+
+    t = time.perf_counter()
+    results = run_many(["def f(x):\n    return x + 1\n"] * n, max_workers=args.workers,
+                       calls=[("f", [[[1], {}]])] * n)
+    assert all(r.values == [2] for r in results)
+    print(f"run_many calls mode, {args.workers} w.:    {rate(n, time.perf_counter() - t)}")
 
 
 if __name__ == "__main__":

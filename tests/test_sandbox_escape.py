@@ -12,7 +12,6 @@ import ctypes
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -311,3 +310,17 @@ def test_parallel_sandboxes_share_nothing():
             "print(sorted(os.listdir('.')), len([p for p in os.listdir('/proc') if p.isdigit()]))\n")
     a, b = run_many([prog, prog], FAST, max_workers=2)
     assert a.stdout == b.stdout and a.stdout.startswith("['main.py', 'mine']" if not ROOT_NS else "['mine']"), (a, b)
+
+
+@needs_root_ns
+def test_installed_packages_and_host_files_are_not_in_the_view():
+    hidden = isolation()["hidden_inside"]
+    assert any(p.endswith("site-packages") for p in hidden)
+    r = run_python(f"import os\nfor p in {hidden!r}:\n    print(os.listdir(p))\n"
+                   "print(sorted(os.listdir('/')))\n", FAST)
+    lines = r.stdout.splitlines()
+    assert lines[:-1] == ["[]"] * len(hidden), r
+    top = set(eval(lines[-1]))  # noqa: S307 - a list of names printed by the program
+    assert top <= {"bin", "dev", "lib", "lib32", "lib64", "libx32", "proc", "sandbox", "sbin", "tmp", "usr",
+                   *(p.strip("/").split("/")[0] for p in isolation()["exposed"])}, top
+    assert not {"etc", "work", "home", "var", "run"} & top

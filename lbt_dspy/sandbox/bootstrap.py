@@ -161,8 +161,8 @@ def build_root(spec: dict) -> None:
 
     Args:
         spec: ``{"dir": host path of an empty directory, "size_mb": tmpfs size, "ro": [host dirs
-            bound read-only at the same path], "links": [[path, target]], "devices": [paths],
-            "writable": [[path, mode, uid]]}``.
+            bound read-only at the same path], "hide": [dirs inside those, shown empty],
+            "links": [[path, target]], "devices": [paths], "writable": [[path, mode, uid]]}``.
     """
     libc, check = _libc()
 
@@ -179,6 +179,8 @@ def build_root(spec: dict) -> None:
         os.makedirs(target, 0o755, exist_ok=True)
         mount(path, target, None, _MS_BIND)  # not recursive: mounts below `path` stay out
         mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    for path in spec.get("hide", ()):  # e.g. site-packages inside the Python installation
+        mount("lbt-sandbox-hidden", new + path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=4k,mode=0555")
     for path, dest in spec["links"]:
         os.makedirs(os.path.dirname(new + path), 0o755, exist_ok=True)
         os.symlink(dest, new + path)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 import os
 import shutil
 import stat
 import sys
+import sysconfig
 import threading
 from dataclasses import dataclass
 
@@ -86,10 +88,28 @@ def exposed() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     return tuple(ro), tuple(links)
 
 
+@functools.lru_cache(maxsize=1)
+def hidden() -> tuple[str, ...]:
+    """Directories inside the exposed trees that the view shows empty: installed packages (the
+    program gets only the standard library anyway, and packages may hold data such as answer keys)."""
+    ro = exposed()[0]
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    cands = {sysconfig.get_paths(vars=base)[k] for k in ("purelib", "platlib")}
+    for pattern in ("/usr/lib/python3*/site-packages", "/usr/lib/python3*/dist-packages", "/usr/lib/python3/dist-packages",
+                    "/usr/local/lib/python3*/site-packages", "/usr/local/lib/python3*/dist-packages"):
+        cands.update(glob.glob(pattern))
+    out = set()
+    for c in cands:
+        c = os.path.realpath(c)
+        if os.path.isdir(c) and any(c.startswith(d + "/") for d in ro):
+            out.add(c)
+    return tuple(sorted(out))
+
+
 def root_spec(new_root: str, uid: int, disk_mb: int) -> dict:
     """The bootstrap's :func:`~lbt_dspy.sandbox.bootstrap.build_root` plan."""
     ro, links = exposed()
-    return {"dir": new_root, "size_mb": max(1, int(disk_mb)), "ro": list(ro),
+    return {"dir": new_root, "size_mb": max(1, int(disk_mb)), "ro": list(ro), "hide": list(hidden()),
             "links": [list(x) for x in links + _DEV_LINKS],
             "devices": [d for d in _DEVICES if os.path.exists(d)],
             "writable": [["/tmp", 0o1777, None], ["/dev/shm", 0o1777, None], [WORK_DIR, 0o700, uid]]}
@@ -150,7 +170,8 @@ def isolation(isolate: bool = True) -> dict:
 
     Returns:
         ``{"mode", "uid_drop", "network_namespace", "pid_namespace", "ipc_namespace",
-        "private_root" (the host's files hidden but for "exposed"), "exposed", "parent_death",
+        "private_root" (the host's files hidden but for "exposed"), "exposed", "hidden_inside"
+        (directories of "exposed" shown empty), "parent_death",
         "cgroup_memory" (why no cgroup is used), "python_guards", "rlimits"}``.
 
     Example:
@@ -181,6 +202,7 @@ def _probe(isolate: bool) -> tuple[Mode, dict]:
                     "pid_namespace": mode.namespaces, "ipc_namespace": mode.namespaces,
                     "private_root": mode.name == "root-ns",
                     "exposed": list(exposed()[0]) if mode.name == "root-ns" else ["/"],
+                    "hidden_inside": list(hidden()) if mode.name == "root-ns" else [],
                     "parent_death": True, "cgroup_memory": cgroup_memory(),
                     "python_guards": True, "rlimits": True}
             if isolate and os.geteuid() == 0 and not mode.drop_uid:
