@@ -102,6 +102,7 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
     from ..components import build_components, build_teacher
     from ..counting import CallCounter
     from ..models import ModelPool
+    from ..records import correct, grade, prediction_record
     from ..runner import Job, run_jobs
     from ..store import RunStore
 
@@ -127,9 +128,8 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
         reference = scorer.reference(item)
 
         def f(pred):
-            grade = {"score": scorer.score(pred.answer, reference), **scorer.judge(pred.answer, reference)}
-            return {"question": item["question"], "reference": str(item.get("answer", "")),
-                    "rationale": pred.rationale, "answer": pred.answer, **grade}
+            return {**prediction_record(pred, question=item["question"], reference=str(item.get("answer", ""))),
+                    **grade(scorer, pred.answer, reference)}
         return f
 
     results, calls = {}, CallCounter()
@@ -152,9 +152,7 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
                       error=rep.errors[0] if rep.errors else None)
         store.close()
         recs = store.load("greedy")
-        # Correct = the held-out grade where the scorer has one (code: hidden tests), else the exam score.
-        results[name] = {"entry": entry, "scores": {k: recs[k].get("s_score", recs[k]["score"])
-                                                    for k in keys if k in recs}}
+        results[name] = {"entry": entry, "scores": {k: correct(recs[k]) for k in keys if k in recs}}
     summary = summarize_eval(results, keys, problems, seed=cfg.seed, resamples=getattr(cfg, "bootstrap_resamples", None))
     summary.update({"kind": "m2-eval", "split": split, "limit": limit, "failed_calls": calls.failed,
                     "calls": calls.snapshot(),
