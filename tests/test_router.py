@@ -222,3 +222,62 @@ def test_two_embedded_servers_one_killed_mid_run(tmp_path):
     exam = [json.loads(x) for x in exam_file.read_text().splitlines()]
     assert len(exam) == len({r["key"] for r in exam}) == 2 * 2 * 3  # families x pairs x exam problems
     assert all(r["rationale"] or r["answer"] for r in exam)
+
+
+# --- circuit breakers behind the router: a dead replica is routed around; all dead stops the run ------------
+def test_a_dead_replicas_breaker_opens_and_requests_go_to_the_live_one():
+    from lbt_dspy.errors import BackendDown
+
+    with FakeOpenAI() as a, FakeOpenAI() as b:
+        kill(b)
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], cooldown=0.0, api_key="x")
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=5)
+        out = ask(lm, 40, concurrency=4)
+        assert len(out) == 40 and all("[[Final Answer]]" in x for x in out)
+        assert engine.endpoints[1].engine.breaker.is_open and not engine.endpoints[0].engine.breaker.is_open
+        assert len(a.requests) == 40
+        with pytest.raises(BackendDown):  # its engine refuses at once; the router sends the request to a
+            engine.endpoints[1].engine.breaker.before_call()
+
+
+def test_all_replicas_dead_fail_fast_with_one_error_naming_them_all():
+    from lbt_dspy.errors import backend_down
+
+    with FakeOpenAI() as a, FakeOpenAI() as b:
+        kill(a), kill(b)
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], api_key="x")
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=5)
+        t0 = time.monotonic()
+        with pytest.raises(Exception) as err:
+            ask(lm, 8, concurrency=8)
+        down = backend_down(err.value)
+        assert down is not None and down.endpoint == f"{a.api_base}, {b.api_base}", err.value
+        assert time.monotonic() - t0 < 10  # no call went through its 5 retries (1+2+4+8+16 s of backoff)
+
+
+def test_an_m1_run_whose_replicas_all_die_stops_with_one_line(tmp_path, capsys):
+    import yaml
+
+    from lbt_dspy.cli import main
+
+    with FakeOpenAI(delay=0.02) as a, FakeOpenAI(delay=0.02) as b:
+        cfg = fake_config(a.api_base, concurrency=4, num_retries=5)
+        cfg["teacher_model_cfg"] = entry([a.api_base, b.api_base])
+        cfg["student_model_cfgs"][0]["model_cfg"]["api_base"] = [a.api_base, b.api_base]
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+
+        def killer():
+            while len(a.requests) + len(b.requests) < 8:
+                time.sleep(0.005)
+            kill(a), kill(b)
+        t = threading.Thread(target=killer)
+        t.start()
+        t0 = time.monotonic()
+        code = main(["m1", str(path), "--output-path", str(tmp_path / "run"), "-q"])
+        elapsed = time.monotonic() - t0
+        t.join()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"lbt: error: {a.api_base}, {b.api_base}: backend down" in err
+    assert elapsed < 60
