@@ -42,8 +42,8 @@ from dspy.utils.callback import BaseCallback  # noqa: E402
 
 from lbt_dspy.config import EMBEDDED, dataclass_from_dict, help_field, load_yaml  # noqa: E402
 from lbt_dspy.errors import LbtError  # noqa: E402
-from lbt_dspy.m3 import (ClassifierAdapter, LbTOptimizer, TaskFields, TeacherAdapter, WithAdapter,  # noqa: E402
-                         make_classifier)
+from lbt_dspy.m3 import (ClassifierAdapter, LbTOptimizer, TaskFields, TeacherAdapter, TurnsAdapter,  # noqa: E402
+                         WithAdapter, make_classifier)
 from lbt_dspy.m3.fields import title  # noqa: E402
 from lbt_dspy.m3.metrics import accuracy, binary_f1, macro_f1  # noqa: E402
 
@@ -66,8 +66,9 @@ class BenchM3Config:
                                            default_factory=lambda: {"do_sample": False, "max_new_tokens": 4})
     student_model_cfgs: list = help_field("LbT's students (an entry's sample_cfg overrides classify_sample_cfg).",
                                           default_factory=lambda: [dict(EMBEDDED)])
-    adapter: str = help_field("plain (the patch's prompt, `ClassifierAdapter`, for small models) or chat "
-                              "(DSPy's ChatAdapter) for the program's calls.", default="plain")
+    adapter: str = help_field("The program's prompt, the same for every method: turns (`TurnsAdapter`: demos as "
+                              "chat turns, for small models), plain (the patch's one-message prompt, "
+                              "`ClassifierAdapter`) or chat (DSPy's ChatAdapter).", default="turns")
     tasks: list = help_field("Tasks: liar, fallacy, topics.", default_factory=lambda: list(TASKS))
     methods: list = help_field("Methods (see METHODS).", default_factory=lambda: list(METHODS))
     train_size: int = help_field("Training pool per task.", default=64)
@@ -76,6 +77,8 @@ class BenchM3Config:
     test_size: int = help_field("Test examples per task.", default=48)
     budget: int = help_field("LM calls each optimiser is sized to.", default=200)
     num_examples: int = help_field("K, demos per program (every method).", default=4)
+    classifier_prefill: bool = help_field("Prefill the program's answer with '<Output>:' (turns/plain adapters).",
+                                          default=False)
     teacher_prefill: bool = help_field("Start LbT's teacher answers with '<START>\\n<Input>:' / '<START>' (steers small "
                                        "models, as `lbt m3`'s teacher_prefill).", default=False)
     lbt_cfg: dict = help_field("LbTOptimizer hyperparameters (LbTConfig fields) overriding those sized from the "
@@ -91,8 +94,8 @@ class BenchM3Config:
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"methods: unknown method {m!r}; known: {', '.join(METHODS)}")
-        if self.adapter not in ("plain", "chat"):
-            raise ValueError(f"adapter must be plain or chat, got {self.adapter!r}")
+        if self.adapter not in ("turns", "plain", "chat"):
+            raise ValueError(f"adapter must be turns, plain or chat, got {self.adapter!r}")
         for key in ("train_size", "val_size", "test_size", "budget", "num_examples", "concurrency"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ValueError(f"{key} must be an integer >= 1")
@@ -130,8 +133,10 @@ def load_split(task: str, cfg: BenchM3Config):
     train, val = pool[: cfg.train_size], pool[cfg.train_size:]
     fields = TaskFields.from_program(program, train)
     train, val, test = ([fields.example(e) for e in xs] for xs in (train, val, test))
-    if cfg.adapter == "plain":  # every method tunes and runs the program under the patch's plain prompt
-        program = WithAdapter(program, ClassifierAdapter().bind(fields))
+    if cfg.adapter != "chat":  # every method tunes and runs the program under this adapter
+        prefill = f"{title(fields.output)}:" if cfg.classifier_prefill else ""
+        adapter = TurnsAdapter if cfg.adapter == "turns" else ClassifierAdapter
+        program = WithAdapter(program, adapter(prefill=prefill).bind(fields))
     return program, fields, train, val, test
 
 
@@ -243,7 +248,7 @@ def with_intervals(ys, ps, fields, resamples: int = 2000, seed: int = 0) -> dict
     return {"accuracy": acc, "accuracy_ci": [float(lo[0]), float(hi[0])], "f1": f1, "f1_ci": [float(lo[1]), float(hi[1])]}
 
 
-def run(cfg: BenchM3Config, out: Path) -> list[dict]:
+def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None) -> list[dict]:
     from tqdm.auto import tqdm
 
     from lbt_dspy.models import ModelPool
@@ -252,6 +257,13 @@ def run(cfg: BenchM3Config, out: Path) -> list[dict]:
     dspy.configure(callbacks=[counter])
     rows = []
     out.mkdir(parents=True, exist_ok=True)
+    done = {}
+    saved = out / "bench_m3.json"
+    if resume and saved.exists():  # rows of an interrupted run with the same config are kept, not rerun
+        old = json.loads(saved.read_text())
+        if old["config"] != asdict(cfg):
+            raise LbtError(f"{saved}: written with another config; use another --out or drop --resume")
+        done = {(r["task"], r["method"]): r for r in old["rows"]}
     with ModelPool(cache=False, num_retries=cfg.num_retries, log_dir=str(out / "logs")) as pool:
         lms = {"teacher": pool.lm(cfg.teacher_model_cfg, cfg.teacher_sample_cfg, "teacher_model_cfg"),
                "teacher_classify": pool.lm(cfg.teacher_model_cfg, cfg.classify_sample_cfg, "teacher_model_cfg"),
@@ -264,6 +276,9 @@ def run(cfg: BenchM3Config, out: Path) -> list[dict]:
         split = {}
         for task, method in bar:
             bar.set_postfix_str(f"{task}: {method}")
+            if (task, method) in done:
+                rows.append(done[(task, method)])
+                continue
             if task not in split:
                 split[task] = load_split(task, cfg)
             program, fields, train, val, test = split[task]
@@ -287,7 +302,11 @@ def run(cfg: BenchM3Config, out: Path) -> list[dict]:
             row["seconds"] = round(time.monotonic() - t0, 1)
             rows.append(row)
             tqdm.write(line(row))
-            (out / "bench_m3.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=1))
+            tmp = saved.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=1))
+            tmp.replace(saved)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -347,6 +366,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="eval/results/m3", help="where the table, PNG and JSON go")
     ap.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     ap.add_argument("--methods", help="comma-separated subset of the config's methods")
+    ap.add_argument("--resume", action="store_true", help="keep the rows an interrupted run with this config wrote")
     args = ap.parse_args(argv)
     try:
         raw = load_yaml(args.config)
@@ -361,15 +381,24 @@ def main(argv=None) -> int:
     out = Path(args.out)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.monotonic()
-    rows = run(cfg, out)
-    md = (f"# M3 head to head (eval/bench_m3.py)\n\n`python eval/bench_m3.py {' '.join(argv or sys.argv[1:])}`, "
-          f"started {started}, {time.monotonic() - t0:.0f} s in all.\n\n"
-          f"Split per task: {cfg.train_size} train, {cfg.val_size} validation, {cfg.test_size} test; K = "
-          f"{cfg.num_examples}; every optimiser sized to {cfg.budget} LM calls (calls used are counted by one "
-          f"callback over all LMs, cache off); {cfg.adapter} adapter. F1: binary (Yes) for liar/fallacy, macro "
-          f"for topics; 95% percentile-bootstrap intervals over test items.\n\n" + table(rows, cfg))
-    (out / "bench_m3.md").write_text(md)
-    plot(rows, out / "bench_m3.png")
+    command = "python eval/bench_m3.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def write(rows, final=False):  # after every row, so an interrupted run leaves its table
+        state = f"{time.monotonic() - t0:.0f} s in all" if final else f"partial: {len(rows)} rows so far"
+        md = (f"# M3 head to head (eval/bench_m3.py)\n\n`{command}`, started {started}, {state}.\n\n"
+              f"Split per task: {cfg.train_size} train, {cfg.val_size} validation, {cfg.test_size} test; K = "
+              f"{cfg.num_examples}; every optimiser sized to {cfg.budget} LM calls (calls used are counted by one "
+              f"callback over all LMs, cache off); {cfg.adapter} adapter. F1: binary (Yes) for liar/fallacy, "
+              f"macro for topics; 95% percentile-bootstrap intervals over test items.\n\n" + table(rows, cfg))
+        (out / "bench_m3.md").write_text(md)
+        plot(rows, out / "bench_m3.png")
+
+    try:
+        rows = run(cfg, out, resume=args.resume, on_row=write)
+    except LbtError as exc:
+        print(f"bench_m3: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    write(rows, final=True)
     print(table(rows, cfg), end="")
     print(f"wrote {out / 'bench_m3.md'}, {out / 'bench_m3.png'}")
     return 0

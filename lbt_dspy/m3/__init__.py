@@ -6,7 +6,7 @@ teacher's reflections and rewrites; beam search keeps the best sets.
 `lbt m3 CFG` (`run.run_m3`) runs it on a task with baselines and writes report.md.
 """
 
-from .adapters import ClassifierAdapter, TeacherAdapter
+from .adapters import ClassifierAdapter, TeacherAdapter, TurnsAdapter
 from .classify import Classifier, with_demos
 from .config import LbTConfig
 from .fields import TaskFields
@@ -16,6 +16,6 @@ from .tuned import WithAdapter
 from .signatures import Classify, GenerateExamples, ReflectOnFailures, RewriteExamples, make_classifier
 from .tasks import BinaryTask, load_task
 
-__all__ = ["ClassifierAdapter", "TeacherAdapter", "Classifier", "with_demos", "accuracy", "binary_f1", "Candidate",
+__all__ = ["ClassifierAdapter", "TeacherAdapter", "TurnsAdapter", "Classifier", "with_demos", "accuracy", "binary_f1", "Candidate",
            "LbTConfig", "TaskFields", "exact_match", "macro_f1", "token_f1", "WithAdapter", "LbTOptimizer", "Classify", "GenerateExamples", "ReflectOnFailures", "RewriteExamples", "make_classifier",
            "BinaryTask", "load_task"]

@@ -117,6 +117,41 @@ class ClassifierAdapter(dspy.Adapter):
         return {f.output: lines[0] if lines else ""}
 
 
+class TurnsAdapter(ClassifierAdapter):
+    """The same task as `ClassifierAdapter`, as a conversation: the question (and the output format) as the
+    system message, each demo as a user turn (``Name: value`` lines) answered by an assistant turn (the label),
+    then the input. Small chat models follow this much better than one long prompt (measured on the embedded
+    SmolLM2-135M: 7/12 right with 8 demos where the long prompt made it write a new example instead of a label).
+
+    Example:
+        >>> sig = dspy.Signature("sentence -> topic", "Which topic is the sentence about?")
+        >>> msgs = TurnsAdapter(labels=["food", "sports"]).format(sig, [dspy.Example(sentence="Pasta!", topic="food")],
+        ...                                                      {"sentence": "A goal!"})
+        >>> [(m["role"], m["content"]) for m in msgs]  # doctest: +NORMALIZE_WHITESPACE
+        [('system', 'Which topic is the sentence about? Answer food or sports.'), ('user', 'Sentence: Pasta!'),
+         ('assistant', 'food'), ('user', 'Sentence: A goal!')]
+    """
+
+    def bind(self, fields: TaskFields) -> "TurnsAdapter":
+        return TurnsAdapter(input_fields=list(fields.inputs), output_field=fields.output,
+                            labels=fields.labels if fields.labels is not None else (), prefill=self.prefill)
+
+    def format(self, signature, demos: list, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        f = self.fields_for(signature)
+        answer = f.output_format().replace(" as labels", "") + "."
+
+        def user(row):
+            return "\n".join(f"{title(n)}: {row[n]}" for n in f.inputs)
+
+        messages = [{"role": "system", "content": f"{f.question(signature)} {answer}"}]
+        for d in demos:
+            messages += [{"role": "user", "content": user(d)}, {"role": "assistant", "content": str(d[f.output])}]
+        messages.append({"role": "user", "content": user(inputs)})
+        if self.prefill:
+            messages.append({"role": "assistant", "content": self.prefill})
+        return messages
+
+
 class TeacherAdapter(dspy.Adapter):
     """Renders a teacher signature by filling its instructions (the prompt template) with the inputs.
 
