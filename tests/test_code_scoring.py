@@ -247,3 +247,40 @@ def test_solution_program_prepends_header_and_prompt(humaneval):
     p = humaneval[0]
     prog = solution_program("def has_close_elements(numbers, threshold):\n    return False\n", p)
     assert prog.startswith("from typing import *") and p["prompt"] in prog
+
+
+def test_no_import_cycle_between_data_scoring_and_sandbox():
+    # data -> (nothing of scoring); scoring -> data, sandbox; sandbox -> neither. Static imports only,
+    # package __init__ edges included, so a lazy import cannot hide a cycle.
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "lbt_dspy"
+    graph = {}
+    for pkg in ("data", "scoring", "sandbox"):
+        for f in (root / pkg).glob("*.py"):
+            mod = f"lbt_dspy.{pkg}" + ("" if f.stem == "__init__" else f".{f.stem}")
+            base = mod.split(".") if f.stem == "__init__" else mod.split(".")[:-1]
+            deps = set()
+            for n in ast.walk(ast.parse(f.read_text())):
+                if isinstance(n, ast.ImportFrom):
+                    target = ".".join(base[:len(base) - n.level + 1] + ([n.module] if n.module else [])) \
+                        if n.level else (n.module or "")
+                    deps.add(target)
+                    deps.update(f"{target}.{a.name}" for a in n.names)
+                elif isinstance(n, ast.Import):
+                    deps.update(a.name for a in n.names)
+            graph[mod] = deps
+    edges = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    for m in list(edges):  # importing a.b.c runs a.b's __init__ first
+        for d in list(edges[m]):
+            parent = d.rsplit(".", 1)[0]
+            if parent in graph and parent != m and not m.startswith(parent + "."):
+                edges[m].add(parent)
+    assert not any(d.startswith("lbt_dspy.scoring") for m in edges if m.startswith("lbt_dspy.data") for d in edges[m])
+    assert not any(d.startswith(("lbt_dspy.scoring", "lbt_dspy.data")) for m in edges
+                   if m.startswith("lbt_dspy.sandbox") for d in edges[m])
+    # and no cycle between the three packages (a package's modules taken together)
+    pkg = {m: m.split(".")[1] for m in edges}
+    between = {p: {pkg[d] for m in edges if pkg[m] == p for d in edges[m] if pkg[d] != p} for p in set(pkg.values())}
+    assert between == {"data": set(), "sandbox": set(), "scoring": {"data", "sandbox"}}

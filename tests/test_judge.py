@@ -140,6 +140,9 @@ def test_plan_check_shapes():
     assert tol.passed([1.414]) and not tol.passed([1.5]) and not tol.passed([CallFailed("x")])
     setup = plan_check("lst = [i for i in range(5)]\nexpected = sum(lst)\nassert f(lst) == expected", "f")
     assert setup.calls == [[[[0, 1, 2, 3, 4]], {}]] and setup.passed([10])
+    # a call that raised fails the check, even where the assertion alone would hold
+    assert not plan_check("assert f(1) != 5", "f").passed([CallFailed("raised ValueError")])
+    assert not plan_check("assert f(1) or f(2)", "f").passed([True, CallFailed("raised ValueError")])
     two = plan_check("assert f(1) + f(2) == 3", "f")
     assert two.passed([1, 2]) and not two.passed([1, 1])
     assert plan_check("assert Solution().g('ab') == 'ba'", "g").target == "Solution.g"

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 from ..data.checks import parse
-from ..sandbox.bootstrap import decode_value, encode_value
+from ..sandbox.bootstrap import CallFailed, decode_value, encode_value
 
 __all__ = ["plan_check", "CallCheck", "assert_program"]
 
@@ -75,8 +75,8 @@ class CallCheck:
 
     def passed(self, results: list) -> bool:
         """Does the assertion hold for these call results (plain data, as decoded from the child)?"""
-        if len(results) != len(self.calls):
-            return False
+        if len(results) != len(self.calls) or any(isinstance(r, CallFailed) for r in results):
+            return False  # a call that raised (or returned an object) fails, even under `!=` or `or`
         names = dict(self.env)
         names.update({f"{_CALL_VAR}{i}": r for i, r in enumerate(results)})
         try:
