@@ -60,10 +60,13 @@ def build_students(cfg: LbtConfig, pool: ModelPool, adapter) -> list[Student]:
 
 def build_m1(cfg: LbtConfig, pool: ModelPool, parts: Components, method: str = "M1 SUM") -> M1:
     """The `M1` program of a config — the module `lbt m1` runs (``concurrency`` is its ``num_threads``).
-    Code scorers make it code's M1 MAX: answers not voted, ties broken by the V-score."""
-    code = getattr(parts.scorer, "votes", True) is False or type(parts.scorer).__name__ == "CodeScorer"
+    The config's task decides how it selects (`lbt_dspy.tasks`): code is M1 MAX, never voted, ties broken by
+    the V-score."""
+    from .tasks import task_for
+
+    task = task_for(cfg)
     lbt = LbTScore(build_students(cfg, pool, parts.adapter), parts.exam_maker, parts.scorer,
                    num_threads=cfg.concurrency)
-    return M1(build_teacher(cfg, pool, parts.adapter), lbt, method="M1 MAX" if code else method,
+    return M1(build_teacher(cfg, pool, parts.adapter), lbt, method=task.m1_method(method),
               num_threads=cfg.concurrency, exam_budget=cfg.exam_budget_cfg if cfg.exam_budget == "adaptive" else None,
-              vote=not code, tie_break="v_score" if code else None)
+              vote=task.vote, tie_break=task.tie_break)

@@ -51,6 +51,10 @@ class LbtConfig:
                                              default_factory=lambda: {"temperature": 0.7, "top_k": 20,
                                                                       "max_new_tokens": 512})
     # --- task ---
+    task: str = help_field("The kind of problem: math or code (lbt_dspy/tasks). It decides the M1 methods (code: M1 "
+                           "MAX, never voted), the report's rows and, when left out of the YAML, the dataset, scorer "
+                           "and exam maker (code: humaneval, code, similar). Empty: inferred from exam_scorer_type.",
+                           default="")
     dataset_type: str = help_field("Where teaching problems and the exam bank come from: arith, math181, jsonl.",
                               default="math181")
     dataset_cfg: dict = help_field("Arguments of the dataset.", default_factory=dict)
@@ -110,6 +114,13 @@ class LbtConfig:
         for key in ("a6_pairs", "a6_subsets", "bootstrap_resamples"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise LbtError(f"key {key!r} must be an integer >= 1, got {getattr(self, key)!r}")
+        if self.task:
+            from .tasks import task_for
+
+            task = task_for(self)  # an unknown task: one line with a did-you-mean
+            if task.command != "m1":
+                raise LbtError(f"key 'task': {task.name} runs are `lbt {task.command}` runs (configs/m3_liar.yaml)")
+            task.check(self)
         if self.exam_budget_cfg:
             from .m1.adaptive import exam_scheduler
 
@@ -137,6 +148,13 @@ class LbtConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
+        if isinstance(raw, dict) and raw.get("task"):  # the task's loader, scorer and exam maker by default
+            from .tasks import tasks
+
+            try:
+                raw = {**tasks.get(raw["task"]).defaults, **raw}
+            except LbtError as exc:
+                raise LbtError(f"{source}: {exc}") from None
         return dataclass_from_dict(cls, resolve_aliases(raw, source), source, also_known=CONFIG_ALIASES)
 
     @classmethod
@@ -170,7 +188,7 @@ def resolve_aliases(raw, source: str = "config"):
     return out
 
 
-_OMIT_WHEN_DEFAULT = {"exam_budget": "full", "exam_budget_cfg": {}, "debug": False,
+_OMIT_WHEN_DEFAULT = {"task": "", "exam_budget": "full", "exam_budget_cfg": {}, "debug": False,
                       "a6_pairs": 24, "a6_subsets": 10, "bootstrap_resamples": 2000}
 
 

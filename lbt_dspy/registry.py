@@ -23,6 +23,7 @@ class Registry:
 
     Args:
         name: The config prefix, e.g. ``"exam_maker"`` reads ``exam_maker_type`` / ``exam_maker_cfg``.
+        key: The key that names a type, in error messages (default ``<name>_type``; ``task`` for tasks).
 
     Example:
         >>> exam_makers = Registry("exam_maker")
@@ -33,8 +34,9 @@ class Registry:
         []
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, key: str | None = None):
         self.name = name
+        self.key = key or f"{name}_type"  # the config key that names a type (errors name it)
         self._table: dict[str, Callable] = {}
 
     def register(self, type_name: str):
@@ -48,7 +50,7 @@ class Registry:
 
     def get(self, type_name: str) -> Callable:
         if type_name not in self._table:
-            raise LbtError(f"{self.name}_type: unknown type {type_name!r}{did_you_mean(type_name, self._table)}; "
+            raise LbtError(f"{self.key}: unknown type {type_name!r}{did_you_mean(type_name, self._table)}; "
                            f"known: {', '.join(self.names())}")
         return self._table[type_name]
 

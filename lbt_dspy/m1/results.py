@@ -11,6 +11,7 @@ from ..config import LbtConfig
 from ..errors import LbtError
 from ..scoring import exam_scorers
 from ..lbt_score import lbt_scores
+from ..tasks import task_for
 from .select import METHODS, Pair, m1_max
 from ..store import RunStore
 
@@ -74,6 +75,7 @@ def candidates_for(problem: dict, student: str) -> list[Pair]:
 def summarize(run_dir: str | Path) -> dict:
     """Accuracy of Greedy, SC, M1 MAX, M1 SUM and AVG per student and combined; per-problem picks."""
     cfg, problems = load_run(run_dir)
+    task = task_for(cfg)  # math: voted methods by accuracy; code: the S-score table, never voted
     scorer = exam_scorers.build(vars(cfg))
     eq = memo_equivalent(scorer.equivalent)
     students = sorted({s for p in problems.values() for pair in p["pairs"].values() for s in pair["exam"]})
@@ -87,12 +89,13 @@ def summarize(run_dir: str | Path) -> dict:
         pair_scores = [pair["score"] for pair in prob["pairs"].values()]
         correct[("AVG", None)].append(mean(pair_scores))
         by_index = {i: pair for i, pair in prob["pairs"].items()}
-        sc = METHODS["SC"](candidates_for(prob, views[0]) if views else [], eq)
-        correct[("SC", None)].append(by_index[sc.index]["score"] if sc else 0.0)
-        row["picks"]["SC"] = sc.answer if sc else None
+        if task.vote:
+            sc = METHODS["SC"](candidates_for(prob, views[0]) if views else [], eq)
+            correct[("SC", None)].append(by_index[sc.index]["score"] if sc else 0.0)
+            row["picks"]["SC"] = sc.answer if sc else None
         for view in views:
             cands = candidates_for(prob, view)
-            for method in ("M1 MAX", "M1 SUM"):
+            for method in ("M1 MAX", "M1 SUM") if task.vote else ():
                 pick = METHODS[method](cands, eq)
                 correct[(method, view)].append(by_index[pick.index]["score"] if pick else 0.0)
                 row["picks"][f"{method} [{view}]"] = pick.answer if pick else None
@@ -105,7 +108,7 @@ def summarize(run_dir: str | Path) -> dict:
     table = {}
     for (method, view), vals in correct.items():
         table.setdefault(method, {})[view or "all"] = {"accuracy": mean(vals), "correct": sum(vals), "n": len(vals)}
-    code = code_summary(problems, views)
+    code = code_summary(problems, views) if task.name == "code" else None
     if code:
         for row in per_problem:
             row["code"] = code["problems"].get(row["tp"])
