@@ -162,8 +162,14 @@ class TemplateAdapter(dspy.Adapter):
     def parse(self, signature, completion: str) -> dict[str, Any]:
         text = completion or ""
         rationale = text.split(self.answer_marker)[0].strip() if self.answer_marker else text.strip()
+        return {"rationale": rationale, "answer": self.extract_answer(text)}
+
+    def _call_postprocess(self, processed_signature, original_signature, outputs, lm, lm_kwargs):
+        values = super()._call_postprocess(processed_signature, original_signature, outputs, lm, lm_kwargs)
         # `completion`: the whole generated text, which the seed's output keeps as the "rationale"
-        return {"rationale": rationale, "answer": self.extract_answer(text), "completion": text}
+        for value, output in zip(values, outputs):
+            value["completion"] = (output.get("text") if isinstance(output, dict) else output) or ""
+        return values
 
 
 def _fields(template: str) -> set[str]:

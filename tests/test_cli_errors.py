@@ -279,7 +279,7 @@ def test_a_broken_config_yaml_in_a_run_dir(finished_run, capsys, text, needle):
     ({"num_retries": -1}, "num_retries must be >= 0"),
     ({"teacher_sample_cfg": {"max_new_tokens": 0}}, "teacher_sample_cfg.max_new_tokens: must be >= 1, got 0"),
     ({"teacher_sample_cfg": {"temperature": -1}}, "teacher_sample_cfg.temperature: must be >= 0, got -1"),
-    ({"general_student_sample_cfg": {"top_p": 1.5}}, "general_student_sample_cfg.top_p: must be in (0, 1]"),
+    ({"general_student_sample_cfg": {"top_p": 1.5}}, "general_student_sample_cfg.top_p: must be in [0, 1]"),
     ({"general_student_sample_cfg": {"max_tokens": 2.5}}, "general_student_sample_cfg.max_tokens: expected an integer"),
     ({"student_model_cfgs": [{"model_type": "openai", "model_cfg": {"model": "x"}, "sample_cfg": {"top_k": -5}}]},
      "student_model_cfgs[0].sample_cfg.top_k: must be >= -1"),

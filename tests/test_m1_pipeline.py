@@ -90,7 +90,7 @@ def test_adapter_renders_paper_prompt_with_prefill():
     assert user.count("[[Question]]") == 4 + 1 + 1  # 4 stub shots, the TR-TA demo, the exam problem
     assert "2+2=4.\n\n[[Final Answer]]:\n$4$" in user
     parsed = adapter.parse(None, "3+3=6\n\n[[Final Answer]]:\n$6$\n")
-    assert parsed == {"rationale": "3+3=6", "answer": "6", "completion": "3+3=6\n\n[[Final Answer]]:\n$6$\n"}
+    assert parsed == {"rationale": "3+3=6", "answer": "6"}
     assert msgs[0] == {"role": "system", "content": "You are a helpful assistant."}  # the seed always sends it
 
 

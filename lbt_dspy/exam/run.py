@@ -8,7 +8,7 @@ same columns and nesting: the ``save_to_disk`` dataset, ``dataset.csv``, ``datas
 
     teaching_items, exam_questions, exam_gt_rationales, exam_gt_answers,
     exam_details: {student: {rationales: [[text]], answers: [[answer]], scores: [[score]]}},
-    scores: {student: mean}, task_id (code scorers only)
+    scores: {student: mean}; code scorers add task_id (after exam_gt_answers, as scripts/code_exam.py)
 
 ``exam_details`` is nested per exam question, then per returned sequence (``num_return_sequences``);
 a rationale is the whole generated text, as the seed keeps it. So the seed's downstream scripts
@@ -141,10 +141,10 @@ def _seed_row(p, items, exam, students, returns, records, code: bool) -> dict:
         scores[student.name] = mean(flat) if flat else None
     row = {"teaching_items": items, "exam_questions": [e["question"] for e in exam],
            "exam_gt_rationales": [e.get("rationale") for e in exam],
-           "exam_gt_answers": [e.get("answer") for e in exam], "exam_details": details, "scores": scores}
-    if code:  # scripts/code_exam.py adds it
+           "exam_gt_answers": [e.get("answer") for e in exam]}
+    if code:  # scripts/code_exam.py adds it, before exam_details
         row["task_id"] = [e.get("task_id") for e in exam]
-    return row
+    return {**row, "exam_details": details, "scores": scores}
 
 
 def write_seed_output(path: Path, rows: list[dict]) -> None:

@@ -31,7 +31,7 @@ SAMPLE_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", 
 def normalize_sample_cfg(cfg: dict, where: str) -> dict:
     """Seed-style sampling settings as request kwargs; ``do_sample: false`` means greedy. Values are checked
     here, when a config is loaded, so a bad one is a one-line error before any call (not a failure of every
-    call): an unknown key, a wrong type, ``temperature < 0``, ``top_p`` outside (0, 1], ``top_k < -1``,
+    call): an unknown key, a wrong type, ``temperature < 0``, ``top_p`` outside [0, 1] (0 as the OpenAI API and the seed's configs allow), ``top_k < -1``,
     ``max_tokens``/``max_new_tokens < 1``."""
     if not isinstance(cfg, dict):
         raise LbtError(f"{where}: expected a mapping of sampling settings, got {type(cfg).__name__}")
@@ -65,7 +65,7 @@ def _check_sample_values(cfg: dict, where: str) -> None:
             raise LbtError(f"{where}.{key}: expected {'an integer' if integer else 'a number'}, got {val!r}")
         return val
 
-    checks = [("temperature", False, lambda v: v >= 0, ">= 0"), ("top_p", False, lambda v: 0 < v <= 1, "in (0, 1]"),
+    checks = [("temperature", False, lambda v: v >= 0, ">= 0"), ("top_p", False, lambda v: 0 <= v <= 1, "in [0, 1]"),
               ("top_k", True, lambda v: v >= -1, ">= -1 (-1: off)"), ("max_tokens", True, lambda v: v >= 1, ">= 1"),
               ("max_new_tokens", True, lambda v: v >= 1, ">= 1"), ("num_return_sequences", True, lambda v: v >= 1, ">= 1"),
               ("batch_size", True, lambda v: v >= 1, ">= 1"), ("seed", True, lambda v: True, "")]
