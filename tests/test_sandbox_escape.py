@@ -216,7 +216,10 @@ def test_world_writable_host_directories_keep_nothing(tmp_path):
 # ---------------------------------------------------------------------------------------------
 HOST = """import sys
 sys.path.insert(0, {root!r})
+import lbt_dspy.sandbox.run
 from lbt_dspy.sandbox import SandboxLimits, run_many, run_python
+if sys.argv[2] == "lifeline-only":  # no parent-death signal: the lifeline pipe alone must do it
+    lbt_dspy.sandbox.run._prctl = None
 limits = SandboxLimits(cpu_seconds=120, wall_seconds=120)
 prog = "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    os.fork()\\ntime.sleep(100)\\n"
 if sys.argv[1] == "many":
@@ -241,12 +244,15 @@ def _tagged(tag: str) -> list[tuple[int, int]]:
 
 
 @pytest.mark.skipif(not isolation()["pid_namespace"], reason="only a PID namespace takes the whole tree down")
-@pytest.mark.parametrize("how", ["one", "many"])
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_sandbox_dies_with_its_host(tmp_path, sig, how):
+@pytest.mark.parametrize("how, sig, chain", [
+    ("one", signal.SIGKILL, "both"), ("one", signal.SIGTERM, "both"), ("one", signal.SIGINT, "both"),
+    ("many", signal.SIGKILL, "both"), ("many", signal.SIGTERM, "both"), ("many", signal.SIGINT, "both"),
+    ("one", signal.SIGKILL, "lifeline-only"), ("many", signal.SIGKILL, "lifeline-only")])
+def test_sandbox_dies_with_its_host(tmp_path, sig, how, chain):
     tag = str(tmp_path / "hosttmp")
     os.mkdir(tag)
-    host = subprocess.Popen([sys.executable, "-c", HOST.format(root=str(Path(__file__).resolve().parents[1])), how],
+    host = subprocess.Popen([sys.executable, "-c", HOST.format(root=str(Path(__file__).resolve().parents[1])), how,
+                             chain],
                             env={**os.environ, "TMPDIR": tag}, stderr=subprocess.DEVNULL)
     want = 3 * (2 if how == "many" else 1)  # each program, its setsid child and grandchild, as the sandbox uid
     deadline = time.monotonic() + 60

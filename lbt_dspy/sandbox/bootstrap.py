@@ -14,7 +14,8 @@ In the child, :func:`main`:
    nodes and a private ``/proc``; nothing else of the host exists in it. It also caps System V and
    POSIX IPC in the new IPC namespace (:func:`cap_ipc`);
 3. with namespaces, stays as PID 1 (still root; it runs no user code) and forks the program, so the
-   program gets normal signal semantics and everything dies with PID 1 (:func:`init_loop`);
+   program gets normal signal semantics and everything dies with PID 1, which exits when the
+   program does or when the host's lifeline pipe closes (:func:`init_loop`);
 4. in the program's process drops to a fresh uid with no groups, ``no_new_privs`` and a
    parent-death signal (:func:`drop_privileges`), installs the Python-level guards
    (:func:`install_guards`), and runs either the program as ``__main__`` or, in calls mode, the
@@ -230,19 +231,34 @@ def forget_ctypes() -> None:
         del sys.modules[name]
 
 
-def init_loop(child: int) -> None:
+def init_loop(child: int, lifeline: int | None, wakeup: int | None) -> None:
     """PID 1 of the sandbox: reap orphans, exit with the program's status (128+N for signal N).
 
     PID 1 ignores default-action signals (even SIGXCPU), which is why the program is its child.
-    Its exit tears down the PID namespace, killing whatever is left."""
+    Its exit tears down the PID namespace, killing whatever is left. `lifeline` is the read end of
+    a pipe whose write end only the host holds: end of file means the host is gone, so we go too
+    (this does not rely on any parent-death signal). `wakeup` is where SIGCHLD is signalled."""
+    import select
+
     while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(1)
-        if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            os._exit(code if code >= 0 else 128 - code)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                os._exit(1)
+            if pid == 0:
+                break
+            if pid == child:
+                code = os.waitstatus_to_exitcode(status)
+                os._exit(code if code >= 0 else 128 - code)
+        if lifeline is None:
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # block until a child exits
+            continue
+        ready = select.select([lifeline, wakeup], [], [])[0]
+        if lifeline in ready and not os.read(lifeline, 1):
+            os._exit(128 + _SIGKILL)
+        if wakeup in ready:
+            os.read(wakeup, 4096)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,11 +431,23 @@ def setup(cfg: dict) -> tuple[str, dict | None]:
     if cfg.get("ipc"):
         cap_ipc(cfg["ipc"])
     if cfg["init"]:
+        lifeline, wake_r = cfg.get("lifeline"), None
+        if lifeline is not None:  # SIGCHLD wakes PID 1's select; armed before the fork, so none is missed
+            import signal
+            wake_r, wake_w = os.pipe()
+            os.set_blocking(wake_w, False)
+            signal.signal(signal.SIGCHLD, lambda *_: None)
+            signal.set_wakeup_fd(wake_w)
         child = os.fork()
         if child:
             if cfg.get("results_fd") is not None:
                 os.close(cfg["results_fd"])
-            init_loop(child)
+            init_loop(child, lifeline, wake_r)
+        if lifeline is not None:  # the program: ordinary signal handling, none of PID 1's pipes
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in (lifeline, wake_r, wake_w):
+                os.close(fd)
     if cfg.get("uid") is not None:
         drop_privileges(cfg["uid"])
     forget_ctypes()

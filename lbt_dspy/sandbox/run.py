@@ -215,7 +215,7 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
     """One run of `code` under `mode` (see :func:`run_python`); also returns the uid it ran as."""
     start = time.monotonic()
     base = os.path.realpath(tempfile.mkdtemp(prefix="lbt-sandbox-"))
-    results_r = results_w = None
+    results_r = results_w = life_r = life_w = None
     try:
         os.chmod(base, 0o711)  # the sandbox uid may traverse to its work dir, not list the base
         host_work = os.path.join(base, "work")
@@ -241,11 +241,14 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
             nproc = limits.max_processes + (2 if mode.prefix and not mode.drop_in_child else 0)
         else:  # RLIMIT_NPROC counts all processes of the host user
             nproc = _user_process_count(os.getuid()) + limits.max_processes + 2
+        if mode.namespaces:  # PID 1 exits when this closes: when we are gone, however we died
+            life_r, life_w = os.pipe()
         token = secrets.token_hex(8)
         root_ns = mode.name == "root-ns"
         work = WORK_DIR if root_ns else host_work
         cfg = {"code": code_path, "calls": calls_path, "results_fd": results_w, "work": work, "guards": True,
-               "init": mode.namespaces, "uid": uid if mode.drop_in_child else None, "root": None, "ipc": None}
+               "init": mode.namespaces, "uid": uid if mode.drop_in_child else None, "root": None, "ipc": None,
+               "lifeline": life_r}
         if root_ns:
             new_root = os.path.join(base, "root")
             os.mkdir(new_root, 0o700)
@@ -265,7 +268,7 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
             proc = subprocess.Popen(
                 argv, stdin=stdin_file or subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=host_work, env=env, close_fds=True, start_new_session=True,
-                pass_fds=(results_w,) if results_w is not None else (),
+                pass_fds=tuple(fd for fd in (results_w, life_r) if fd is not None),
                 preexec_fn=functools.partial(_preexec, _rlimits(limits, nproc), os.getpid()), **popen_ids)
         except (OSError, subprocess.SubprocessError) as exc:
             return SandboxResult("setup_error", None, "", str(exc), time.monotonic() - start, False,
@@ -273,9 +276,10 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
         finally:
             if stdin_file:
                 stdin_file.close()
-            if results_w is not None:
-                os.close(results_w)
-                results_w = None
+            for fd in (results_w, life_r):
+                if fd is not None:
+                    os.close(fd)
+            results_w = life_r = None
         with _live_lock:
             _live.add(proc.pid)
         try:
@@ -294,7 +298,7 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
         if mode.name == "plain":
             _kill_stragglers(uid, token)
     finally:
-        for fd in (results_r, results_w):
+        for fd in (results_r, results_w, life_r, life_w):
             if fd is not None:
                 os.close(fd)
         _rmtree(base)
