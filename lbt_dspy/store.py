@@ -368,7 +368,7 @@ def close_all_writers() -> None:
     """Close every writer of this process under its lock and keep the lock held, so no record is half
     written and none is written after (the CLI's Ctrl-C handler calls this, then exits at once)."""
     for store in list(_WRITERS):
-        store._lock.acquire()  # never released: the process is about to exit
+        store._lock.acquire(timeout=1.0)  # never released: the process is about to exit (1 s: a stuck disk)
         for fd in list(store._fds.values()):
             try:
                 os.close(fd)
