@@ -256,7 +256,7 @@ def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None) -> lis
     counter = CallCounter()
     dspy.configure(callbacks=[counter])
     rows = []
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)  # the servers' logs (not part of the results)
     done = {}
     saved = out / "bench_m3.json"
     if resume and saved.exists():  # rows of an interrupted run with the same config are kept, not rerun

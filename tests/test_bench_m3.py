@@ -46,3 +46,26 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     path.write_text("methods: [MIPRO]\n")
     assert bench_m3.main([str(path), "--out", str(tmp_path / "o")]) == 2
     assert "unknown method 'MIPRO'" in capsys.readouterr().err
+
+
+def test_resume_keeps_finished_rows(fake_server, tmp_path, monkeypatch):
+    import bench_m3
+
+    monkeypatch.setenv("FAKE_API_KEY", "x")
+    model = {"model_type": "openai", "model_cfg": {"model": "fake", "api_base": fake_server.api_base,
+                                                   "api_key_env": "FAKE_API_KEY"}}
+    cfg = {"teacher_model_cfg": model, "task_model_cfg": model, "student_model_cfgs": [model], "train_size": 8,
+           "val_size": 4, "test_size": 6, "budget": 30, "tasks": ["liar"], "methods": ["zero-shot", "LbT"],
+           "concurrency": 2, "num_retries": 0}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert bench_m3.main([str(path), "--out", str(out)]) == 0
+    first = json.loads((out / "bench_m3.json").read_text())["rows"]
+    served = len(fake_server.requests)
+    assert bench_m3.main([str(path), "--out", str(out), "--resume"]) == 0
+    assert len(fake_server.requests) == served  # nothing asked again
+    assert json.loads((out / "bench_m3.json").read_text())["rows"] == first
+    cfg["budget"] = 31
+    path.write_text(yaml.safe_dump(cfg))
+    assert bench_m3.main([str(path), "--out", str(out), "--resume"]) == 2  # another config: refused
