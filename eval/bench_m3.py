@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dspy  # noqa: E402
 from dspy.utils.callback import BaseCallback  # noqa: E402
 
+from lbt_dspy.counting import CallCounter  # noqa: E402
 from lbt_dspy.config import EMBEDDED, dataclass_from_dict, help_field, load_yaml  # noqa: E402
 from lbt_dspy.errors import LbtError  # noqa: E402
 from lbt_dspy.m3 import (ClassifierAdapter, LbTOptimizer, TaskFields, TeacherAdapter, TurnsAdapter,  # noqa: E402
@@ -101,16 +102,19 @@ class BenchM3Config:
                 raise ValueError(f"{key} must be an integer >= 1")
 
 
-class CallCounter(BaseCallback):
-    """Counts every LM call (all LMs, all threads): the one budget counter."""
+class CountEveryCall(BaseCallback):
+    """A DSPy callback that counts every LM call (all LMs, all threads) in one `lbt_dspy.counting.CallCounter`:
+    the budget's one counter."""
 
     def __init__(self):
-        self.lock = threading.Lock()
-        self.n = 0
+        self.calls = CallCounter()
+
+    @property
+    def n(self) -> int:
+        return self.calls.total
 
     def on_lm_start(self, call_id, instance, inputs):
-        with self.lock:
-            self.n += 1
+        self.calls.add(getattr(instance, "lbt_name", None) or getattr(instance, "model", "lm"))
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -235,17 +239,16 @@ def scores(ys, ps, fields) -> tuple[float, float]:
     return accuracy(ys, ps), f1
 
 
-def with_intervals(ys, ps, fields, resamples: int = 2000, seed: int = 0) -> dict:
-    """Accuracy and F1 with 95% percentile-bootstrap intervals over test items (lbt_dspy.stats' resampling)."""
-    import numpy as np
+def with_intervals(ys, ps, fields) -> dict:
+    """Accuracy and F1 with 95% percentile-bootstrap intervals over test items (`lbt_dspy.stats`)."""
+    from lbt_dspy.stats import bootstrap_metric
 
-    from lbt_dspy.stats import resample_indices
-
-    acc, f1 = scores(ys, ps, fields)
-    boot = np.array([scores([ys[i] for i in idx], [ps[i] for i in idx], fields)
-                     for idx in resample_indices(len(ys), resamples, seed)])
-    lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
-    return {"accuracy": acc, "accuracy_ci": [float(lo[0]), float(hi[0])], "f1": f1, "f1_ci": [float(lo[1]), float(hi[1])]}
+    ps = [p if p is not None else "(failed)" for p in ps]
+    out = {}
+    for key, fn in (("accuracy", lambda y, p: scores(y, p, fields)[0]), ("f1", lambda y, p: scores(y, p, fields)[1])):
+        iv = bootstrap_metric(fn, ys, ps)
+        out[key], out[f"{key}_ci"] = iv.estimate, [iv.low, iv.high]
+    return out
 
 
 def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None) -> list[dict]:
@@ -253,7 +256,7 @@ def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None) -> lis
 
     from lbt_dspy.models import ModelPool
 
-    counter = CallCounter()
+    counter = CountEveryCall()
     dspy.configure(callbacks=[counter])
     rows = []
     (out / "logs").mkdir(parents=True, exist_ok=True)  # the servers' logs (not part of the results)
