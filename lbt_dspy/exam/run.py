@@ -95,13 +95,17 @@ def run_exam(cfg: LbtConfig, output_path: str | Path, exam_dataset_file: str | P
         students = build_students(cfg, pool, parts.adapter)
         returns = [_num_return(cfg, i) for i in range(len(students))]
         jobs = []
+        # A rollout id per generation of a student: every plan samples afresh, as the seed's calls did (two plans
+        # with the same demo and question would otherwise share DSPy's cached answer).
+        rollout = {student.name: 0 for student in students}
         for p, (plan, (items, exam)) in enumerate(zip(plans, exams)):
             demos = [dspy.Example(**{k: it[k] for k in ("question", "rationale", "answer") if k in it})
                      for it in items] if plan.show_demos else []
             for student, n_return in zip(students, returns):
                 for q, ep in enumerate(exam):
                     for r in range(n_return):
-                        slot = q * n_return + r
+                        slot = rollout[student.name]
+                        rollout[student.name] += 1
                         jobs.append(Job(f"{p}/{student.name}/{q}/{r}",
                                         (lambda s=student, ep=ep, d=demos, slot=slot:
                                          s(question=ep["question"], demos=d, rollout_id=slot)),
