@@ -179,7 +179,7 @@ def test_lbt_report_cli_a6_flags(tmp_path):
                           "--a6-subsets", "3"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "M1 with k = 4 TR-TA pairs" in (run / "report.md").read_text()
-    assert "%" in out.stdout and "[" in out.stdout  # the printed table carries intervals
+    assert "| SC |" in out.stdout and "| M1 SUM − SC | +" in (run / "report.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "lbt_dspy.cli", "report", str(run), "--a6-pairs", "0"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert bad.returncode == 2 and "a6-pairs" in bad.stderr and "Traceback" not in bad.stderr
