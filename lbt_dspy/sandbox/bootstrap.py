@@ -1,9 +1,10 @@
 """The sandbox's child side: what runs inside the sandboxed interpreter before (and around) user code.
 
-The host runs this file's source as ``python -I -S -B -c <source> <config JSON>`` (see
-:mod:`lbt_dspy.sandbox.run`), so it may import only the standard library and must not import
-anything from ``lbt_dspy``. Importing it as a module (the host does, for :func:`encode_value` and
-:func:`decode_value`) runs nothing.
+The host compiles this file once and runs the code object as ``python -I -S -B -c <loader>
+<compiled file> <config literal>`` (see :mod:`lbt_dspy.sandbox.run`), so it may import only the
+standard library (and nothing slow to import: no ``json``, whose ``re`` costs milliseconds per
+run) and must not import anything from ``lbt_dspy``. Importing it as a module (the host does, for
+:func:`encode_value` and :func:`decode_value`) runs nothing.
 
 In the child, :func:`main`:
 
@@ -19,13 +20,12 @@ In the child, :func:`main`:
 4. in the program's process drops to a fresh uid with no groups, ``no_new_privs`` and a
    parent-death signal (:func:`drop_privileges`), installs the Python-level guards
    (:func:`install_guards`), and runs either the program as ``__main__`` or, in calls mode, the
-   solution as a module followed by the calls (:func:`run_calls`), whose results leave as JSON lines
-   on a dedicated pipe.
+   solution as a module followed by the calls (:func:`run_calls`), whose results leave as lines of
+   plain literals on a dedicated pipe (the host parses them with ``ast.literal_eval``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -42,7 +42,8 @@ _SIGKILL = 9
 # Plain data over the wire (child -> host): results of calls, never objects
 # --------------------------------------------------------------------------------------------
 def encode_value(x, depth: int = 0):
-    """A JSON-able form of `x` that keeps Python's types (tuple vs list, int vs float, sets, bytes).
+    """A form of `x` made of None, bools, small ints, strs, lists and one-key dicts (so ``repr`` and
+    ``ast.literal_eval`` carry it exactly) that keeps Python's types (tuple vs list, sets, bytes...).
 
     Values of builtin types, subclasses included, are read through the base type's own methods
     (``int.__int__``, ``list.copy``, ``dict.items``...), so an overridden ``__eq__``, ``__iter__`` or
@@ -123,9 +124,9 @@ def decode_value(v):
 
 def run_calls(source: str, target: str, calls: list, results_fd: int) -> None:
     """Run `source` as the module ``__solution__``, then call `target` on each ``[args, kwargs]``
-    of `calls`, writing one JSON line per call to `results_fd`: ``{"ok": <encoded result>}`` or
-    ``{"raised": <exception name>}``. The checks' expected values are never here."""
-    write, dumps, enc, name_of = os.write, json.dumps, encode_value, type.__dict__["__name__"].__get__
+    of `calls`, writing one line per call to `results_fd`: ``{'ok': <encoded result>}`` or
+    ``{'raised': <exception name>}``. The checks' expected values are never here."""
+    write, dumps, enc, name_of = os.write, repr, encode_value, type.__dict__["__name__"].__get__
     ns = {"__name__": "__solution__", "__builtins__": __builtins__}
     exec(compile(source, "solution.py", "exec"), ns)  # noqa: S102 - this is the sandbox
     cls_name, _, method = target.rpartition(".")
@@ -423,9 +424,9 @@ def setup(cfg: dict) -> tuple[str, dict | None]:
     with open(cfg["code"], "rb") as fh:  # first: the new root hides this file
         source = fh.read().decode("utf-8", "replace")
     calls = None
-    if cfg.get("calls"):
+    if cfg.get("calls"):  # a literal the host wrote
         with open(cfg["calls"], "rb") as fh:
-            calls = json.loads(fh.read())
+            calls = eval(fh.read().decode("utf-8"), {"__builtins__": {}})  # noqa: S307
     if cfg.get("root"):
         build_root(cfg["root"])
     if cfg.get("ipc"):
@@ -433,7 +434,7 @@ def setup(cfg: dict) -> tuple[str, dict | None]:
     if cfg["init"]:
         lifeline, wake_r = cfg.get("lifeline"), None
         if lifeline is not None:  # SIGCHLD wakes PID 1's select; armed before the fork, so none is missed
-            import signal
+            import _signal as signal  # not `signal`: its enum import costs milliseconds per run
             wake_r, wake_w = os.pipe()
             os.set_blocking(wake_w, False)
             signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -462,7 +463,7 @@ def setup(cfg: dict) -> tuple[str, dict | None]:
 
 def main(argv: list[str]) -> None:
     try:
-        cfg = json.loads(argv[1])
+        cfg = eval(argv[-1], {"__builtins__": {}})  # noqa: S307 - a literal the host wrote
         source, calls = setup(cfg)
     except BaseException as exc:  # noqa: BLE001 - report and stop: no user code ran
         os.write(2, SETUP_FAILED_MSG + b": " + repr(exc).encode() + b"\n")

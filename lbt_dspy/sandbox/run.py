@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import ast
 import functools
-import json
+import marshal
 import math
 import os
 import resource
@@ -31,8 +32,15 @@ except (OSError, AttributeError):  # pragma: no cover - not Linux
 
 
 @functools.lru_cache(maxsize=1)
-def _boot_source() -> str:
-    return Path(bootstrap.__file__).read_text(encoding="utf-8")
+def _boot_code() -> bytes:
+    # Compiled once here: compiling the bootstrap's source in every child cost more than the rest
+    # of its start-up. Same interpreter on both sides, so marshal's format matches.
+    source = Path(bootstrap.__file__).read_text(encoding="utf-8")
+    return marshal.dumps(compile(source, bootstrap.__file__, "exec"))
+
+
+# The child's whole command line: load the compiled bootstrap; it reads its config from argv[-1].
+_LOADER = "import marshal, sys\nexec(marshal.loads(open(sys.argv[1], 'rb').read()))\n"
 
 
 # Process groups of the sandboxes running now: killed on Ctrl-C in run_many and at exit, so that
@@ -199,14 +207,14 @@ def _values(raw: bytes, n: int) -> list | None:
         if len(lines) != n:
             return None
         out = []
-        for line in lines:
-            item = json.loads(line)
+        for line in lines:  # untrusted: parsed as a literal, never evaluated
+            item = ast.literal_eval(line)
             if "ok" in item:
                 out.append(bootstrap.decode_value(item["ok"]))
             else:
                 out.append(bootstrap.CallFailed(f"raised {str(item.get('raised'))[:100]}"))
         return out
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+    except (ValueError, TypeError, KeyError, AttributeError, SyntaxError, RecursionError, MemoryError):
         return None
 
 
@@ -223,17 +231,20 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
         code_path = os.path.join(host_work, "main.py")
         with open(code_path, "w", encoding="utf-8", errors="replace") as fh:  # lone surrogates
             fh.write(code)
+        boot_path = os.path.join(host_work, "boot.bin")
+        with open(boot_path, "wb") as fh:
+            fh.write(_boot_code())
         calls_path = None
-        if calls is not None:
-            calls_path = os.path.join(host_work, "calls.json")
-            with open(calls_path, "w", encoding="utf-8") as fh:
-                json.dump({"target": calls[0], "calls": [bootstrap.encode_value(c) for c in calls[1]]}, fh)
+        if calls is not None:  # a Python literal of plain data, written by us: the child evals it
+            calls_path = os.path.join(host_work, "calls.py")
+            with open(calls_path, "w", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(repr({"target": calls[0], "calls": [bootstrap.encode_value(c) for c in calls[1]]}))
             results_r, results_w = os.pipe()
         uid = _fresh_uid() if mode.drop_uid else None
         popen_ids: dict = {}
         if uid is not None and not mode.drop_in_child:
             os.chown(host_work, uid, uid)
-            for p in (code_path, calls_path):
+            for p in (code_path, calls_path, boot_path):
                 if p:
                     os.chown(p, uid, uid)
             popen_ids = {"user": uid, "group": uid, "extra_groups": []}
@@ -255,7 +266,7 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
             cfg["root"] = root_spec(new_root, uid, limits.max_disk_mb)
             cfg["ipc"] = ipc_caps(limits.max_disk_mb)
         argv = [*mode.prefix, *(["--"] if mode.prefix else []), interpreter(), *PYTHON_FLAGS,
-                "-c", _boot_source(), json.dumps(cfg)]
+                "-c", _LOADER, boot_path, repr(cfg)]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                "HOME": work, "TMPDIR": work, "LBT_SANDBOX_RUN": token}
         stdin_file = None
