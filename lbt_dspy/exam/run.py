@@ -88,11 +88,18 @@ def run_exam(cfg: LbtConfig, output_path: str | Path, exam_dataset_file: str | P
     exams = [([teaching[i] for i in plan.indexes], None) for plan in plans]
     exams = [(items, parts.exam_maker.make_exam_questions(items)) for items, _ in exams]  # errors before any call
     code = cfg.exam_scorer_type == "code"
+    fresh = not (Path(output_path) / "config.yaml").exists()
     store = RunStore(output_path, {**cfg.to_dict(), "exam_dataset_file": str(exam_dataset_file),
                                    "teaching_dataset_file": None if teaching_dataset_file is None
                                    else str(teaching_dataset_file)})
     with ModelPool(cache=cfg.cache, num_retries=cfg.num_retries) as pool:
-        students = build_students(cfg, pool, parts.adapter)
+        try:
+            students = build_students(cfg, pool, parts.adapter)
+        except LbtError:
+            if fresh:  # a model entry was wrong: leave no run behind that would refuse the corrected config
+                store.close()
+                _remove_new_run(Path(output_path))
+            raise
         returns = [_num_return(cfg, i) for i in range(len(students))]
         jobs = []
         # A rollout id per generation of a student: every plan samples afresh, as the seed's calls did (two plans
@@ -119,6 +126,15 @@ def run_exam(cfg: LbtConfig, output_path: str | Path, exam_dataset_file: str | P
         write_seed_output(store.path, rows)
     return {"calls": rep.ran + rep.failed, "failed": rep.failed, "plans": len(plans),
             "errors": rep.errors, "scores": [r["scores"] for r in rows]}
+
+
+def _remove_new_run(path: Path) -> None:
+    for name in ("config.yaml", ".lock"):
+        (path / name).unlink(missing_ok=True)
+    try:
+        path.rmdir()  # only if nothing else is there
+    except OSError:
+        pass
 
 
 def _num_return(cfg: LbtConfig, i: int) -> int:
