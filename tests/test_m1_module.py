@@ -248,3 +248,23 @@ def test_seed_key_num_rationales_is_num_pairs_and_old_runs_resume(fake_server, t
     assert len(fake_server.requests) == n
     with pytest.raises(LbtError, match="same setting"):
         LbtConfig.from_dict({"num_pairs": 2, "num_rationales": 2})
+
+
+def test_a_dead_backend_stops_the_run_promptly_and_records_nothing(tmp_path):
+    """Once an endpoint's circuit breaker opens (`BackendDown`), the run starts no more queued calls and
+    ends with that error; nothing is recorded for the failed calls, and a rerun resumes."""
+    from lbt_dspy.errors import BackendDown
+
+    with FakeOpenAI(faults=[500] * 1000) as srv:
+        cfg = LbtConfig.from_dict(fake_config(srv.api_base, num_pairs=6, concurrency=2,
+                                              dataset_cfg={"num_families": 4, "num_variants": 2, "seed": 1}))
+        with pytest.raises(BackendDown):
+            run_m1(cfg, tmp_path / "run", progress=False)
+        asked = len(srv.requests)
+        srv.faults.clear()
+        assert run_m1(cfg, tmp_path / "run", progress=False)["failed"] == 0  # the server is back: resume
+    # 4 greedy calls (their own engine, breaker still closed), then the teacher's 5 that open its breaker
+    # and at most one more in flight; the other 4 x 6 - 5 teacher calls were never sent
+    assert asked <= 4 + 5 + 2
+    keys = [json.loads(x)["key"] for s in ("greedy", "teach", "exam") for x in open(tmp_path / "run" / f"{s}.jsonl")]
+    assert len(keys) == len(set(keys)) == 4 + 4 * 6 + 4 * 6 * 2
