@@ -379,3 +379,17 @@ def test_an_unexpected_exception_is_one_line_too(tmp_path, capsys, monkeypatch):
     code, err = run_cli(capsys, "select", str(tmp_path))
     assert code == 1 and err == ("lbt: error: internal error: RuntimeError: something broke "
                                  "(rerun with --debug for the traceback, and report it)")
+
+
+def test_files_that_are_not_utf8_are_one_line_errors_naming_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    bad_cfg = tmp_path / "cfg.yaml"
+    bad_cfg.write_bytes(b"num_pairs: \xff\xfe\n")
+    code, err = run_cli(capsys, "m1", str(bad_cfg), "--output-path", str(tmp_path / "out"))
+    assert code == 2 and f"{bad_cfg}: not UTF-8 text" in err
+    data = tmp_path / "tp.jsonl"
+    data.write_bytes(b'{"question": "1+1?", "answer": "2"}\n{"question": "\xff", "answer": "1"}\n')
+    cfg = {**fake_config("http://127.0.0.1:9/v1"), "dataset_type": "jsonl", "dataset_cfg": {"teaching_file": str(data)},
+           "exam_maker_type": "fixed", "exam_maker_cfg": {}}
+    code, err = run_cli(capsys, "m1", str(write(tmp_path, cfg, "ok.yaml")), "--output-path", str(tmp_path / "out"))
+    assert code == 2 and f"{data}:2: not UTF-8 text" in err and len(err.splitlines()) == 1

@@ -19,8 +19,12 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
     if not path.is_file():
         raise LbtError(f"{path}: no such file")
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:  # bad bytes: named below, not a crash
         for lineno, line in enumerate(fh, 1):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LbtError(f"{path}:{lineno}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
