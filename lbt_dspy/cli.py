@@ -92,6 +92,12 @@ def _one_line_error(exc: BaseException, debug: bool) -> int:
 
     from .errors import backend_down
 
+    if isinstance(exc, BrokenPipeError):  # `lbt select RUN | head`: the reader left; nothing to report
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 1
     if debug:
         traceback.print_exception(exc)
     down = backend_down(exc)
