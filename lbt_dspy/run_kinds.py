@@ -8,7 +8,6 @@ reads; `report` (re)writes the run's report.md and PNGs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import LbtError
@@ -42,9 +41,9 @@ def select(run_dir: str | Path) -> tuple[str, dict]:
 
         summary = summarize(run_dir)
         return f1_table(summary), summary
-    from .m2.evaluate import eval_table
+    from .m2.evaluate import eval_table, summarize_eval_dir
 
-    summary = _m2_eval_summary(run_dir)
+    summary = summarize_eval_dir(run_dir)
     return eval_table(summary), summary
 
 
@@ -66,11 +65,3 @@ def report(run_dir: str | Path, **m1_options) -> tuple[str, Path]:
     from .m2.evaluate import write_eval_report
 
     return table, write_eval_report(run_dir, summary)
-
-
-def _m2_eval_summary(run_dir: str | Path) -> dict:
-    file = Path(run_dir) / "eval_summary.json"
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LbtError(f"{file}: unreadable ({exc}); rerun `lbt m2 eval` with the same arguments") from None

@@ -97,6 +97,10 @@ def test_m2_eval_then_lbt_report_and_select(tmp_path, fake_server, monkeypatch, 
     before = _files(out)
     assert main(["select", str(out)]) == 0
     assert "greedy accuracy" in capsys.readouterr().out and _files(out) == before
+    from lbt_dspy.m2.evaluate import summarize_eval_dir
+
+    again = summarize_eval_dir(out)  # recomputed from the records: the same numbers the run wrote
+    assert again["rows"] == summary["rows"] and again["comparisons"] == summary["comparisons"]
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.md").is_file()

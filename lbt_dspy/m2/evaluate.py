@@ -163,6 +163,33 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
     return summary
 
 
+def summarize_eval_dir(out: str | Path) -> dict:
+    """The summary of an `lbt m2 eval` directory recomputed from each model's ``greedy.jsonl`` (the models,
+    their order, the split and the bootstrap settings as the run saved them); reads only."""
+    from ..records import correct
+    from ..store import RunStore
+
+    out = Path(out)
+    try:
+        saved = json.loads((out / "eval_summary.json").read_text(encoding="utf-8"))
+        names, n = [r["model"] for r in saved["rows"]], int(saved["num_problems"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LbtError(f"{out / 'eval_summary.json'}: unreadable ({exc}); rerun `lbt m2 eval` with the same "
+                       "arguments") from None
+    keys = [f"p{i:04d}" for i in range(n)]
+    results, questions = {}, {}
+    for name in names:
+        store = RunStore(out / name)
+        recs = store.load("greedy")
+        questions.update({k: recs[k]["question"] for k in keys if k in recs})
+        results[name] = {"entry": store.read_config()["model"],
+                         "scores": {k: correct(recs[k]) for k in keys if k in recs}}
+    summary = summarize_eval(results, keys, [{"question": questions.get(k, "")} for k in keys],
+                             seed=saved.get("seed", 0), resamples=saved.get("resamples"))
+    summary.update({k: saved.get(k) for k in ("kind", "split", "limit", "failed_calls", "calls", "dataset")})
+    return summary
+
+
 def write_eval_report(out: str | Path, summary: dict) -> Path:
     """report.md and accuracy_by_model.png of an `lbt m2 eval` directory; returns report.md's path."""
     out = Path(out)
