@@ -150,8 +150,14 @@ class RunStore:
         except OSError as exc:
             raise os_error(exc, self.path, "create the run directory") from None
         self._take_lock()
+        self._preloaded: dict[str, dict] = {}
         try:
             self._check_config(redact(config))
+            # Every stage with known fields is checked before the run adds anything: a bad line anywhere
+            # stops it with nothing changed. Kept for the first `load` of the stage (no second read).
+            for stage in self.required:
+                if (self.path / f"{stage}.jsonl").exists():
+                    self._preloaded[stage] = self.load(stage)
         except BaseException:
             self.close()
             raise
@@ -213,6 +219,8 @@ class RunStore:
         the store's for this stage -- with their types, no NaN). A bad line raises `LbtError` naming
         ``file:line`` and changes nothing. A last line without its newline is skipped by a reader; the
         writer moves it to ``<stage>.jsonl.torn``."""
+        if required is None and stage in getattr(self, "_preloaded", {}):
+            return self._preloaded.pop(stage)
         required = self.required.get(stage, ()) if required is None else required
         file = self.path / f"{stage}.jsonl"
         with self._lock:

@@ -393,3 +393,18 @@ def test_files_that_are_not_utf8_are_one_line_errors_naming_them(tmp_path, capsy
            "exam_maker_type": "fixed", "exam_maker_cfg": {}}
     code, err = run_cli(capsys, "m1", str(write(tmp_path, cfg, "ok.yaml")), "--output-path", str(tmp_path / "out"))
     assert code == 2 and f"{data}:2: not UTF-8 text" in err and len(err.splitlines()) == 1
+
+
+def test_a_resume_checks_every_stage_before_it_adds_a_record(finished_run, capsys):
+    """A bad exam line stops a rerun before its greedy stage makes (and records) the call it still needs."""
+    out, cfg = finished_run
+    greedy = out / "greedy.jsonl"
+    greedy.write_text("".join(greedy.read_text().splitlines(keepends=True)[:-1]))  # one greedy call to redo
+    exam = out / "exam.jsonl"
+    exam.write_text("{oops\n" + exam.read_text())
+    before = snapshot(out)
+    code, err = run_cli(capsys, "m1", str(cfg), "--output-path", str(out), "-q")
+    assert code == 2 and f"{exam}:1: not valid JSON" in err
+    after = snapshot(out)
+    after.pop(".lock", None), before.pop(".lock", None)
+    assert after == before
