@@ -6,7 +6,7 @@
 
 from .program import M1
 from .run import run_m1, tp_key
-from .select import METHODS, Candidate, group_answers, m1_max, m1_sum, self_consistency
+from .select import METHODS, Candidate, Pair, group_answers, m1_max, m1_sum, self_consistency
 
-__all__ = ["M1", "run_m1", "tp_key", "METHODS", "Candidate", "group_answers", "m1_max", "m1_sum",
+__all__ = ["M1", "run_m1", "tp_key", "METHODS", "Candidate", "Pair", "group_answers", "m1_max", "m1_sum",
            "self_consistency"]
