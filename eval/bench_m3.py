@@ -251,7 +251,7 @@ def with_intervals(ys, ps, fields) -> dict:
     return out
 
 
-def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None) -> list[dict]:
+def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None, method_major: bool = False) -> list[dict]:
     from tqdm.auto import tqdm
 
     from lbt_dspy.models import ModelPool
@@ -274,7 +274,8 @@ def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None) -> lis
                "students": [pool.lm(e, cfg.classify_sample_cfg, f"student_model_cfgs[{i}]")
                             for i, e in enumerate(cfg.student_model_cfgs)]}
         dspy.configure(lm=lms["task"])
-        jobs = [(t, m) for t in cfg.tasks for m in cfg.methods]
+        jobs = ([(t, m) for m in cfg.methods for t in cfg.tasks] if method_major
+                else [(t, m) for t in cfg.tasks for m in cfg.methods])
         bar = tqdm(jobs, desc="bench_m3", dynamic_ncols=True)
         split = {}
         for task, method in bar:
@@ -370,6 +371,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     ap.add_argument("--methods", help="comma-separated subset of the config's methods")
     ap.add_argument("--resume", action="store_true", help="keep the rows an interrupted run with this config wrote")
+    ap.add_argument("--method-major", action="store_true",
+                    help="run each method on every task before the next method (default: task by task)")
     args = ap.parse_args(argv)
     try:
         raw = load_yaml(args.config)
@@ -397,7 +400,7 @@ def main(argv=None) -> int:
         plot(rows, out / "bench_m3.png")
 
     try:
-        rows = run(cfg, out, resume=args.resume, on_row=write)
+        rows = run(cfg, out, resume=args.resume, on_row=write, method_major=args.method_major)
     except LbtError as exc:
         print(f"bench_m3: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
