@@ -252,3 +252,14 @@ def test_pt_path_state_is_loaded_into_the_served_checkpoint(tmp_path, monkeypatc
     torch.save({"weights": state}, tmp_path / "bad.pt")
     with pytest.raises(LbtError, match="no 'state' entry"):
         merged_checkpoint(str(base), str(tmp_path / "bad.pt"))
+
+
+def test_rerun_resumes_asks_nothing_again_and_rewrites_the_same_output(tmp_path, azure):
+    from datasets import load_from_disk
+
+    cfg = _seed_cfg("math/chatgpt4o_trgen.yaml")
+    assert _exam(tmp_path, cfg) == 0
+    first, n = load_from_disk(str(tmp_path / "out")).to_list(), len(azure.requests)
+    assert n == 4
+    assert _exam(tmp_path, cfg) == 0  # the same command again: every generation is in exam.jsonl
+    assert len(azure.requests) == n and load_from_disk(str(tmp_path / "out")).to_list() == first
