@@ -14,8 +14,10 @@ the model must continue. Servers differ in how that is expressed, hence `prefill
 - ``"chat"``: plain chat; the prefill is dropped and the model answers freely.
 
 Each engine has a `CircuitBreaker`: after a few consecutive failures that say the server is gone
-(connection refused or reset, timeouts, 5xx), calls fail at once with `BackendDown` instead of each
-being retried with backoff, so a run learns within seconds that its server died.
+(connection refused or reset, 5xx), calls fail at once with `BackendDown` instead of each being
+retried with backoff, so a run learns within seconds that its server died. A timeout does not count:
+a server that accepted the connection is alive, only slow (an embedded model on a loaded CPU takes
+minutes per batch), and the per-request timeout already bounds a hung one.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from ..errors import BackendDown
 PREFILL_MODES = ("chat", "assistant", "continue", "completions")
 
 
-# Failures that say nothing answered: the endpoint may be gone. A 4xx or a 429 is an answer (the server is up).
-DOWN_ERRORS = (lm15_errors.TransportError, lm15_errors.TimeoutError, lm15_errors.ServerError)
+# Failures that say nothing answered: the endpoint may be gone. A 4xx or a 429 is an answer (the server is up);
+# a timeout is a slow server, not a dead one (on a loaded CPU, 16 requests in flight all time out together).
+DOWN_ERRORS = (lm15_errors.TransportError, lm15_errors.ServerError)
 
 
 class CircuitBreaker:
@@ -112,7 +115,7 @@ class OpenAICompatEngine:
         send_top_k: Send ``top_k`` (vLLM takes it; OpenAI and `transformers serve` reject it with 4xx).
         timeout: Seconds per request.
         azure_api_version: When set, talk to Azure OpenAI (``api_base`` is the Azure endpoint).
-        breaker_failures: Consecutive failures (connection, timeout, 5xx) after which calls fail at once
+        breaker_failures: Consecutive failures (connection, 5xx; not timeouts) after which calls fail at once
             with `BackendDown` (see `CircuitBreaker`).
         breaker_reset: Seconds before an open breaker lets a probe call through.
 
