@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LbtError
-from ..registry import Registry
+from . import code as _code  # noqa: F401  (registers humaneval, leetcode)
 from .arith import make_families
+from .base import DATA_DIR, TaskData, datasets
 from .jsonl import normalize_fields, read_jsonl
-
-datasets = Registry("dataset")
-
-# data/ of the source tree (configs may also give explicit paths)
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-
-
-@dataclass
-class TaskData:
-    """Teaching problems (TPs) and the exam bank the exam maker draws exam problems from."""
-
-    teaching: list[dict]
-    exam_bank: list[dict]
 
 
 def _limit(rows: list[dict], limit: int | None) -> list[dict]:
@@ -66,4 +53,3 @@ def jsonl_dataset(teaching_file: str, exam_file: str | None = None, limit: int |
 
 
 __all__ = ["TaskData", "datasets", "read_jsonl", "make_families", "DATA_DIR"]
-from . import code as _code  # noqa: E402,F401  (registers humaneval, leetcode)

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from ..errors import LbtError
-from . import TaskData, datasets
+from .base import TaskData, datasets
 from .checks import split_checks, visible_checks
 from .jsonl import read_jsonl
 

@@ -285,5 +285,3 @@ def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: 
         api_base = bases[0] if replicas == 1 else bases
     return ModelEntry(name, ckpt, api_base, None, "completions", ckpt)
 
-
-from . import huggingface as _huggingface  # noqa: E402,F401  (registers model_type huggingface)

@@ -21,7 +21,7 @@ Example:
 
 from .bootstrap import CallFailed
 from .limits import SandboxLimits, SandboxResult
-from .modes import interpreter, isolation
-from .run import run_many, run_python
+from .modes import interpreter
+from .run import isolation, run_many, run_python
 
 __all__ = ["SandboxLimits", "SandboxResult", "CallFailed", "run_python", "run_many", "isolation", "interpreter"]

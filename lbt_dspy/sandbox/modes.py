@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import functools
 import glob
-import logging
 import os
 import shutil
 import stat
 import sys
 import sysconfig
-import threading
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
 
 PYTHON_FLAGS = ("-I", "-S", "-B")
 WORK_DIR = "/sandbox"  # the program's cwd and HOME inside the root-ns view
@@ -144,70 +141,3 @@ def cgroup_memory() -> str:
             return f"cgroup v2 at {mount} has no memory controller ({' '.join(controllers) or 'none'})"
         return f"cgroup v2 memory controller present at {mount}{v2[0] if v2 else ''}; not used (not delegated to lbt)"
     return "no cgroup v2 mount"
-
-
-# --------------------------------------------------------------------------------------------
-# The probe
-# --------------------------------------------------------------------------------------------
-_PROBE = ("import os\nprint('lbt-probe', os.getuid(), open('/proc/self/net/dev').read().count(':'), "
-          "int(os.path.exists('/etc')))\n")
-_probe_lock = threading.Lock()
-_probed: dict[bool, tuple[Mode, dict]] = {}
-
-
-def select_mode(isolate: bool) -> Mode:
-    with _probe_lock:
-        if isolate not in _probed:
-            _probed[isolate] = _probe(isolate)
-        return _probed[isolate][0]
-
-
-def isolation(isolate: bool = True) -> dict:
-    """Which protection layers are active for sandboxed runs on this machine (probed once).
-
-    Args:
-        isolate: The ``isolate`` argument of :func:`~lbt_dspy.sandbox.run_python`.
-
-    Returns:
-        ``{"mode", "uid_drop", "network_namespace", "pid_namespace", "ipc_namespace",
-        "private_root" (the host's files hidden but for "exposed"), "exposed", "hidden_inside"
-        (directories of "exposed" shown empty), "parent_death",
-        "cgroup_memory" (why no cgroup is used), "python_guards", "rlimits"}``.
-
-    Example:
-        >>> isolation()["python_guards"]
-        True
-    """
-    select_mode(isolate)
-    return dict(_probed[isolate][1])
-
-
-def _probe(isolate: bool) -> tuple[Mode, dict]:
-    from .run import run_in_mode
-    from .limits import SandboxLimits
-
-    modes = candidate_modes() if isolate else [Mode("plain")]
-    for mode in modes:
-        res, uid = run_in_mode(_PROBE, SandboxLimits(wall_seconds=20), "", mode, None)
-        words = res.stdout.split()
-        ok = res.passed and len(words) == 4 and words[0] == "lbt-probe"
-        if ok and mode.drop_uid:
-            ok = words[1] == str(uid)
-        if ok and mode.namespaces:
-            ok = words[2] == "1"  # only the loopback interface
-        if ok and mode.name == "root-ns":
-            ok = words[3] == "0"  # the host's /etc is not in the view
-        if ok:
-            info = {"mode": mode.name, "uid_drop": mode.drop_uid, "network_namespace": mode.namespaces,
-                    "pid_namespace": mode.namespaces, "ipc_namespace": mode.namespaces,
-                    "private_root": mode.name == "root-ns",
-                    "exposed": list(exposed()[0]) if mode.name == "root-ns" else ["/"],
-                    "hidden_inside": list(hidden()) if mode.name == "root-ns" else [],
-                    "parent_death": True, "cgroup_memory": cgroup_memory(),
-                    "python_guards": True, "rlimits": True}
-            if isolate and os.geteuid() == 0 and not mode.drop_uid:
-                log.warning("sandbox: running untrusted code as root with only rlimits and Python-level "
-                            "guards (no namespaces, interpreter unreachable for an unprivileged uid)")
-            return mode, info
-        log.debug("sandbox mode %s unavailable: %s %s", mode.name, res.status, res.stderr[-500:])
-    raise RuntimeError("sandbox: not even a plain subprocess could be started")

@@ -6,6 +6,7 @@ import atexit
 import ctypes
 import ast
 import functools
+import logging
 import marshal
 import math
 import os
@@ -23,7 +24,10 @@ from pathlib import Path
 
 from . import bootstrap
 from .limits import SandboxLimits, SandboxResult
-from .modes import PYTHON_FLAGS, WORK_DIR, Mode, interpreter, ipc_caps, root_spec, select_mode
+from .modes import (PYTHON_FLAGS, WORK_DIR, Mode, candidate_modes, cgroup_memory, exposed, hidden, interpreter,
+                    ipc_caps, root_spec)
+
+log = logging.getLogger(__name__)
 
 try:  # PR_SET_PDEATHSIG for the child we start: it dies when the thread that started it does
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -411,3 +415,67 @@ def run_many(codes, limits: SandboxLimits | None = None, max_workers: int | None
         except BaseException:  # Ctrl-C: stop every sandbox now rather than at its wall limit
             _kill_live()
             raise
+
+
+# --------------------------------------------------------------------------------------------
+# The probe: which mode works here (it runs a program, so it lives beside run_in_mode)
+# --------------------------------------------------------------------------------------------
+_PROBE = ("import os\nprint('lbt-probe', os.getuid(), open('/proc/self/net/dev').read().count(':'), "
+          "int(os.path.exists('/etc')))\n")
+_probe_lock = threading.Lock()
+_probed: dict[bool, tuple[Mode, dict]] = {}
+
+
+def select_mode(isolate: bool) -> Mode:
+    with _probe_lock:
+        if isolate not in _probed:
+            _probed[isolate] = _probe(isolate)
+        return _probed[isolate][0]
+
+
+def isolation(isolate: bool = True) -> dict:
+    """Which protection layers are active for sandboxed runs on this machine (probed once).
+
+    Args:
+        isolate: The ``isolate`` argument of :func:`~lbt_dspy.sandbox.run_python`.
+
+    Returns:
+        ``{"mode", "uid_drop", "network_namespace", "pid_namespace", "ipc_namespace",
+        "private_root" (the host's files hidden but for "exposed"), "exposed", "hidden_inside"
+        (directories of "exposed" shown empty), "parent_death",
+        "cgroup_memory" (why no cgroup is used), "python_guards", "rlimits"}``.
+
+    Example:
+        >>> isolation()["python_guards"]
+        True
+    """
+    select_mode(isolate)
+    return dict(_probed[isolate][1])
+
+
+def _probe(isolate: bool) -> tuple[Mode, dict]:
+    modes = candidate_modes() if isolate else [Mode("plain")]
+    for mode in modes:
+        res, uid = run_in_mode(_PROBE, SandboxLimits(wall_seconds=20), "", mode, None)
+        words = res.stdout.split()
+        ok = res.passed and len(words) == 4 and words[0] == "lbt-probe"
+        if ok and mode.drop_uid:
+            ok = words[1] == str(uid)
+        if ok and mode.namespaces:
+            ok = words[2] == "1"  # only the loopback interface
+        if ok and mode.name == "root-ns":
+            ok = words[3] == "0"  # the host's /etc is not in the view
+        if ok:
+            info = {"mode": mode.name, "uid_drop": mode.drop_uid, "network_namespace": mode.namespaces,
+                    "pid_namespace": mode.namespaces, "ipc_namespace": mode.namespaces,
+                    "private_root": mode.name == "root-ns",
+                    "exposed": list(exposed()[0]) if mode.name == "root-ns" else ["/"],
+                    "hidden_inside": list(hidden()) if mode.name == "root-ns" else [],
+                    "parent_death": True, "cgroup_memory": cgroup_memory(),
+                    "python_guards": True, "rlimits": True}
+            if isolate and os.geteuid() == 0 and not mode.drop_uid:
+                log.warning("sandbox: running untrusted code as root with only rlimits and Python-level "
+                            "guards (no namespaces, interpreter unreachable for an unprivileged uid)")
+            return mode, info
+        log.debug("sandbox mode %s unavailable: %s %s", mode.name, res.status, res.stderr[-500:])
+    raise RuntimeError("sandbox: not even a plain subprocess could be started")
