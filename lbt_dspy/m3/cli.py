@@ -7,8 +7,9 @@ from pathlib import Path
 
 
 def add_m3_parser(sub) -> None:
-    p = sub.add_parser("m3", help="LbT for in-context examples (the paper's M3): optimise K examples of a Yes/No "
-                                  "classifier with a teacher and students; F1 per round, baselines, report")
+    p = sub.add_parser("m3", help="LbT for in-context examples (the paper's M3): optimise K examples of the Yes/No "
+                                  "classifier of a task with a teacher and students; F1 per round, baselines, "
+                                  "report (any DSPy program: lbt_dspy.m3.LbTOptimizer)")
     p.add_argument("cfg_file", nargs="?", help="the run's YAML config (see configs/m3_liar.yaml)")
     p.add_argument("--output-path", help="run directory (default: runs/<config name>)")
     p.add_argument("--report", metavar="RUN_DIR", help="the same as `lbt report RUN_DIR` (kept for old scripts)")
