@@ -96,24 +96,10 @@ def test_the_reader_sees_lazy_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-# Cycles found on 2026-12-01 in files other helpers own, reported to them (issue 15's report): each goes
-# when its owner breaks it. A cycle not listed here fails at once.
-KNOWN_CYCLES = [
-    ["lbt_dspy.m3.fields", "lbt_dspy.m3.formats"],
-]
-
-
 def _message(cycles) -> str:
     return "import cycles (modules that import one another): " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-def test_no_new_import_cycle():
-    new = [c for c in _cycles(_graph()) if not any(set(c) <= set(k) for k in KNOWN_CYCLES)]
-    assert not new, _message(new)
-
-
-@pytest.mark.xfail(strict=True, reason="the KNOWN_CYCLES are still there; when none is left this passes, and "
-                                       "strict xfail fails: delete the marker and the list")
 def test_no_import_cycle_in_lbt_dspy():
     cycles = _cycles(_graph())
     assert not cycles, _message(cycles)

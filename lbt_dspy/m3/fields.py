@@ -16,18 +16,12 @@ from dataclasses import dataclass
 
 import dspy
 
-from .formats import NO, YES, to_label
+from .labels import NO, YES, title, to_label
 
 #: Dataset values that make a label set the paper's Yes/No one.
 _YES_NO_VALUES = {0, 1, True, False, "0", "1", "yes", "no"}
 #: At most this many distinct values (each repeated) are read as a label set rather than free text.
 MAX_LABELS = 20
-
-
-def title(name: str) -> str:
-    """A field name as shown to a model: ``text`` -> ``Text``, ``premise_text`` -> ``Premise text``."""
-    name = name.replace("_", " ").strip()
-    return name[:1].upper() + name[1:]
 
 
 def _is_yes_no(value) -> bool:

@@ -11,55 +11,19 @@ import re
 
 import dspy
 
-YES, NO = "Yes", "No"
+from .fields import TEXT_LABEL
+from .labels import NO, YES, answer_is_yes, parse_label_word, title, to_label  # noqa: F401  (re-exported)
+
 START, END = "<START>", "<END>"
-
-_YES_WORDS = {"yes", "true", "1", "positive"}
-_NO_WORDS = {"no", "false", "0", "negative"}
-
-
-def to_label(value) -> str:
-    """A dataset or model label as ``"Yes"``/``"No"``: 1/True/"yes"... -> Yes, everything else -> No.
-
-    Example:
-        >>> to_label(1), to_label("no"), to_label(" YES."), to_label(0)
-        ('Yes', 'No', 'Yes', 'No')
-    """
-    if isinstance(value, bool):
-        return YES if value else NO
-    if isinstance(value, (int, float)):
-        return YES if value == 1 else NO
-    return parse_label_word(str(value)) or (YES if answer_is_yes(str(value)) else NO)
-
-
-def answer_is_yes(completion: str) -> bool:
-    """The patch's rule: the prediction is positive iff the answer starts with "YES" (after markup)."""
-    return re.sub(r"^[\s\"'*`#:>\-\[\]]+", "", completion or "").upper().startswith("YES")
-
-
-def parse_label_word(word: str) -> str | None:
-    """A label written by the teacher ("Yes", "no", "True", "1"...), or None when it is not one."""
-    w = re.sub(r"[^a-z0-9]", "", (word or "").lower())
-    if w in _YES_WORDS:
-        return YES
-    if w in _NO_WORDS:
-        return NO
-    return None
 
 
 def _fields(fields):
-    if fields is None:
-        from .fields import TEXT_LABEL
-
-        return TEXT_LABEL
-    return fields
+    return TEXT_LABEL if fields is None else fields
 
 
 def render_examples(demos, fields=None) -> str:
     """Demos as the patch's example section (``### Example j``, ``**Text:**``, ``**Label:**``); other programs'
     fields appear the same way under their own names (`fields`, default the paper's text/label)."""
-    from .fields import title
-
     f = _fields(fields)
     names = (*f.inputs, f.output)
     return "\n\n".join(f"### Example {j}\n" + "\n".join(f"**{title(n)}:** {d[n]}" for n in names)
@@ -70,8 +34,6 @@ def render_failures(failures, fields=None) -> str:
     """Failure cases as in the patch: ``## Failure Case i`` / ``Text: "..."`` / ``Label:`` / ``Prediction:``.
 
     A case is a dict with ``pred`` and the example's fields (or the example under ``example``)."""
-    from .fields import title
-
     f = _fields(fields)
     out = []
     for i, case in enumerate(failures, 1):
@@ -122,8 +84,6 @@ def _clean(body: str) -> str:
 
 
 def _example_pattern(fields) -> re.Pattern:
-    from .fields import title
-
     parts = [rf"(?:\*\*)?\b{re.escape(title(n))}(?:\*\*)?\s*:\s*(?:\*\*)?(?P<f{i}>.*?)\s*"
              for i, n in enumerate(fields.inputs)]
     parts.append(rf"(?:\*\*)?\b{re.escape(title(fields.output))}(?:\*\*)?\s*:\s*(?:\*\*)?[ \t]*(?P<out>[^\n]*)")
