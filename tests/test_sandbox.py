@@ -377,3 +377,24 @@ def test_leftover_detector_sees_running_sandboxes(tag):
     t.join()
     assert seen
     assert_no_leftovers(tag)
+
+
+def test_host_file_descriptors_above_1024_do_not_break_the_sandbox():
+    """A long-lived host (a test session, a server) may hold fds numbered past select()'s 1024 limit; the
+    sandbox's PID 1 watches its lifeline with poll, so runs still work (seen: a full test session)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open 1200 files here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200) if hard == resource.RLIM_INFINITY else min(max(soft, 1200), hard), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        res = run_python("print(6 * 7)")
+        assert res.passed and res.stdout.strip() == "42", res
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

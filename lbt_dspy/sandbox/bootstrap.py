@@ -241,6 +241,11 @@ def init_loop(child: int, lifeline: int | None, wakeup: int | None) -> None:
     (this does not rely on any parent-death signal). `wakeup` is where SIGCHLD is signalled."""
     import select
 
+    poller = None
+    if lifeline is not None:  # poll, not select: the host's fd numbers may exceed select()'s 1024
+        poller = select.poll()
+        poller.register(lifeline, select.POLLIN)
+        poller.register(wakeup, select.POLLIN)
     while True:
         while True:
             try:
@@ -255,7 +260,7 @@ def init_loop(child: int, lifeline: int | None, wakeup: int | None) -> None:
         if lifeline is None:
             os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # block until a child exits
             continue
-        ready = select.select([lifeline, wakeup], [], [])[0]
+        ready = [fd for fd, _ in poller.poll()]
         if lifeline in ready and not os.read(lifeline, 1):
             os._exit(128 + _SIGKILL)
         if wakeup in ready:
