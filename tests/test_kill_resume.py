@@ -144,9 +144,12 @@ def test_twenty_sigkills_m3(tmp_path):
     assert (run / "report.md").exists() and (run / "best_program_LbT.json").exists()
     # the same calls as the uninterrupted run; only those in flight at a kill (at most `concurrency`, 2, each)
     # were asked again
+    # (the uninterrupted run itself may send one prompt twice when two threads ask it at once, before either
+    # answer is cached: the count is compared with the reference's, not with 1)
     cut_off = requested.pop("(cut off)", 0)
-    assert set(requested) == set(reference) and max(reference.values()) == 1
-    assert sum(requested.values()) - len(requested) + cut_off <= 2 * kills
+    assert set(requested) == set(reference)
+    assert all(requested[b] >= n for b, n in reference.items())
+    assert sum(requested.values()) - sum(reference.values()) + cut_off <= 2 * kills
 
 
 # --- one writer per run, a dead server fails fast, Ctrl-C stops at once ---------------------------------
