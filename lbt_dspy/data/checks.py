@@ -27,9 +27,16 @@ def parse(source: str, *args, **kwargs) -> ast.AST:
     """`ast.parse` under a lock. CPython 3.11 keeps the AST constructor's recursion depth in state
     shared by all threads, so concurrent parses (answer extraction in the LM worker threads, scoring
     in the main thread) fail now and then with "SystemError: AST constructor recursion depth
-    mismatch" (python/cpython#106905)."""
-    with _AST_LOCK:
-        return ast.parse(source, *args, **kwargs)
+    mismatch" (python/cpython#106905). The lock cannot cover every AST built elsewhere (an import compiling
+    a module in another thread), so that error, which is transient, is retried a few times."""
+    for attempt in range(5):
+        try:
+            with _AST_LOCK:
+                return ast.parse(source, *args, **kwargs)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------------------------
