@@ -201,7 +201,7 @@ def _run(args) -> int:
         return 0
     if args.command == "m1":
         from .m1 import run_m1
-        from .m1.report import accuracy_table, write_report
+        from .m1.report import console_text, write_report
         from .m1.results import summarize
 
         cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
@@ -218,7 +218,7 @@ def _run(args) -> int:
             return 1
         summary = summarize(out_dir)
         report = write_report(out_dir, summary)
-        print(accuracy_table(summary))
+        print(console_text(summary))
         print(f"report: {report}")
         return 0
     if args.command in ("select", "report"):

@@ -28,36 +28,41 @@ def run_kind(run_dir: str | Path) -> str:
 
 
 def select(run_dir: str | Path) -> tuple[str, dict]:
-    """(the result table, the summary) recomputed from the run's records; nothing is written."""
+    """(the printed result: tables with 95% intervals and paired comparisons, the summary) recomputed from
+    the run's records; nothing is written."""
     kind = run_kind(run_dir)
     if kind == "m1":
-        from .m1.report import accuracy_table
+        from .m1.report import console_text, evidence
         from .m1.results import summarize
 
         summary = summarize(run_dir)
-        return accuracy_table(summary), summary
+        summary["evidence"] = evidence(run_dir, summary)  # in memory only: a reader never writes
+        return console_text(summary), summary
     if kind == "m3":
-        from .m3.report import f1_table, summarize
+        from .m3.report import console_text, summarize
 
         summary = summarize(run_dir)
-        return f1_table(summary), summary
-    from .m2.evaluate import eval_table, summarize_eval_dir
+        return console_text(summary), summary
+    from .m2.evaluate import console_text, summarize_eval_dir
 
     summary = summarize_eval_dir(run_dir)
-    return eval_table(summary), summary
+    return console_text(summary), summary
 
 
 def report(run_dir: str | Path, **m1_options) -> tuple[str, Path]:
-    """(the result table, report.md's path) after (re)writing the run's report; `m1_options` (a6_pairs,
+    """(the printed result, report.md's path) after (re)writing the run's report; `m1_options` (a6_pairs,
     a6_subsets) apply to M1 runs only."""
     kind = run_kind(run_dir)
     if m1_options and any(v is not None for v in m1_options.values()) and kind != "m1":
         raise LbtError(f"{run_dir}: --a6-pairs / --a6-subsets apply to M1 runs, this is an {kind} run")
-    table, summary = select(run_dir)
     if kind == "m1":
-        from .m1.report import write_report
+        from .m1.report import console_text, write_report
+        from .m1.results import summarize
 
-        return table, write_report(run_dir, summary, **m1_options)
+        summary = summarize(run_dir)
+        path = write_report(run_dir, summary, **m1_options)  # adds the evidence the printed tables show
+        return console_text(summary), path
+    table, summary = select(run_dir)
     if kind == "m3":
         from .m3.report import write_report
 

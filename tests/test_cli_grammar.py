@@ -2,6 +2,7 @@
 `lbt report DIR` / `lbt select DIR` work on M1, M2 eval and M3 run directories alike."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -45,10 +46,16 @@ def test_m1_set_nested_keys_then_report_and_select(tmp_path, fake_server, monkey
     capsys.readouterr()
     before = _files(run)
     assert main(["select", str(run)]) == 0
-    assert "M1 SUM" in capsys.readouterr().out
+    printed = capsys.readouterr().out
     assert _files(run) == before  # a reader writes nothing
+    # what a user compares is printed with its uncertainty: intervals in the cells, the paired differences
+    sum_row = next(line for line in printed.splitlines() if line.startswith("| M1 SUM |"))
+    assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", sum_row), sum_row
+    assert "| M1 SUM − SC |" in printed and "95% paired CI" in printed
     assert main(["report", str(run)]) == 0
-    assert "report:" in capsys.readouterr().out and (run / "report.md").is_file()
+    reported = capsys.readouterr().out
+    assert "report:" in reported and (run / "report.md").is_file()
+    assert printed in reported  # the same tables as select, computed from the same records
     assert main(["m1", str(cfg), "--set", "dataset_cfg.num_families"]) == 2  # no '=': one line, exit 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
 

@@ -107,6 +107,17 @@ def accuracy_table(summary: dict) -> str:
     return method_table(summary, METHOD_ORDER)
 
 
+def console_text(summary: dict) -> str:
+    """What `lbt m1`, `lbt report` and `lbt select` print: the accuracy table with its 95% intervals and the
+    paired comparisons (both need ``summary["evidence"]``, which `write_report` or `evidence` adds)."""
+    text = accuracy_table(summary)
+    ev = summary.get("evidence") or {}
+    if ev.get("comparisons"):
+        unit = "S-score" if summary.get("code") else "accuracy points"
+        text += "\n" + comparison_table(ev, summary["num_problems"], unit=unit)
+    return text
+
+
 def method_table(summary: dict, methods: list[str]) -> str:
     """Accuracy (exam-scorer score) of `methods`: one row per method, one column per student view; with
     evidence, "acc% [95% interval] (correct/n)"."""
@@ -306,17 +317,23 @@ def _draw_pairs(run_dir: Path, ev: dict) -> None:
         plt_fig, (ax, ax2) = pyplot().subplots(1, 2, figsize=(11, 4))
     else:
         plt_fig, ax = figure(6, 4)
+    drawn = 0
     for j, m in enumerate(("M1 SUM", "M1 MAX")):
         pts = [(r["pairs"], _iv(r[f"rel {m}"])) for r in rows if r[f"rel {m}"]["estimate"] is not None]
         if pts:
             line_with_band(ax, [p[0] for p in pts], *_band([p[1] for p in pts]), label=m, color=f"C{j + 1}")
+            drawn += 1
     ax.axhline(0, color="black", linewidth=0.8)
     if len(xs) > 1:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("TR-TA pairs per problem")
     ax.set_ylabel("relative improvement over SC (%), 95% band")
     ax.set_title("Fig. 4: M1 over SC vs number of pairs")
-    ax.legend()
+    if drawn:
+        ax.legend()
+    else:  # M1 / SC - 1 is undefined where SC is 0: say so instead of an empty plot
+        ax.text(0.5, 0.5, "undefined: SC accuracy is 0 at every number of pairs", ha="center", va="center",
+                transform=ax.transAxes)
     if levels:
         for j, m in enumerate(("M1 SUM", "M1 MAX")):
             pts = [(r["level"] + (j - 0.5) * 0.15, _iv(r[f"rel {m}"])) for r in levels

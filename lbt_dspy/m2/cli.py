@@ -142,7 +142,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from ..config import LbtConfig
     from ..counting import calls_line
-    from .evaluate import eval_table, run_eval
+    from .evaluate import console_text, run_eval
 
     cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
     models = []
@@ -153,7 +153,7 @@ def _eval(args) -> int:
         models.append((name, p))
     summary = run_eval(cfg, models, args.output_path, include_base=not args.no_base, split=args.split,
                        limit=args.limit, progress=not args.quiet)
-    print(eval_table(summary))
+    print(console_text(summary))
     print(calls_line(summary["calls"]))
     print(f"report: {Path(args.output_path) / 'report.md'}")
     if summary["failed_calls"]:

@@ -287,6 +287,15 @@ def comparison_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def console_text(summary: dict) -> str:
+    """What `lbt m2 eval`, `lbt report` and `lbt select` print: accuracies with intervals, then the paired
+    comparisons (tuned vs base, LbT-DPO vs correctness-DPO) when there are any."""
+    text = eval_table(summary)
+    if summary.get("comparisons"):
+        text += "\n" + comparison_table(summary)
+    return text
+
+
 def eval_report(summary: dict) -> str:
     ds = summary["dataset"]
     notes = []

@@ -21,7 +21,7 @@ def add_m3_parser(sub) -> None:
 def run_m3_command(args) -> int:
     from ..errors import LbtError
     from .config import M3Config
-    from .report import f1_table, summarize, write_report
+    from .report import console_text, summarize, write_report
     from .run import run_m3
 
     if args.report:
@@ -40,7 +40,7 @@ def run_m3_command(args) -> int:
     calls = run_m3(cfg, out_dir, progress=not args.quiet, log_dir=str(out_dir))
     s = summarize(out_dir)
     report = write_report(out_dir, s)
-    print(f1_table(s), end="")
+    print(console_text(s), end="")
     print(f"LM calls this run: {calls['optimize'] + calls['eval']} (optimizer {calls['optimize']}, "
           f"test evaluation {calls['eval']}; {calls['cached']} answered by DSPy's cache); "
           f"wall time {calls['seconds']:.0f} s")

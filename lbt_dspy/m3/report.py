@@ -129,6 +129,18 @@ def interval_table(s: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def console_text(s: dict) -> str:
+    """What `lbt m3`, `lbt report` and `lbt select` print: test F1 per round, each configuration's last-round
+    F1 with its 95% interval, and the paired comparisons when there are any."""
+    text = f1_table(s)
+    ev = s.get("evidence") or {}
+    if ev.get("intervals"):
+        text += "\n" + interval_table(s)
+    if ev.get("comparisons"):
+        text += "\n" + evidence_table(s)
+    return text
+
+
 def _metrics(e: dict) -> dict:
     return {"f1": e["f1"], "accuracy": e["accuracy"], "n": e["n"], "predicted_yes": e.get("predicted_yes"),
             "calls": e.get("calls", 0), "cached": e.get("cached", "–")}
