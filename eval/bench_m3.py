@@ -251,7 +251,8 @@ def with_intervals(ys, ps, fields) -> dict:
     return out
 
 
-def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None, method_major: bool = False) -> list[dict]:
+def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None, method_major: bool = False,
+        meta: dict | None = None) -> list[dict]:
     from tqdm.auto import tqdm
 
     from lbt_dspy.models import ModelPool
@@ -267,6 +268,7 @@ def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None, method
         if old["config"] != asdict(cfg):
             raise LbtError(f"{saved}: written with another config; use another --out or drop --resume")
         done = {(r["task"], r["method"]): r for r in old["rows"]}
+        meta = old.get("meta") or meta  # the first run's command and start time stay the table's
     with ModelPool(cache=False, num_retries=cfg.num_retries, log_dir=str(out / "logs")) as pool:
         lms = {"teacher": pool.lm(cfg.teacher_model_cfg, cfg.teacher_sample_cfg, "teacher_model_cfg"),
                "teacher_classify": pool.lm(cfg.teacher_model_cfg, cfg.classify_sample_cfg, "teacher_model_cfg"),
@@ -307,7 +309,7 @@ def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None, method
             rows.append(row)
             tqdm.write(line(row))
             tmp = saved.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=1))
+            tmp.write_text(json.dumps({"config": asdict(cfg), "meta": meta or {}, "rows": rows}, indent=1))
             tmp.replace(saved)
             if on_row is not None:
                 on_row(rows)
@@ -339,6 +341,40 @@ def table(rows, cfg: BenchM3Config) -> str:
     return "\n".join(out) + "\n"
 
 
+def comparisons(rows, cfg: BenchM3Config) -> list[dict]:
+    """Per task: each LbT row minus every other finished method, paired over the same test items (accuracy and
+    F1; `lbt_dspy.stats.paired_metric_difference`)."""
+    from lbt_dspy.stats import paired_metric_difference
+
+    out, labels = [], {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        done = [r for r in rows if r["task"] == task and "error" not in r]
+        for a in (r for r in done if r["method"].startswith("LbT")):
+            for b in (r for r in done if r is not a):
+                if task not in labels:  # the split is seeded: the same test labels the rows were scored on
+                    _, fields, _, _, test = load_split(task, cfg)
+                    labels[task] = (fields, [e[fields.output] for e in test])
+                fields, ys = labels[task]
+                pa, pb = ([p if p is not None else "(failed)" for p in r["preds"]] for r in (a, b))
+                acc = paired_metric_difference(lambda y, p: scores(y, p, fields)[0], ys, pa, pb)
+                f1 = paired_metric_difference(lambda y, p: scores(y, p, fields)[1], ys, pa, pb)
+                out.append({"task": task, "a": a["method"], "b": b["method"], "accuracy": acc, "f1": f1})
+    return out
+
+
+def comparison_table(comps: list[dict]) -> str:
+    out = ["| task | comparison | accuracy difference (points) [95% paired CI] | F1 difference (points) [95% paired CI] "
+           "| wins / losses / ties (items) | reading |", "|---|---|---|---|---|---|"]
+    for c in comps:
+        acc, f1 = c["accuracy"], c["f1"]
+        resolved = [k for k, d in (("accuracy", acc), ("F1", f1)) if d.excludes_zero()]
+        reading = (f"resolved ({', '.join(resolved)}): the interval excludes 0" if resolved
+                   else "not resolved: both intervals contain 0")
+        out.append(f"| {c['task']} | {c['a']} − {c['b']} | {acc.text()} | {f1.text()} | {acc.wins} / {acc.losses} / "
+                   f"{acc.ties} | {reading} |")
+    return "\n".join(out) + "\n"
+
+
 def plot(rows, path: Path) -> None:
     import matplotlib
 
@@ -364,6 +400,21 @@ def plot(rows, path: Path) -> None:
     plt.close(fig)
 
 
+def markdown(rows, cfg: BenchM3Config, command: str, started: str, state: str, final: bool = False) -> str:
+    """bench_m3.md: the setting, the table, and (for a finished run) each LbT row's paired comparisons."""
+    md = (f"# M3 head to head (eval/bench_m3.py)\n\n`{command}`, started {started}, {state}.\n\n"
+          f"Split per task: {cfg.train_size} train, {cfg.val_size} validation, {cfg.test_size} test; K = "
+          f"{cfg.num_examples}; every optimiser sized to {cfg.budget} LM calls (calls used are counted by one "
+          f"callback over all LMs, cache off); {cfg.adapter} adapter. F1: binary (Yes) for liar/fallacy, "
+          f"macro for topics; 95% percentile-bootstrap intervals over test items.\n\n" + table(rows, cfg))
+    comps = comparisons(rows, cfg) if final else []
+    if comps:
+        md += ("\n## Paired comparisons (the same test items; 2,000 resamples, seed 0)\n\n" + comparison_table(comps)
+               + "\nwins / losses / ties: test items only the first / only the second method labels right / "
+               "both or neither.\n")
+    return md
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("config", help="YAML with BenchM3Config keys (e.g. configs/m3_bench_embedded.yaml)")
@@ -371,6 +422,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     ap.add_argument("--methods", help="comma-separated subset of the config's methods")
     ap.add_argument("--resume", action="store_true", help="keep the rows an interrupted run with this config wrote")
+    ap.add_argument("--report", action="store_true",
+                    help="only rewrite bench_m3.md and the PNG from <out>/bench_m3.json (no LM call)")
     ap.add_argument("--method-major", action="store_true",
                     help="run each method on every task before the next method (default: task by task)")
     args = ap.parse_args(argv)
@@ -391,16 +444,30 @@ def main(argv=None) -> int:
 
     def write(rows, final=False):  # after every row, so an interrupted run leaves its table
         state = f"{time.monotonic() - t0:.0f} s in all" if final else f"partial: {len(rows)} rows so far"
-        md = (f"# M3 head to head (eval/bench_m3.py)\n\n`{command}`, started {started}, {state}.\n\n"
-              f"Split per task: {cfg.train_size} train, {cfg.val_size} validation, {cfg.test_size} test; K = "
-              f"{cfg.num_examples}; every optimiser sized to {cfg.budget} LM calls (calls used are counted by one "
-              f"callback over all LMs, cache off); {cfg.adapter} adapter. F1: binary (Yes) for liar/fallacy, "
-              f"macro for topics; 95% percentile-bootstrap intervals over test items.\n\n" + table(rows, cfg))
-        (out / "bench_m3.md").write_text(md)
+        (out / "bench_m3.md").write_text(markdown(rows, cfg, command, started, state, final=final))
         plot(rows, out / "bench_m3.png")
 
+    if args.report:  # rewrite the table and PNG from bench_m3.json; no LM call
+        saved = out / "bench_m3.json"
+        if not saved.is_file():
+            print(f"bench_m3: {saved}: no such file (run the benchmark first)", file=sys.stderr)
+            return 2
+        old = json.loads(saved.read_text())
+        if old["config"] != asdict(cfg):
+            print(f"bench_m3: {saved}: written with another config than {args.config}", file=sys.stderr)
+            return 2
+        rows = old["rows"]
+        wall = sum(r.get("seconds", 0) for r in rows)
+        meta = old.get("meta") or {"command": command.replace(" --report", ""), "started": "(not recorded)"}
+        (out / "bench_m3.md").write_text(markdown(rows, cfg, meta["command"], meta["started"],
+                                                  f"{wall:.0f} s summed over the rows", final=True))
+        plot(rows, out / "bench_m3.png")
+        print(table(rows, cfg), end="")
+        return 0
+
     try:
-        rows = run(cfg, out, resume=args.resume, on_row=write, method_major=args.method_major)
+        rows = run(cfg, out, resume=args.resume, on_row=write, method_major=args.method_major,
+                   meta={"command": command, "started": started})
     except LbtError as exc:
         print(f"bench_m3: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)

@@ -37,6 +37,31 @@ def test_bench_runs_counts_calls_and_writes_table_and_png(fake_server, tmp_path,
     md = (out / "bench_m3.md").read_text()
     assert "| liar | LbT |" in md and "| liar | COPRO | failed |" in md and "budget 60" in md
     assert (out / "bench_m3.png").stat().st_size > 1000
+    # LbT against every finished method, paired over the same test items; a failed method is not compared
+    for other in ("zero-shot", "majority", "LabeledFewShot", "BootstrapFewShotWithRandomSearch"):
+        assert f"| liar | LbT − {other} |" in md
+    assert "LbT − COPRO" not in md
+    line = next(x for x in md.splitlines() if x.startswith("| liar | LbT − majority |"))
+    a, b = rows["LbT"], rows["majority"]
+    wins = sum(p == y and q != y for p, q, y in zip(a["preds"], b["preds"], _labels(cfg)))
+    assert f"| {wins} / " in line
+
+    # --report rewrites the table from bench_m3.json alone: the same comparisons, no LM call
+    served = len(fake_server.requests)
+    (out / "bench_m3.md").unlink()
+    assert bench_m3.main([str(path), "--out", str(out), "--report"]) == 0
+    assert len(fake_server.requests) == served
+    again = (out / "bench_m3.md").read_text()
+    assert again.split("## Paired comparisons")[1] == md.split("## Paired comparisons")[1]
+    assert f"`python eval/bench_m3.py {path} --out {out}`" in again  # the command that made the rows
+
+
+def _labels(cfg):
+    import bench_m3
+    from lbt_dspy.config import dataclass_from_dict
+
+    _, fields, _, _, test = bench_m3.load_split("liar", dataclass_from_dict(bench_m3.BenchM3Config, cfg, "cfg"))
+    return [e[fields.output] for e in test]
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
