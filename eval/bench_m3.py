@@ -349,8 +349,9 @@ def comparisons(rows, cfg: BenchM3Config) -> list[dict]:
     out, labels = [], {}
     for task in dict.fromkeys(r["task"] for r in rows):
         done = [r for r in rows if r["task"] == task and "error" not in r]
-        for a in (r for r in done if r["method"].startswith("LbT")):
-            for b in (r for r in done if r is not a):
+        lbt = [r for r in done if r["method"].startswith("LbT")]
+        for i, a in enumerate(lbt):
+            for b in (r for r in done if r is not a and r not in lbt[:i]):  # each pair of LbT rows once
                 if task not in labels:  # the split is seeded: the same test labels the rows were scored on
                     _, fields, _, _, test = load_split(task, cfg)
                     labels[task] = (fields, [e[fields.output] for e in test])
@@ -376,25 +377,33 @@ def comparison_table(comps: list[dict]) -> str:
 
 
 def plot(rows, path: Path) -> None:
+    """Test accuracy (top) and F1 (bottom) per task with 95% intervals; a failed method is drawn as "failed"."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        rs = [r for r in rows if r["task"] == task and "error" not in r]
+    fig, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 8), squeeze=False)
+    for j, task in enumerate(tasks):
+        rs = [r for r in rows if r["task"] == task]
         names = [r["method"] for r in rs]
-        vals = [100 * r["f1"] for r in rs]
-        err = [[100 * (r["f1"] - r["f1_ci"][0]) for r in rs], [100 * (r["f1_ci"][1] - r["f1"]) for r in rs]]
         colors = ["tab:red" if n.startswith("LbT") else "tab:gray" if n in ("zero-shot", "majority") else "tab:blue"
                   for n in names]
-        ax.barh(range(len(rs)), vals, xerr=err, color=colors, capsize=3)
-        ax.set_yticks(range(len(rs)), names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("test F1 % (95% bootstrap CI)")
-        ax.set_title(task)
+        for ax, key in zip(axes[:, j], ("accuracy", "f1")):
+            ok = ["error" not in r for r in rs]
+            vals = [100 * r[key] if k else 0.0 for r, k in zip(rs, ok)]
+            err = [[100 * (r[key] - r[f"{key}_ci"][0]) if k else 0.0 for r, k in zip(rs, ok)],
+                   [100 * (r[f"{key}_ci"][1] - r[key]) if k else 0.0 for r, k in zip(rs, ok)]]
+            ax.barh(range(len(rs)), vals, xerr=err, color=colors, capsize=3)
+            for i, k in enumerate(ok):
+                if not k:
+                    ax.text(1, i, "failed", va="center", fontsize=8)
+            ax.set_yticks(range(len(rs)), names, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlim(0, 100)
+            ax.set_xlabel(f"test {'accuracy' if key == 'accuracy' else 'F1'} % (95% bootstrap CI)")
+            ax.set_title(f"{task} ({rs[0]['test']} test items)" if rs else task)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
