@@ -130,8 +130,8 @@ def interval_table(s: dict) -> str:
 
 
 def console_text(s: dict) -> str:
-    """What `lbt m3`, `lbt report` and `lbt select` print: test F1 per round, each configuration's last-round
-    F1 with its 95% interval, and the paired comparisons when there are any."""
+    """What `lbt m3`, `lbt report` and `lbt select` print: test F1 per round, then test F1 with its 95% interval
+    (the baselines and each round's best set), and the paired comparisons when there are any."""
     text = f1_table(s)
     ev = s.get("evidence") or {}
     if ev.get("intervals"):
