@@ -9,6 +9,10 @@ import os
 # litellm (under DSPy) would try to download a model-cost map at import; this machine may be offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from .model_output import quiet_answer_notices  # noqa: E402
+
+quiet_answer_notices()  # what a model said (cut off, unparsed) is data in the reports, not a console warning
+
 from .adapter import TemplateAdapter  # noqa: E402
 from .config import LbtConfig  # noqa: E402
 from .errors import LbtError  # noqa: E402

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import dspy
 
+from .model_output import OutputIsData
 from .registry import Registry
 from .scoring.math import extract_math_answer
 
@@ -63,8 +64,11 @@ PAPER_STUB_ITEMS = [
 
 
 @exam_prompters.register("basic")
-class TemplateAdapter(dspy.Adapter):
+class TemplateAdapter(OutputIsData, dspy.Adapter):
     """Renders `SolveProblem` calls with the paper's templates and parses the continuation.
+
+    Whatever the model returns is parsed (`lbt_dspy.model_output`): an empty or format-less answer is an
+    answer (``unparsed=True`` when the answer marker or the answer after it is missing), never an error.
 
     Args:
         instruction: Text before the first demo (in the last user turn for multi-round conversations);
@@ -164,12 +168,14 @@ class TemplateAdapter(dspy.Adapter):
         rationale = text.split(self.answer_marker)[0].strip() if self.answer_marker else text.strip()
         return {"rationale": rationale, "answer": self.extract_answer(text)}
 
-    def _call_postprocess(self, processed_signature, original_signature, outputs, lm, lm_kwargs):
-        values = super()._call_postprocess(processed_signature, original_signature, outputs, lm, lm_kwargs)
-        # `completion`: the whole generated text, which the seed's output keeps as the "rationale"
-        for value, output in zip(values, outputs):
-            value["completion"] = (output.get("text") if isinstance(output, dict) else output) or ""
-        return values
+    def is_unparsed(self, signature, completion: str, value: dict) -> bool:
+        """The format was not followed: no answer marker (when there is one) or nothing after it."""
+        if self.answer_marker:
+            if self.answer_marker not in completion:
+                return True
+            if not completion.split(self.answer_marker)[-1].strip().lstrip(":").strip():
+                return True  # a bare marker with nothing after it
+        return not str(value.get("answer") or "").strip()
 
 
 def _fields(template: str) -> set[str]:

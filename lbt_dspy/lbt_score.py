@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 import dspy
 
 from .errors import LbtError
+from .records import prediction_record
 from .runner import CallPool, current_pool, gather, recorded
 from .scoring.base import ExamScorer
 from .student import Student
@@ -93,8 +94,7 @@ class LbTScore(dspy.Module):
     def _take(self, student: Student, ep: dict, demo, slot: int) -> dict:
         def make():
             pred = student(question=ep["question"], demos=[demo], rollout_id=slot)
-            return {"rationale": pred.rationale, "answer": pred.answer,
-                    "score": self.scorer.score(pred.answer, self.scorer.reference(ep))}
+            return {**prediction_record(pred), "score": self.scorer.score(pred.answer, self.scorer.reference(ep))}
 
         return recorded("exam", {"student": student.name, "slot": slot}, make)
 

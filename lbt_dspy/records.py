@@ -1,8 +1,9 @@
 """The one way a generation becomes a run record, and the one way a record is graded.
 
-A record holds the caller's key fields, the prediction's ``rationale`` and ``answer`` (and its raw
-``completion`` when the adapter kept one), and, when graded, ``score`` plus the scorer's extra grades
-(code: the hidden-test ``s_score``).
+A record holds the caller's key fields, the prediction's ``rationale`` and ``answer``, what the model
+said as it said it (``completion``, the raw text, when the adapter kept one; ``unparsed`` and ``cut_off``
+flags, see `lbt_dspy.model_output`), and, when graded, ``score`` plus the scorer's extra grades (code: the
+hidden-test ``s_score``). Records made before the flags existed simply lack them.
 
 Example:
     >>> import dspy
@@ -13,13 +14,25 @@ Example:
 from __future__ import annotations
 
 
+OUTPUT_FLAGS = ("completion", "unparsed", "cut_off")
+
+
 def prediction_record(pred, **meta) -> dict:
-    """`meta`, then the prediction's rationale and answer (and ``completion`` when it has one)."""
-    rec = {**meta, "rationale": pred.rationale, "answer": pred.answer}
-    completion = getattr(pred, "completion", None)
-    if completion is not None:
-        rec["completion"] = completion
+    """`meta`, then the prediction's rationale and answer, and ``completion``, ``unparsed``, ``cut_off`` when
+    it has them (None values are left out)."""
+    rec = {**meta, "rationale": _get(pred, "rationale"), "answer": _get(pred, "answer")}
+    for name in OUTPUT_FLAGS:
+        value = _get(pred, name)
+        if value is not None:
+            rec[name] = value
     return rec
+
+
+def _get(pred, name):
+    try:
+        return pred.get(name) if isinstance(pred, dict) else getattr(pred, name, None)
+    except (AttributeError, KeyError):
+        return None
 
 
 def grade(scorer, answer: str, reference) -> dict:

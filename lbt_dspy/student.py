@@ -7,6 +7,7 @@ import asyncio
 import dspy
 
 from .adapter import TemplateAdapter
+from .model_output import predict_or_unparsed
 from .signatures import SolveProblem
 
 
@@ -36,8 +37,9 @@ class Student(dspy.Module):
         # A greedy student answers a repeated exam problem the same way: no rollout id (DSPy would warn).
         greedy = (getattr(lm, "kwargs", None) or {}).get("temperature") == 0
         config = {"rollout_id": rollout_id} if rollout_id and not greedy else {}
-        with dspy.context(adapter=self.adapter, lm=lm):
-            return self.solve(question=question, demos=list(demos or []), config=config)
+        with dspy.context(adapter=self.adapter, lm=lm):  # any answer is a prediction (`model_output`)
+            return predict_or_unparsed(self.solve, SolveProblem, question=question, demos=list(demos or []),
+                                       config=config)
 
     async def aforward(self, question: str, demos: list | None = None, rollout_id: int | None = None
                        ) -> dspy.Prediction:

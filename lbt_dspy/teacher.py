@@ -7,6 +7,8 @@ import asyncio
 import dspy
 
 from .adapter import TemplateAdapter
+from .model_output import predict_or_unparsed
+from .records import OUTPUT_FLAGS, prediction_record
 from .runner import CallPool, current_pool, gather, recorded
 from .signatures import SolveProblem
 
@@ -49,18 +51,18 @@ class Teacher(dspy.Module):
             # Pair 0 needs no rollout id (and a greedy teacher must not carry one).
             config = {"rollout_id": index} if index else {}
             with dspy.context(adapter=self.adapter, lm=self.lm or dspy.settings.lm):
-                pred = self.solve(question=question, config=config)
-            return {"rationale": pred.rationale, "answer": pred.answer}
+                pred = predict_or_unparsed(self.solve, SolveProblem, question=question, config=config)
+            return prediction_record(pred)  # whatever the model said is a pair, recorded as said
 
         rec = recorded(self.record_as, {"pair": index}, make)
-        return dspy.Prediction(rationale=rec["rationale"], answer=rec["answer"])
+        return dspy.Prediction(rationale=rec["rationale"] or "", answer=rec["answer"] or "",
+                               **{k: rec[k] for k in OUTPUT_FLAGS if k in rec})
 
     def forward(self, question: str) -> dspy.Prediction:
         """All pairs: the first one's ``rationale`` and ``answer``, every pair in ``completions``."""
         pool = current_pool(self.pool)
         preds = gather(pool.submit_all(lambda i=i: self.sample(question, i) for i in range(self.num_pairs)))
-        return dspy.Prediction.from_completions([{"rationale": p.rationale, "answer": p.answer} for p in preds],
-                                                signature=SolveProblem)
+        return dspy.Prediction.from_completions([dict(p.items()) for p in preds], signature=SolveProblem)
 
     async def aforward(self, question: str) -> dspy.Prediction:
         # The engines are synchronous HTTP clients; the pairs run in the pool, the event loop stays free.

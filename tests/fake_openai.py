@@ -83,6 +83,35 @@ def scripted_answer(prompt: str, nth: int = 0) -> str:
     return f"We compute it step by step and get {value}.\n\n[[Final Answer]]:\n{value}\n"
 
 
+# What a weak model really says, each an answer (text, finish_reason), never a fault. The last ones were seen in
+# the embedded SmolLM2-135M's records (a runaway "[[Solution]]" loop cut at max_tokens, a new question instead
+# of an answer, an answer in words).
+ODD_ANSWERS = {
+    "empty": ("", "stop"),
+    "null": (None, "stop"),  # JSON null content / text
+    "whitespace": ("  \n\t \n", "stop"),
+    "stop_at_once": ("", "stop"),  # the stop string came first: nothing before it
+    "no_marker": ("Sam has some apples and then he has more apples, so he has a lot of apples", "stop"),
+    "cut_off": ("Let's think step by step. " * 40, "length"),
+    "noise": ("\u00bf\u2603\x00\ufffd \U0001F600 \u2211\u222b \ud800 \u202e\u0645\u0631", "stop"),
+    "bare_marker": ("[[Final Answer]]:", "stop"),
+    "marker_then_nothing": ("5 + 3 = 8\n\n[[Final Answer]]:\n\n", "stop"),
+    "solution_loop": ("[[Solution]]:\n" * 30, "length"),
+    "new_question": ("[[Question]]:\nTom has 4 cars. How many cars does Tom have?\n\n[[Solution]]:\n", "stop"),
+    "words": ("The answer is eight.\n\n[[Final Answer]]:\neight", "stop"),
+}
+
+
+def odd_kind(prompt: str, fraction: float) -> str | None:
+    """The odd answer a prompt always gets (so a retry meets it again), for `fraction` of prompts by hash."""
+    if fraction <= 0:
+        return None
+    h = int(hashlib.sha256(("odd#" + prompt).encode()).hexdigest(), 16)
+    if (h % 10_000) >= fraction * 10_000:
+        return None
+    return list(ODD_ANSWERS)[(h // 10_000) % len(ODD_ANSWERS)]
+
+
 class FakeOpenAI:
     """Run with `with FakeOpenAI(delay=0.01) as srv: srv.api_base`.
 
@@ -91,12 +120,17 @@ class FakeOpenAI:
         faults: A list consumed one per request: None (answer), an int HTTP status, "timeout" (sleep
             long), "truncated" (cut JSON), "empty" (no choices), "drop" (close the connection).
         retry_after: Retry-After header value sent with 429s.
+        odd: Fraction of prompts answered with one of `ODD_ANSWERS` instead (the same kind every time a prompt
+            is asked); ``odd_kinds`` counts what was sent.
     """
 
-    def __init__(self, delay: float = 0.0, faults: list | None = None, retry_after: str | None = None):
+    def __init__(self, delay: float = 0.0, faults: list | None = None, retry_after: str | None = None,
+                 odd: float = 0.0):
         self.delay = delay
         self.faults = list(faults or [])
         self.retry_after = retry_after
+        self.odd = odd
+        self.odd_kinds: dict[str, int] = {}
         self.requests: list[dict] = []
         self.seen: dict[str, int] = {}  # prompt -> times answered (varies code answers to the same prompt)
         self.lock = threading.Lock()
@@ -133,11 +167,18 @@ class FakeOpenAI:
                 with outer.lock:
                     nth = outer.seen.get(prompt, 0)
                     outer.seen[prompt] = nth + 1
-                if self.path.endswith("/completions") and "prompt" in body:
-                    choice = {"index": 0, "text": scripted_answer(prompt, nth), "finish_reason": "stop"}
+                kind = odd_kind(prompt, outer.odd)
+                if kind is None:
+                    text, finish = scripted_answer(prompt, nth), "stop"
                 else:
-                    choice = {"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": scripted_answer(prompt, nth)}}
+                    text, finish = ODD_ANSWERS[kind]
+                    with outer.lock:
+                        outer.odd_kinds[kind] = outer.odd_kinds.get(kind, 0) + 1
+                if self.path.endswith("/completions") and "prompt" in body:
+                    choice = {"index": 0, "text": text, "finish_reason": finish}
+                else:
+                    choice = {"index": 0, "finish_reason": finish,
+                              "message": {"role": "assistant", "content": text}}
                 out = {"id": "x", "object": "text_completion", "created": 0, "model": body.get("model"),
                        "choices": [] if fault == "empty" else [choice],
                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}

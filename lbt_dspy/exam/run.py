@@ -28,6 +28,7 @@ from ..components import build_components, build_students
 from ..config import LbtConfig
 from ..data import TaskData, read_jsonl
 from ..data.jsonl import normalize_fields
+from ..records import prediction_record
 from ..errors import LbtError
 from ..models import ModelPool
 from ..runner import Job, run_jobs
@@ -187,8 +188,6 @@ def write_seed_output(path: Path, rows: list[dict]) -> None:
 
 def _finish(scorer, meta, reference):
     def f(pred):
-        completion = getattr(pred, "completion", None)
         score = scorer.score(pred.answer, reference) if reference is not None else None
-        return {**meta, "rationale": pred.rationale, "answer": pred.answer, "score": score,
-                **({"completion": completion} if completion is not None else {})}
+        return {**prediction_record(pred, **meta), "score": score}
     return f

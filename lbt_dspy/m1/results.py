@@ -11,6 +11,7 @@ from ..config import LbtConfig
 from ..errors import LbtError
 from ..scoring import exam_scorers
 from ..lbt_score import lbt_scores
+from ..model_output import OutputCounts
 from ..tasks import task_for
 from .select import METHODS, Pair, m1_max
 from ..store import RunStore
@@ -36,11 +37,14 @@ RECORD_FIELDS = {"greedy": ("tp", "answer", "score"), "teach": ("tp", ("pair", "
                  "exam": ("tp", ("pair", "sample"), "student", "score")}
 
 
-def load_run(run_dir: str | Path) -> tuple[LbtConfig, dict]:
-    """The run's config and, per teaching problem, its greedy record, pairs and their exam scores."""
+def load_run(run_dir: str | Path, answers: dict | None = None) -> tuple[LbtConfig, dict]:
+    """The run's config and, per teaching problem, its greedy record, pairs and their exam scores.
+    `answers`, when given, is filled with `answer_counts` of the records."""
     store = RunStore(run_dir, required=RECORD_FIELDS)
     cfg = LbtConfig.from_dict(store.read_config(), str(Path(run_dir) / "config.yaml"))
     greedy, teach, exam = store.load("greedy"), store.load("teach"), store.load("exam")
+    if answers is not None:
+        answers.update(answer_counts(greedy, teach, exam))
     if not teach:
         raise LbtError(f"{run_dir}: no teacher records yet (teach.jsonl is empty or missing)")
     problems: dict[str, dict] = defaultdict(lambda: {"pairs": {}, "greedy": None})
@@ -53,6 +57,15 @@ def load_run(run_dir: str | Path) -> tuple[LbtConfig, dict]:
         if pair is not None:
             pair["exam"][rec["student"]].append(rec["score"])
     return cfg, dict(problems)
+
+
+def answer_counts(greedy: dict, teach: dict, exam: dict) -> dict:
+    """Unparsed, cut-off and empty answers (`OutputCounts`) of the greedy teacher, the TR-TA pairs (which SC
+    and M1 pick from) and each student's exam answers: what the models said, next to the accuracy."""
+    rows = {"Greedy (teacher)": greedy.values(), "TR-TA pairs (teacher: SC, M1)": teach.values()}
+    for student in sorted({r["student"] for r in exam.values()}):
+        rows[f"exam: {student}"] = [r for r in exam.values() if r["student"] == student]
+    return {label: OutputCounts.of(recs).as_dict() for label, recs in rows.items()}
 
 
 def pair_index(rec: dict) -> int:
@@ -74,7 +87,8 @@ def candidates_for(problem: dict, student: str) -> list[Pair]:
 
 def summarize(run_dir: str | Path) -> dict:
     """Accuracy of Greedy, SC, M1 MAX, M1 SUM and AVG per student and combined; per-problem picks."""
-    cfg, problems = load_run(run_dir)
+    answers: dict = {}
+    cfg, problems = load_run(run_dir, answers)
     task = task_for(cfg)  # math: voted methods by accuracy; code: the S-score table, never voted
     scorer = exam_scorers.build(vars(cfg))
     eq = memo_equivalent(scorer.equivalent)
@@ -113,7 +127,8 @@ def summarize(run_dir: str | Path) -> dict:
         for row in per_problem:
             row["code"] = code["problems"].get(row["tp"])
     return {"students": students, "views": views, "num_problems": len(problems), "table": table,
-            "problems": per_problem, "curve": pairs_curve(problems, views, eq, cfg), "code": code}
+            "problems": per_problem, "curve": pairs_curve(problems, views, eq, cfg), "code": code,
+            "answers": answers}
 
 
 # --- code: picks judged by the hidden tests (S-score) -----------------------------------------------

@@ -7,13 +7,15 @@ its own prompts, so both adapters render the patch's prompts verbatim and parse 
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
 import dspy
 
+from ..model_output import OutputIsData
 from .fields import TaskFields, title
-from .formats import NO, YES, answer_is_yes, render_examples
+from .formats import NO, YES, answer_is_yes, parse_label_word, render_examples
 
 #: The patch's ``prompts/{liar,fallacy}.md``: ``{examples}`` / ``{prediction}`` are the demos and the text to
 #: classify; ``{output_format}`` is "Answer Yes or No as labels" for the paper's Yes/No task.
@@ -26,7 +28,7 @@ ZERO_SHOT_TEMPLATE = "# Task\n{question}\n\n# Output format\n{output_format}\n\n
 STEERING_PREFILLS = {"examples": "<START>\nText:", "reasons": "<START>"}
 
 
-class ClassifierAdapter(dspy.Adapter):
+class ClassifierAdapter(OutputIsData, dspy.Adapter):
     """Renders a classification call as the patch's plain-text prompt and parses the raw answer.
 
     The task question is the signature's instructions; demos fill the ``# Examples`` section; the inputs
@@ -116,6 +118,16 @@ class ClassifierAdapter(dspy.Adapter):
         lines = [line.strip() for line in (completion or "").splitlines() if line.strip()]
         return {f.output: lines[0] if lines else ""}
 
+    def is_unparsed(self, signature, completion: str, value: dict) -> bool:
+        """No label: a Yes/No answer that starts with neither, an answer naming none of the labels, or nothing."""
+        f = self.fields_for(signature)
+        if f.yes_no:
+            return parse_label_word(re.split(r"[\s,.!:;]", re.sub(r"^[\s\"'*`#:>\-\[\]]+", "", completion or ""),
+                                             maxsplit=1)[0]) is None
+        if f.labels:
+            return value.get(f.output) not in f.labels
+        return not (completion or "").strip()
+
 
 class TurnsAdapter(ClassifierAdapter):
     """The same task as `ClassifierAdapter`, as a conversation: the question (and the output format) as the
@@ -152,7 +164,7 @@ class TurnsAdapter(ClassifierAdapter):
         return messages
 
 
-class TeacherAdapter(dspy.Adapter):
+class TeacherAdapter(OutputIsData, dspy.Adapter):
     """Renders a teacher signature by filling its instructions (the prompt template) with the inputs.
 
     The whole answer goes to the signature's single output field; `formats` parses the tags out of it.

@@ -17,6 +17,7 @@ from typing import Callable
 import dspy
 from dspy.utils.usage_tracker import UsageTracker
 
+from ..model_output import predict_or_unparsed
 from .adapters import ClassifierAdapter
 from .fields import TEXT_LABEL
 from .formats import demos_key
@@ -107,7 +108,8 @@ class Classifier:
         if not isinstance(student, dspy.Module):
             context["lm"] = student
         try:
-            pred, cached = traced_call(lambda: program(**inputs), **context)
+            # an answer the adapter cannot parse (DSPy's ChatAdapter too) is an unparsed answer, not a failure
+            pred, cached = traced_call(lambda: predict_or_unparsed(program, [self.fields.output], **inputs), **context)
             value = self.fields.label_of(pred[self.fields.output]) if self.fields.labels else pred[self.fields.output]
         except Exception as exc:
             if self.on_call:

@@ -27,6 +27,7 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
 from .adapters import ClassifierAdapter, TeacherAdapter
+from ..model_output import predict_or_unparsed
 from .classify import Classifier, thread_map, traced_call, with_demos
 from .config import LbTConfig
 from .fields import TEXT_LABEL, TaskFields
@@ -452,8 +453,10 @@ class LbTOptimizer(Teleprompter):
         if signature is ReflectOnFailures and self.reason_max_new_tokens is not None:
             config["max_tokens"] = self.reason_max_new_tokens
         try:
-            out, cached = traced_call(lambda: dspy.Predict(signature)(**inputs, config=config), lm=self._teacher,
-                                      adapter=self.teacher_adapter)
+            # an answer the adapter cannot parse is the teacher's answer (no examples in it), not a failed call
+            out, cached = traced_call(lambda: predict_or_unparsed(dspy.Predict(signature), signature, **inputs,
+                                                                  config=config),
+                                      lm=self._teacher, adapter=self.teacher_adapter)
         except Exception as exc:  # a failed call gives no reason / no set; the round goes on
             self._calls.add(role, failed=True)
             log.warning("M3 teacher call failed: %s: %s", type(exc).__name__, str(exc)[:300])

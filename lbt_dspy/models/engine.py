@@ -203,9 +203,10 @@ class OpenAICompatEngine:
                 text = choice.message.content if choice else None
         except Exception as exc:
             raise _translate(exc, self.api_base) from None
-        if choice is None or text is None:
-            # An empty answer is a failed call, never a student's answer.
+        if choice is None:  # a server fault (no answer at all), retried; never a model's answer
             raise lm15_errors.ServerError(f"{self.api_base or 'openai'}: response had no choices")
+        # A choice with null or empty text is the model's answer: it said nothing (`lbt_dspy.model_output`).
+        text = text if isinstance(text, str) else ""
         usage = getattr(out, "usage", None)
         return Response(
             id=getattr(out, "id", None), model=self.model, message=Message.assistant([TextPart(text)]),

@@ -79,6 +79,17 @@ def _check_sample_values(cfg: dict, where: str) -> None:
     if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))):
         raise LbtError(f"{where}.stop: expected a string or a list of strings, got {stop!r}")
 
+class LbtLM(dspy.LM):
+    """A `dspy.LM` that tells lbt's adapters why each answer ended: ``finish_reason == "length"`` is a cut-off
+    answer, recorded as ``cut_off`` (`lbt_dspy.model_output`), fresh or from DSPy's cache alike."""
+
+    def update_history(self, entry):
+        from ..model_output import note_finish_reasons
+
+        note_finish_reasons(entry)
+        super().update_history(entry)
+
+
 @dataclass
 class ModelEntry:
     """A resolved model entry: a name for reports, the endpoint, and sampling defaults."""
@@ -157,7 +168,7 @@ class ModelPool:
             engine = OpenAICompatEngine(resolved.model, api_base=bases[0], azure_api_version=resolved.azure_api_version,
                                         **engine_kwargs)
         top_k = kwargs.pop("top_k", None)
-        lm = dspy.LM("openai/" + resolved.name, engine=engine, cache=self.cache, num_retries=self.num_retries,
+        lm = LbtLM("openai/" + resolved.name, engine=engine, cache=self.cache, num_retries=self.num_retries,
                      **kwargs, **({"top_k": top_k} if top_k is not None else {}))
         lm.lbt_name = resolved.name
         return lm
