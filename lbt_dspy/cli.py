@@ -198,6 +198,9 @@ def _run(args) -> int:
             return 1
         print(f"{out['plans']} exam(s); LM calls: {out['calls']}; written to {args.output_path} (the seed's "
               "save_to_disk dataset, dataset.csv, dataset.json; records in exam.jsonl)")
+        from .model_output import output_table
+
+        print(output_table(out["answers"]))
         return 0
     if args.command == "m1":
         from .m1 import run_m1

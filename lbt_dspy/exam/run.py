@@ -28,6 +28,7 @@ from ..components import build_components, build_students
 from ..config import LbtConfig
 from ..data import TaskData, read_jsonl
 from ..data.jsonl import normalize_fields
+from ..model_output import OutputCounts
 from ..records import prediction_record
 from ..errors import LbtError
 from ..models import ModelPool
@@ -125,8 +126,10 @@ def run_exam(cfg: LbtConfig, output_path: str | Path, exam_dataset_file: str | P
     rows = [_seed_row(p, items, exam, students, returns, records, code) for p, (items, exam) in enumerate(exams)]
     if not rep.failed:
         write_seed_output(store.path, rows)
+    answers = {f"exam: {s.name}": OutputCounts.of(r for r in records.values() if r.get("student") == s.name).as_dict()
+               for s in students}
     return {"calls": rep.ran + rep.failed, "failed": rep.failed, "plans": len(plans),
-            "errors": rep.errors, "scores": [r["scores"] for r in rows]}
+            "errors": rep.errors, "scores": [r["scores"] for r in rows], "answers": answers}
 
 
 def _remove_new_run(path: Path) -> None:

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from ..errors import LbtError
+from ..model_output import OutputCounts, output_table
 
 SPLITS = ("teaching", "bank", "all")
 
@@ -152,7 +153,8 @@ def run_eval(cfg, models: list[tuple[str, str]], output_path: str | Path, includ
                       error=rep.errors[0] if rep.errors else None)
         store.close()
         recs = store.load("greedy")
-        results[name] = {"entry": entry, "scores": {k: correct(recs[k]) for k in keys if k in recs}}
+        results[name] = {"entry": entry, "scores": {k: correct(recs[k]) for k in keys if k in recs},
+                         "answers": OutputCounts.of(recs.values()).as_dict()}
     summary = summarize_eval(results, keys, problems, seed=cfg.seed, resamples=getattr(cfg, "bootstrap_resamples", None))
     summary.update({"kind": "m2-eval", "split": split, "limit": limit, "failed_calls": calls.failed,
                     "calls": calls.snapshot(),
@@ -183,7 +185,8 @@ def summarize_eval_dir(out: str | Path) -> dict:
         recs = store.load("greedy")
         questions.update({k: recs[k]["question"] for k in keys if k in recs})
         results[name] = {"entry": store.read_config()["model"],
-                         "scores": {k: correct(recs[k]) for k in keys if k in recs}}
+                         "scores": {k: correct(recs[k]) for k in keys if k in recs},
+                         "answers": OutputCounts.of(recs.values()).as_dict()}
     summary = summarize_eval(results, keys, [{"question": questions.get(k, "")} for k in keys],
                              seed=saved.get("seed", 0), resamples=saved.get("resamples"))
     summary.update({k: saved.get(k) for k in ("kind", "split", "limit", "failed_calls", "calls", "dataset")})
@@ -247,8 +250,9 @@ def summarize_eval(results: dict, keys: list[str], problems: list[dict], seed: i
             d = stats.paired_difference(results[a]["scores"], results[b]["scores"], resamples=resamples, seed=seed)
             comparisons.append({"a": a, "b": b, **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties,
                                 "text": d.text(), "excludes_zero": d.excludes_zero()})
+    answers = {f"greedy: {name}": r["answers"] for name, r in results.items() if r.get("answers")}
     return {"num_problems": len(keys), "reference_model": first, "rows": rows, "comparisons": comparisons,
-            "seed": seed, "resamples": resamples}
+            "seed": seed, "resamples": resamples, "answers": answers}
 
 
 def _model_of(entry: dict) -> str:
@@ -293,6 +297,8 @@ def console_text(summary: dict) -> str:
     text = eval_table(summary)
     if summary.get("comparisons"):
         text += "\n" + comparison_table(summary)
+    if summary.get("answers"):
+        text += "\n" + output_table(summary["answers"]) + "\n"
     return text
 
 
@@ -313,6 +319,9 @@ def eval_report(summary: dict) -> str:
             ". Greedy decoding (the config's greedy_sample_cfg), the config's prompt format and scorer.\n\n"
             + eval_table(summary) + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + (f"\n## Paired comparisons\n\n" + comparison_table(summary) if summary.get("comparisons") else "")
+            + (f"\n## What the models said\n\n" + output_table(summary["answers"]) + "\n\nEvery answer is scored "
+               "as given: unparsed (no answer marker), cut-off (max_tokens) and empty answers are never retried.\n"
+               if summary.get("answers") else "")
             + f"\nIntervals: 95% percentile bootstrap over the {summary['num_problems']} problems "
             f"({summary.get('resamples', 2000)} resamples, seed {summary.get('seed', 0)}); differences are paired "
             "(the same resampled problems for both models). wins / losses / ties: problems where the first model is "

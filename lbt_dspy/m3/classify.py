@@ -65,7 +65,8 @@ class Classifier:
         adapter: The classification prompt (default `ClassifierAdapter`, the paper's).
         num_threads: Calls in flight.
         progress: tqdm bars.
-        on_call: Called as ``on_call(role, failed, cached)`` after every call (for counting; see `traced_call`).
+        on_call: Called as ``on_call(role, failed, cached)`` after a failed call and ``on_call(role, False, cached,
+            prediction)`` after an answer (for counting; see `traced_call`; the prediction's ``unparsed``).
         fields: The program's `TaskFields` (default: the paper's text -> Yes/No label).
 
     Example:
@@ -117,7 +118,7 @@ class Classifier:
             log.warning("M3 classification failed: %s: %s", type(exc).__name__, str(exc)[:300])
             return None
         if self.on_call:
-            self.on_call(role, False, cached)
+            self.on_call(role, False, cached, pred)
         pred[self.fields.output] = value
         return pred
 

@@ -75,12 +75,18 @@ class _Calls:
         self.counts: Counter = Counter()
         self.failed = 0
         self.cached = 0
+        self.unparsed = 0
+        self.cut_off = 0
 
-    def add(self, role: str, failed: bool = False, cached: bool = False) -> None:
+    def add(self, role: str, failed: bool = False, cached: bool = False, pred=None) -> None:
+        """One call; `pred` (its prediction) says whether the answer was unparsed or cut off (still an answer)."""
         with self._lock:
             self.counts[role] += 1
             self.failed += failed
             self.cached += cached
+            if pred is not None:
+                self.unparsed += bool(pred.get("unparsed"))
+                self.cut_off += bool(pred.get("cut_off"))
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -88,6 +94,8 @@ class _Calls:
             out["total"] = sum(out.values())
             out["failed"] = self.failed
             out["cached"] = self.cached
+            out["unparsed"] = self.unparsed
+            out["cut_off"] = self.cut_off
             return out
 
 
@@ -217,7 +225,7 @@ class LbTOptimizer(Teleprompter):
         self._students = self.students or [self._classifier]
         self._student_names = unique_names(self._students)
         self._clf = Classifier(student, self._adapter, self.num_threads, self.progress, fields=self.fields,
-                               on_call=lambda role, failed, cached: self._calls.add(role, failed, cached))
+                               on_call=self._calls.add)
         self._question = self.question or self.fields.question(student.predictors()[0].signature)
         self._train = self._normalize(trainset, "trainset")
         self._score_pool = self._normalize(valset, "valset") if valset else self._train
@@ -461,5 +469,5 @@ class LbTOptimizer(Teleprompter):
             self._calls.add(role, failed=True)
             log.warning("M3 teacher call failed: %s: %s", type(exc).__name__, str(exc)[:300])
             return None
-        self._calls.add(role, cached=cached)
+        self._calls.add(role, cached=cached, pred=out)
         return out

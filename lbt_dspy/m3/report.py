@@ -7,6 +7,7 @@ from pathlib import Path
 from statistics import mean
 
 from ..errors import LbtError
+from ..model_output import output_table
 from ..store import RunStore
 from .formats import YES, render_examples
 from .metrics import summary as metric_summary
@@ -69,10 +70,37 @@ def summarize(run_dir: str | Path) -> dict:
     labels = data.get("test_labels", [])
     const = metric_summary(labels, [YES] * len(labels))
     baselines.setdefault("teacher", {})["always Yes (no LM)"] = {**_metrics(const), "calls": 0, "cached": 0}
+    answers = answer_counts(evals, rounds)
     runs = list(store.load("invocations").values())
     return {"config": cfg, "task": data["task"], "invocations": runs, "question": data["question"], "train_size": data["train_size"],
             "test_size": data["test_size"], "configs": configs, "baselines": baselines,
-            "self_is_lbt": bool(data.get("self_is_lbt")), "evidence": evidence(evals, labels, configs, cfg)}
+            "self_is_lbt": bool(data.get("self_is_lbt")), "evidence": evidence(evals, labels, configs, cfg),
+            "answers": answers}
+
+
+def answer_counts(evals: dict, rounds: dict) -> dict:
+    """Unparsed and cut-off answers (`OutputCounts` fields) per method and evaluator on the test set, and per
+    optimized configuration during its rounds (students' exams and the teacher's calls). Runs recorded before
+    these counts existed have none."""
+    rows: dict[str, dict] = {}
+
+    def add(label, n, unparsed, cut_off):
+        row = rows.setdefault(label, {"n": 0, "unparsed": 0, "cut_off": 0, "empty": 0, "flagged": 0})
+        row["n"] += n
+        row["unparsed"] += unparsed
+        row["cut_off"] += cut_off
+        row["flagged"] += n
+    for e in evals.values():
+        if "unparsed" not in e:
+            continue
+        method = e.get("baseline") or e.get("config") or "?"
+        add(f"test: {method} ({e['evaluator']})", e["n"], e["unparsed"], e.get("cut_off", 0))
+    for rec in rounds.values():
+        c = rec["record"].get("calls", {})
+        if "unparsed" in c:
+            add(f"optimizing: {rec['config']} (students, teacher)", c["total"] - c.get("failed", 0), c["unparsed"],
+                c.get("cut_off", 0))
+    return rows
 
 
 def _f1(labels, preds) -> float:  # the recorded metric, recomputed on resampled test items
@@ -138,6 +166,8 @@ def console_text(s: dict) -> str:
         text += "\n" + interval_table(s)
     if ev.get("comparisons"):
         text += "\n" + evidence_table(s)
+    if s.get("answers"):
+        text += "\n" + output_table(s["answers"]) + "\n"
     return text
 
 
@@ -302,5 +332,9 @@ def write_report(run_dir: str | Path, s: dict | None = None) -> Path:
             last = max(c["rounds"])
             lines += [f"## Best example set ({name}, round {last})", "", "```",
                       render_examples(c["rounds"][last]["best_demos"]), "```", ""]
+    if s.get("answers"):
+        lines += ["## What the models said", "", output_table(s["answers"]), "",
+                  "Unparsed answers (no label) and answers cut off at max_tokens are answers: scored as given, never "
+                  "retried.", ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return store.write_text("report.md", "\n".join(lines))

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..model_output import OutputCounts
 from ..models import ModelPool
 from ..store import RunStore
 from .adapters import STEERING_PREFILLS, ClassifierAdapter, TeacherAdapter
@@ -117,7 +118,7 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
 
     lock = threading.Lock()
 
-    def count(role, failed, cached):
+    def count(role, failed, cached, pred=None):
         with lock:
             calls["eval"] += 1
             calls["failed"] += failed
@@ -135,9 +136,12 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
             if key in evaluated:
                 continue
             before, cached_before = calls["eval"], calls["cached"]
-            preds = clf.many([(demos, lm, e.text) for e in test], "test", f"{desc} ({ev_name})")
+            full = clf.many([(demos, lm, e.text) for e in test], "test", f"{desc} ({ev_name})", full=True)
+            preds = [None if p is None else p[clf.fields.output] for p in full]
+            answers = OutputCounts.of(p for p in full if p is not None)  # what the model said, as data
             rec = {"key": key, **meta, "evaluator": ev_name, **summary(labels, preds),
-                   "calls": calls["eval"] - before, "cached": calls["cached"] - cached_before, "preds": preds}
+                   "calls": calls["eval"] - before, "cached": calls["cached"] - cached_before, "preds": preds,
+                   "unparsed": answers.unparsed, "cut_off": answers.cut_off}
             store.append("eval", rec)
             evaluated[key] = rec
 
