@@ -126,6 +126,36 @@ def test_isolation_report():
         assert info["uid_drop"]
 
 
+def test_total_memory_limit_defaults_and_validation():
+    assert SandboxLimits().total_memory_bytes == 2 * 512 * 2 ** 20  # None: 2 x memory_mb
+    assert SandboxLimits(memory_mb=100, total_memory_mb=300).total_memory_bytes == 300 * 2 ** 20
+    for bad in (0, -1, True, "512"):
+        with pytest.raises(ValueError, match="total_memory_mb"):
+            SandboxLimits(total_memory_mb=bad)
+    info = isolation()
+    assert isinstance(info["total_memory_cgroup"], bool) and info["cgroup_memory"]
+
+
+def test_cgroup_places_are_found_for_v1_and_v2(tmp_path):
+    """Where a run's memory cgroup would be made, from /proc/self/cgroup and mountinfo (fake ones)."""
+    from lbt_dspy.sandbox.cgroup import candidates
+
+    v1 = tmp_path / "v1"
+    (v1 / "process_api" / "abc").mkdir(parents=True)
+    found, why = candidates("4:memory:/process_api/abc\n0::/\n",
+                            f"30 25 0:26 / {v1} rw,nosuid shared:9 - cgroup cgroup rw,memory\n")
+    assert found == [(1, str(v1 / "process_api" / "abc")), (1, str(v1))] and not why
+    v2 = tmp_path / "v2"
+    (v2 / "user.slice" / "app.scope").mkdir(parents=True)
+    (v2 / "cgroup.controllers").write_text("cpu io memory pids\n")
+    mountinfo = f"31 25 0:27 / {v2} rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate\n"
+    found, why = candidates("0::/user.slice/app.scope\n", mountinfo)
+    assert found == [(2, str(v2 / "user.slice" / "app.scope")), (2, str(v2 / "user.slice")), (2, str(v2))]
+    (v2 / "cgroup.controllers").write_text("cpu pids\n")  # e.g. this VM's hybrid tree: no memory in v2
+    found, why = candidates("0::/user.slice/app.scope\n", mountinfo)
+    assert found == [] and "no memory controller" in why
+
+
 # ---------------------------------------------------------------------------------------------
 # Hostile programs (all with the kernel layers this machine offers)
 # ---------------------------------------------------------------------------------------------

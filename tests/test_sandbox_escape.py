@@ -2,7 +2,7 @@
 
 One test (or more) per class found open in issue 13: System V IPC, host unix sockets, world-writable
 host directories, the process tree outliving a killed or interrupted host, and memory summed over
-a program's processes. Every attack starts with ``DIG`` (drop the import guard, load ctypes): the
+a program's processes (a cgroup per run where one can be made; RLIMIT_AS per process always). Every attack starts with ``DIG`` (drop the import guard, load ctypes): the
 guards are a convenience, these layers are the barrier.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lbt_dspy.sandbox import SandboxLimits, isolation, run_many, run_python
+from lbt_dspy.sandbox import SandboxLimits, cgroup, isolation, run_many, run_python
 from lbt_dspy.scoring.code import SCORING_LIMITS
 
 ROOT_NS = isolation()["mode"] == "root-ns"
@@ -299,6 +299,115 @@ def test_memory_of_all_processes_is_bounded_by_processes_times_memory():
     assert "BIG" not in r.stdout and r.stdout.startswith("kids"), r
     if ROOT_NS:  # elsewhere RLIMIT_NPROC also counts unshare and the init, or the host user's processes
         assert r.stdout.strip() == "kids 3", r
+
+
+# A program whose 4 children each write 48 MiB (well under memory_mb) and hold it for a second;
+# it exits with the number of children that did not exit 0.
+FORK_4_X_48 = ("import os, time\nkids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+               "        x = b'\\x01' * (48 * 2 ** 20)\n        time.sleep(1.0)\n        os._exit(0)\n"
+               "    kids.append(pid)\n"
+               "bad = sum(os.waitpid(p, 0)[1] != 0 for p in kids)\nprint('done', len(kids), bad)\nraise SystemExit(bad)\n")
+TOTAL = {"cpu_seconds": 5, "wall_seconds": 15, "memory_mb": 128, "max_processes": 8}
+
+
+@pytest.fixture
+def made_cgroups(monkeypatch):
+    """The paths of the run cgroups the sandbox makes during the test (so their removal can be checked)."""
+    made, real = [], cgroup.MemoryCgroup._make.__func__
+
+    def recording(cls, *args):
+        cg = real(cls, *args)
+        made.append(cg.path)
+        return cg
+
+    monkeypatch.setattr(cgroup.MemoryCgroup, "_make", classmethod(recording))
+    return made
+
+
+def _run_cgroups_here() -> list[str]:
+    """Run cgroups of this host process that exist now."""
+    parent = cgroup._chosen[1] if cgroup._chosen else None
+    mine = f"{cgroup.PREFIX}{os.stat('/proc/self/ns/pid').st_ino}-{os.getpid()}-"
+    return [] if parent is None else [n for n in os.listdir(parent) if n.startswith(mine)]
+
+
+def test_total_memory_of_all_processes_is_bounded_by_a_cgroup(made_cgroups):
+    # Fits the total (4 x 48 MiB + the interpreters < 400 MiB): runs to exit 0, on every machine.
+    fits = run_python(FORK_4_X_48, SandboxLimits(**TOTAL, total_memory_mb=400))
+    assert fits.passed and fits.stdout == "done 4 0\n", fits
+    # The fallback and second layer, on every machine: each process is still bounded by RLIMIT_AS.
+    big = run_python("x = b'\\x01' * (200 * 2 ** 20)", SandboxLimits(**TOTAL, total_memory_mb=400))
+    assert big.status == "error" and "MemoryError" in big.stderr, big
+    info = isolation()
+    assert isinstance(info["total_memory_cgroup"], bool) and info["cgroup_memory"]
+    if not info["total_memory_cgroup"]:
+        pytest.skip(f"no memory cgroup can be made here, so only the per-process bound (checked above) holds: "
+                    f"{info['cgroup_memory']}")
+    assert made_cgroups  # the runs above really had one
+    # Over the total (4 x 48 MiB > 120 MiB), though each child is far under memory_mb: stopped.
+    over = run_python(FORK_4_X_48, SandboxLimits(**TOTAL, total_memory_mb=120))
+    assert over.status == "killed" and not over.passed, over
+    assert over.detail.startswith("memory limit (total over all processes) exceeded"), over
+    assert "total_memory_mb=120" in over.detail and "done" not in over.stdout, over
+    assert over.duration < 5, over  # at the bound, not at the wall-clock limit
+    assert run_python("print(6 * 7)", FAST).stdout == "42\n"  # the host carries on
+    assert not [p for p in made_cgroups if os.path.exists(p)] and _run_cgroups_here() == []
+
+
+def test_without_a_cgroup_only_each_process_is_bounded(monkeypatch):
+    # The documented fallback (no cgroup can be made, or LBT_SANDBOX_CGROUP=0): RLIMIT_AS per
+    # process, so 4 x 48 MiB goes through a 120 MiB total, and isolation() says why.
+    monkeypatch.setenv("LBT_SANDBOX_CGROUP", "0")
+    info = isolation()
+    assert info["total_memory_cgroup"] is False and "RLIMIT_AS" in info["cgroup_memory"], info
+    r = run_python(FORK_4_X_48, SandboxLimits(**TOTAL, total_memory_mb=120))
+    assert r.passed and r.stdout == "done 4 0\n", r
+    big = run_python("x = b'\\x01' * (200 * 2 ** 20)", SandboxLimits(**TOTAL, total_memory_mb=120))
+    assert big.status == "error" and "MemoryError" in big.stderr, big
+
+
+def test_a_cgroup_the_program_cannot_join_turns_cgroups_off(monkeypatch, made_cgroups):
+    if not isolation()["total_memory_cgroup"]:
+        pytest.skip(f"no memory cgroup here: {isolation()['cgroup_memory']}")
+    monkeypatch.setattr(cgroup, "_disabled", "")  # restored (cgroups on again) after the test
+    real = cgroup.MemoryCgroup._make.__func__
+
+    def unjoinable(cls, *args):
+        cg = real(cls, *args)
+        cg.procs = os.path.join(cg.path, "no-such-file")
+        return cg
+
+    monkeypatch.setattr(cgroup.MemoryCgroup, "_make", classmethod(unjoinable))
+    r = run_python("print('still runs')", FAST)
+    assert r.passed and r.stdout == "still runs\n", r
+    info = isolation()
+    assert info["total_memory_cgroup"] is False and "could not join" in info["cgroup_memory"], info
+    assert run_python("print(1)", FAST).passed  # and later runs go without trying
+    assert _run_cgroups_here() == []
+
+
+def test_no_cgroup_is_left_behind(monkeypatch, made_cgroups):
+    from lbt_dspy.sandbox import run as sandbox_run
+
+    programs = ["print(1)",  # ok
+                "import os\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(30)\n",  # a stray
+                "import time\ntime.sleep(30)",  # wall-clock limit
+                FORK_4_X_48]  # over the total (with a cgroup)
+    results = run_many(programs, SandboxLimits(**{**TOTAL, "wall_seconds": 3}, total_memory_mb=120), max_workers=2)
+    assert results[0].passed and results[2].status == "timeout", results
+    if isolation()["total_memory_cgroup"]:
+        assert results[3].status == "killed" and results[3].detail.startswith("memory limit"), results[3]
+
+    # The host fails mid-run (here: Ctrl-C while reading the output): the cgroup goes all the same.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sandbox_run, "_read_output", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_python("import time\ntime.sleep(30)", FAST)
+    if isolation()["total_memory_cgroup"]:
+        assert len(made_cgroups) == 5
+    assert not [p for p in made_cgroups if os.path.exists(p)] and _run_cgroups_here() == []
 
 
 @needs_root_ns

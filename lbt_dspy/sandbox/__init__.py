@@ -2,7 +2,9 @@
 
 Every program runs in its own ``python -I -S -B`` process (standard library only), in a new
 session killed as a whole at the wall-clock limit, with rlimits (CPU, address space, processes,
-file size, descriptors, message queues, no core), a scrubbed environment and capped output. Where
+file size, descriptors, message queues, no core), a memory cgroup of its own bounding all its
+processes together where the host allows (else address space per process only), a scrubbed
+environment and capped output. Where
 the host allows (root and ``unshare``: the ``root-ns`` layer), it also gets fresh mount, PID, IPC
 and network namespaces, a root filesystem that shows only ``/usr`` and the Python installation
 read-only plus one private size-limited tmpfs, and a fresh unprivileged uid. The whole process
@@ -11,7 +13,8 @@ sandboxes). :func:`isolation` says which layers are active here; ``docs/sandbox.
 each layer stops and what none of them can.
 
 Modules: :mod:`.limits` (limits and results), :mod:`.modes` (layers, probe, filesystem view),
-:mod:`.run` (one run), :mod:`.bootstrap` (the child side: setup, guards, the calls harness).
+:mod:`.cgroup` (the per-run memory cgroup), :mod:`.run` (one run), :mod:`.bootstrap` (the child
+side: setup, guards, the calls harness).
 
 Example:
     >>> r = run_python("print(sum(range(10)))")

@@ -119,25 +119,3 @@ def ipc_caps(disk_mb: int) -> dict:
             "kernel/msgmni": 8, "kernel/msgmnb": 65536, "kernel/msgmax": 8192, "kernel/sem": "32 256 32 8",
             "fs/mqueue/queues_max": 8, "fs/mqueue/msg_max": 10, "fs/mqueue/msgsize_max": 8192}
 
-
-def cgroup_memory() -> str:
-    """Why a cgroup v2 ``memory.max`` is not used here (the empty string would mean it could be).
-
-    This sandbox does not write cgroups: on the project's VM the memory controller is bound to
-    the v1 hierarchy, which belongs to the machinery running the VM; aggregate memory is bounded
-    by ``max_processes x memory_mb`` instead (see docs/sandbox.md)."""
-    try:
-        with open("/proc/self/cgroup") as fh:
-            v2 = [ln.split(":", 2)[2].strip() for ln in fh if ln.startswith("0::")]
-    except OSError:
-        return "no /proc/self/cgroup"
-    for mount in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        try:
-            with open(os.path.join(mount, "cgroup.controllers")) as fh:
-                controllers = fh.read().split()
-        except OSError:
-            continue
-        if "memory" not in controllers:
-            return f"cgroup v2 at {mount} has no memory controller ({' '.join(controllers) or 'none'})"
-        return f"cgroup v2 memory controller present at {mount}{v2[0] if v2 else ''}; not used (not delegated to lbt)"
-    return "no cgroup v2 mount"

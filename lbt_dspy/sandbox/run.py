@@ -23,9 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import bootstrap
+from .cgroup import MemoryCgroup
+from .cgroup import disable as cgroup_disable
+from .cgroup import report as cgroup_report
 from .limits import SandboxLimits, SandboxResult
-from .modes import (PYTHON_FLAGS, WORK_DIR, Mode, candidate_modes, cgroup_memory, exposed, hidden, interpreter,
-                    ipc_caps, root_spec)
+from .modes import PYTHON_FLAGS, WORK_DIR, Mode, candidate_modes, exposed, hidden, interpreter, ipc_caps, root_spec
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,21 @@ def _user_process_count(uid: int) -> int:
     return n
 
 
-def _preexec(values: tuple, parent: int) -> None:
-    # Runs in the forked child before exec (after Popen's own uid change): plain system calls only.
+def _preexec(values: tuple, parent: int, cgroup_procs: str | None, uid: int | None) -> None:
+    # Runs in the forked child before exec: plain system calls only. First into the run's memory
+    # cgroup (still with the host's credentials: the cgroup's files are the host's), so that every
+    # process the program ever starts is in it; then the uid drop (as Popen's user/group/extra_groups
+    # would do it, which happens before this function: too early for the cgroup), then the limits.
+    if cgroup_procs is not None:
+        fd = os.open(cgroup_procs, os.O_WRONLY)
+        try:
+            os.write(fd, b"%d" % os.getpid())
+        finally:
+            os.close(fd)
+    if uid is not None:
+        os.setgroups([])
+        os.setregid(uid, uid)
+        os.setreuid(uid, uid)
     for which, value in values:
         resource.setrlimit(which, value)
     if _prctl is not None:
@@ -157,19 +172,26 @@ def _kill_stragglers(uid: int | None, token: str) -> None:
         time.sleep(0.01)
 
 
-def _read_output(proc: subprocess.Popen, fds: list[int], deadline: float, cap: int) -> tuple[list[bytes], str]:
-    """Read the `fds` until EOF, the deadline, or `cap` bytes on one. Returns (contents, reason)."""
+def _read_output(proc: subprocess.Popen, fds: list[int], deadline: float, cap: int,
+                 cgroup: MemoryCgroup | None = None) -> tuple[list[bytes], str]:
+    """Read the `fds` until EOF, the deadline, `cap` bytes on one, or (with a `cgroup`) the first
+    OOM kill in the run's cgroup. Returns (contents, reason)."""
     bufs = {fd: bytearray() for fd in fds}
     sel = selectors.DefaultSelector()
     for fd in fds:
         sel.register(fd, selectors.EVENT_READ)
-    reason, exited_at = "", None
+    reason, exited_at, looked = "", None, 0.0
     try:
         while sel.get_map():
             now = time.monotonic()
             if now >= deadline:
                 reason = "timeout"
                 break
+            if cgroup is not None and now - looked >= 0.05:
+                looked = now
+                if cgroup.oom_kills():  # one process killed: the program is over (v2 does it itself)
+                    reason = "memory"
+                    break
             if exited_at is None and _exited(proc.pid):
                 exited_at = now
                 _killpg(proc.pid)  # leftovers in the group would keep the pipes open
@@ -228,6 +250,7 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
     start = time.monotonic()
     base = os.path.realpath(tempfile.mkdtemp(prefix="lbt-sandbox-"))
     results_r = results_w = life_r = life_w = None
+    cgroup = None
     try:
         os.chmod(base, 0o711)  # the sandbox uid may traverse to its work dir, not list the base
         host_work = os.path.join(base, "work")
@@ -245,13 +268,13 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
                 fh.write(repr({"target": calls[0], "calls": [bootstrap.encode_value(c) for c in calls[1]]}))
             results_r, results_w = os.pipe()
         uid = _fresh_uid() if mode.drop_uid else None
-        popen_ids: dict = {}
+        popen_uid = None  # the uid the child drops to before exec (else: the bootstrap, later)
         if uid is not None and not mode.drop_in_child:
             os.chown(host_work, uid, uid)
             for p in (code_path, calls_path, boot_path):
                 if p:
                     os.chown(p, uid, uid)
-            popen_ids = {"user": uid, "group": uid, "extra_groups": []}
+            popen_uid = uid
         if uid is not None:  # + unshare and our init when they run as that uid too
             nproc = limits.max_processes + (2 if mode.prefix and not mode.drop_in_child else 0)
         else:  # RLIMIT_NPROC counts all processes of the host user
@@ -279,15 +302,29 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
             with open(stdin_path, "w", encoding="utf-8", errors="replace") as fh:
                 fh.write(stdin)
             stdin_file = open(stdin_path, "rb")
+        # None: RLIMIT_AS only (one process needs nothing more; or no cgroup can be made here)
+        cgroup = MemoryCgroup.create(limits.total_memory_bytes) if limits.needs_memory_cgroup else None
         try:
-            proc = subprocess.Popen(
-                argv, stdin=stdin_file or subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=host_work, env=env, close_fds=True, start_new_session=True,
-                pass_fds=tuple(fd for fd in (results_w, life_r) if fd is not None),
-                preexec_fn=functools.partial(_preexec, _rlimits(limits, nproc), os.getpid()), **popen_ids)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return SandboxResult("setup_error", None, "", str(exc), time.monotonic() - start, False,
-                                 f"could not start the sandbox: {exc}"), uid
+            while True:
+                try:
+                    proc = subprocess.Popen(
+                        argv, stdin=stdin_file or subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        cwd=host_work, env=env, close_fds=True, start_new_session=True,
+                        pass_fds=tuple(fd for fd in (results_w, life_r) if fd is not None),
+                        preexec_fn=functools.partial(_preexec, _rlimits(limits, nproc), os.getpid(),
+                                                     cgroup.procs if cgroup else None, popen_uid))
+                except (OSError, subprocess.SubprocessError) as exc:
+                    if cgroup is None:
+                        return SandboxResult("setup_error", None, "", str(exc), time.monotonic() - start, False,
+                                             f"could not start the sandbox: {exc}"), uid
+                    # Perhaps joining the cgroup failed (the child cannot say which step did): if
+                    # so, no more cgroups in this host; this run starts once more without one.
+                    failed, cgroup = cgroup, None
+                    if not failed.join_works():
+                        cgroup_disable(f"a process could not join a cgroup made under {os.path.dirname(failed.path)}")
+                    failed.remove()
+                    continue
+                break
         finally:
             if stdin_file:
                 stdin_file.close()
@@ -299,7 +336,7 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
             _live.add(proc.pid)
         try:
             fds = [proc.stdout.fileno(), proc.stderr.fileno()] + ([results_r] if results_r is not None else [])
-            bufs, reason = _read_output(proc, fds, start + limits.wall_seconds, limits.max_output_bytes)
+            bufs, reason = _read_output(proc, fds, start + limits.wall_seconds, limits.max_output_bytes, cgroup)
         finally:  # also on KeyboardInterrupt: never leave the program running
             _killpg(proc.pid)
             returncode = proc.wait()
@@ -308,11 +345,15 @@ def run_in_mode(code: str, limits: SandboxLimits, stdin: str, mode: Mode,
             with _live_lock:
                 _live.discard(proc.pid)
         out, err = bufs[0], bufs[1]
-        if mode.namespaces and 128 < returncode <= 128 + 64 and not reason:
+        if mode.namespaces and 128 < returncode <= 128 + 64 and reason in ("", "memory"):
             returncode = 128 - returncode  # our init's encoding of "killed by signal N"
+        if cgroup is not None and not reason and cgroup.oom_kills():  # in its last moments
+            reason = "memory"
         if mode.name == "plain":
             _kill_stragglers(uid, token)
     finally:
+        if cgroup is not None:  # kills what is left in it, then removes it; never raises
+            cgroup.remove()
         for fd in (results_r, results_w, life_r, life_w):
             if fd is not None:
                 os.close(fd)
@@ -330,6 +371,10 @@ def _result(reason: str, rc: int, out: bytes, err: bytes, duration: float, limit
         status, detail = "output_limit", f"wrote more than {cap} bytes to a stream; killed"
     elif reason == "timeout":
         status, detail = "timeout", f"wall-clock limit of {limits.wall_seconds}s exceeded; killed"
+    elif reason == "memory":
+        total = limits.total_memory_bytes // 2 ** 20
+        status, detail = "killed", (f"memory limit (total over all processes) exceeded: the program's processes "
+                                    f"together needed more than total_memory_mb={total} MiB; killed")
     elif rc == bootstrap.SETUP_FAILED_RC and err.startswith(bootstrap.SETUP_FAILED_MSG):
         status, detail = "setup_error", err.decode("utf-8", "replace").strip()
     elif rc < 0 and -rc == signal.SIGXCPU:
@@ -443,14 +488,16 @@ def isolation(isolate: bool = True) -> dict:
         ``{"mode", "uid_drop", "network_namespace", "pid_namespace", "ipc_namespace",
         "private_root" (the host's files hidden but for "exposed"), "exposed", "hidden_inside"
         (directories of "exposed" shown empty), "parent_death",
-        "cgroup_memory" (why no cgroup is used), "python_guards", "rlimits"}``.
+        "total_memory_cgroup" (whether a per-run cgroup bounds the memory of all the program's
+        processes together), "cgroup_memory" (which cgroup, or why none: then only ``RLIMIT_AS``
+        per process), "python_guards", "rlimits"}``.
 
     Example:
         >>> isolation()["python_guards"]
         True
     """
     select_mode(isolate)
-    return dict(_probed[isolate][1])
+    return {**_probed[isolate][1], **cgroup_report()}  # the cgroup part as of now: a failure may turn it off
 
 
 def _probe(isolate: bool) -> tuple[Mode, dict]:
@@ -471,7 +518,7 @@ def _probe(isolate: bool) -> tuple[Mode, dict]:
                     "private_root": mode.name == "root-ns",
                     "exposed": list(exposed()[0]) if mode.name == "root-ns" else ["/"],
                     "hidden_inside": list(hidden()) if mode.name == "root-ns" else [],
-                    "parent_death": True, "cgroup_memory": cgroup_memory(),
+                    "parent_death": True, **cgroup_report(),
                     "python_guards": True, "rlimits": True}
             if isolate and os.geteuid() == 0 and not mode.drop_uid:
                 log.warning("sandbox: running untrusted code as root with only rlimits and Python-level "
