@@ -12,9 +12,9 @@ and the generated tokens/s of each are printed with the ratio b/a. Passes run in
 that drift on a shared machine (and a warm prefix cache) favours neither; each cycle gives a ratio and
 the median over cycles is the result. Target: b/a >= 0.90.
 
-By default an embedded server (`transformers serve`, continuous batching) is started and stopped
-here; ``--api-base`` points at a running server instead (e.g. ``vllm serve``; ``--prefill continue``
-for chat with continue_final_message, ``completions`` for raw prompts).
+By default a vLLM server of the embedded model (`VLLMServer`) is started and stopped here; ``--api-base``
+points at a running server instead (``--prefill continue`` for chat with continue_final_message,
+``completions`` for raw prompts).
 
 Usage:
     python eval/bench_throughput.py [--families 8 --pairs 4] [--concurrency 8,16,32]
@@ -187,10 +187,10 @@ def main() -> None:
 
     server = None
     if args.api_base is None:
-        from lbt_dspy.models.embedded import EmbeddedServer, checkpoint_path
+        from lbt_dspy.models import VLLMServer, checkpoint_path
 
         args.model = str(checkpoint_path())
-        server = EmbeddedServer(args.model, continuous_batching=True).start()
+        server = VLLMServer(args.model).start()
         args.api_base = server.api_base
     try:
         cfg_dict = make_config(args, args.model, args.api_base)

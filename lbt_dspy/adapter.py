@@ -22,7 +22,7 @@ import dspy
 
 from .model_output import OutputIsData
 from .registry import Registry
-from .scoring.math import extract_math_answer
+from .scoring.math import extract_math_answer, marker_pattern
 
 exam_prompters = Registry("exam_prompter")
 
@@ -171,9 +171,10 @@ class TemplateAdapter(OutputIsData, dspy.Adapter):
     def is_unparsed(self, signature, completion: str, value: dict) -> bool:
         """The format was not followed: no answer marker (when there is one) or nothing after it."""
         if self.answer_marker:
-            if self.answer_marker not in completion:
+            marks = list(marker_pattern(self.answer_marker).finditer(completion))
+            if not marks:
                 return True
-            if not completion.split(self.answer_marker)[-1].strip().lstrip(":").strip():
+            if not completion[marks[-1].end():].strip().lstrip(":").strip():
                 return True  # a bare marker with nothing after it
         return not str(value.get("answer") or "").strip()
 

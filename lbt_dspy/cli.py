@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="serve the embedded model over the OpenAI API until interrupted")
     v.add_argument("--port", type=int)
     v.add_argument("--checkpoint", help="model directory (default: the embedded SmolLM2)")
-    v.add_argument("--no-continuous-batching", action="store_true")
+    v.add_argument("--server", choices=["vllm", "transformers"], default="vllm",
+                   help="vllm (the engine) or transformers (the fallback for a platform with no vLLM wheel)")
     from .cli_flags import add_config_flags, add_quiet_flag
 
     for sp in (e, m):  # the commands that read a config: CFG [--set KEY=VALUE ...] [-q]
@@ -177,9 +178,11 @@ def _run(args) -> int:
 
         return run_m3_command(args)
     if args.command == "serve":
-        from .models.embedded import EmbeddedServer
+        from .models import TransformersServer, VLLMServer, checkpoint_path
 
-        server = EmbeddedServer(args.checkpoint, port=args.port, continuous_batching=not args.no_continuous_batching)
+        ckpt = args.checkpoint or checkpoint_path()
+        server = (VLLMServer(ckpt, port=args.port) if args.server == "vllm" else
+                  TransformersServer(ckpt, port=args.port))
         with server:
             print(f"serving {server.model}\napi_base: {server.api_base}\n(Ctrl-C stops it)", flush=True)
             while server.proc and server.proc.poll() is None:
@@ -214,7 +217,10 @@ def _run(args) -> int:
         wall = time.monotonic() - t0
         made = calls["greedy"] + calls["teach"] + calls["exam"]
         print(f"LM calls this run: {made} (greedy {calls['greedy']}, teacher {calls['teach']}, "
-              f"students {calls['exam']}); wall time {wall:.0f} s")
+              f"students {calls['exam']}); wall time {wall:.0f} s" + (f" ({made / wall:.2f} calls/s)" if wall else ""))
+        cache = calls.get("prefix_cache")
+        if cache and cache.get("rate") is not None:
+            print(f"vLLM prefix cache: {100 * cache['rate']:.1f}% of {cache['queries']:,} prompt tokens served from it")
         if calls["failed"]:
             print(f"lbt: {calls['failed']} call(s) failed {calls['error']}; they were not recorded: "
                   "rerun the same command to retry", file=sys.stderr)

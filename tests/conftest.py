@@ -47,3 +47,21 @@ def fake_config(api_base: str, **over) -> dict:
     if "num_pairs" in over:  # lbt's name of the seed's num_rationales
         cfg.pop("num_rationales", None)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def embedded_server():
+    """One real vLLM server of the embedded SmolLM2-135M for the tests that need the real model (they share it:
+    each start costs ~40 s on two cores). Tests point an ``embedded`` entry at it with ``model_cfg.api_base``."""
+    from lbt_dspy.models import VLLMServer, checkpoint_path
+
+    with VLLMServer(checkpoint_path(), kv_cache_gib=2) as server:
+        yield server
+
+
+def embedded_entry(server, **sample_cfg) -> dict:
+    """An ``embedded`` model entry served by the shared `embedded_server`."""
+    entry = {"model_type": "embedded", "model_cfg": {"api_base": server.api_base}}
+    if sample_cfg:
+        entry["sample_cfg"] = sample_cfg
+    return entry

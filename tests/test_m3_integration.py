@@ -1,4 +1,4 @@
-"""M3 with the real embedded model (SmolLM2-135M through `transformers serve`): one tiny round, end to end."""
+"""M3 with the real embedded model (SmolLM2-135M served by vLLM): one tiny round, end to end."""
 
 import json
 
@@ -10,8 +10,12 @@ from lbt_dspy.cli import main
 pytestmark = pytest.mark.integration
 
 
-def test_one_tiny_m3_round_on_the_embedded_model(tmp_path, capsys):
+def test_one_tiny_m3_round_on_the_embedded_model(tmp_path, capsys, embedded_server):
     cfg = yaml.safe_load(open("configs/m3_liar.yaml"))
+    for key in ("teacher_model_cfg",):
+        cfg[key] = {**cfg[key], "model_cfg": {**(cfg[key].get("model_cfg") or {}), "api_base": embedded_server.api_base}}
+    cfg["student_model_cfgs"] = [{**e, "model_cfg": {**(e.get("model_cfg") or {}), "api_base": embedded_server.api_base}}
+                                 for e in cfg["student_model_cfgs"]]
     cfg.update(train_size=24, test_size=6, rounds=1, beam_size=1, minibatch_size=4, reflections_per_set=1,
                failures_per_reflection=2, score_sample_size=4, baselines=["zero_shot"], concurrency=4)
     cfg["teacher_sample_cfg"]["max_new_tokens"] = 48

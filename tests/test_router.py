@@ -144,13 +144,14 @@ def test_routed_completions_prefill_renders_one_template():
 
 def test_embedded_replicas_start_that_many_servers(monkeypatch):
     """`replicas: 2` starts two servers (scripted stand-ins here) and routes over both; the pool stops them."""
-    import lbt_dspy.models.embedded as embedded
+    import lbt_dspy.models.vllm_server as vllm_server
 
     started = []
 
     class StandIn:
-        def __init__(self, checkpoint, continuous_batching=True, log_path=None):
+        def __init__(self, checkpoint, serve_args=None, log_path=None, enforce_eager=True):
             self.srv = FakeOpenAI()
+            self.model = checkpoint
 
         def start(self):
             self.srv.__enter__()
@@ -165,7 +166,7 @@ def test_embedded_replicas_start_that_many_servers(monkeypatch):
         def api_base(self):
             return self.srv.api_base
 
-    monkeypatch.setattr(embedded, "EmbeddedServer", StandIn)
+    monkeypatch.setattr(vllm_server, "VLLMServer", StandIn)
     with ModelPool(cache=False) as pool:
         lm = pool.lm({"model_type": "embedded", "model_cfg": {"replicas": 2}}, {"temperature": 0.7})
         assert isinstance(lm.engine, RoutedEngine) and len(started) == 2
@@ -185,23 +186,21 @@ def test_embedded_replicas_must_be_a_positive_integer():
 
 @pytest.mark.integration
 def test_two_embedded_servers_one_killed_mid_run(tmp_path):
-    """Two real `transformers serve` replicas; one is SIGKILLed during the exams: no request is lost."""
+    """Two real vLLM replicas of the embedded model; one is SIGKILLed during the exams: no request is lost."""
     import yaml
 
-    from lbt_dspy.models.embedded import EmbeddedServer, checkpoint_path
+    from lbt_dspy.models import VLLMServer, checkpoint_path
 
     ckpt = str(checkpoint_path())
     cfg = yaml.safe_load(open("configs/demo.yaml"))
-    with EmbeddedServer(cb_num_blocks=256) as s1, EmbeddedServer(cb_num_blocks=256) as s2:
-        model = {"model_type": "openai", "model_cfg": {
-            "model": ckpt, "api_base": [s1.api_base, s2.api_base], "api_key_env": "FAKE_API_KEY",
-            "prefill": "completions", "tokenizer": ckpt, "timeout": 120}}
+    with VLLMServer(ckpt, kv_cache_gib=1) as s1, VLLMServer(ckpt, kv_cache_gib=1) as s2:
+        model = {"model_type": "vllm", "model_cfg": {
+            "model": ckpt, "api_base": [s1.api_base, s2.api_base], "timeout": 120}}
         cfg.update(teacher_model_cfg=model, student_model_cfgs=[model], num_rationales=2, concurrency=4,
                    dataset_cfg={"num_families": 2, "num_variants": 3, "seed": 0}, num_retries=2, cache=False,
                    exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 1})
         for key in ("teacher_sample_cfg", "general_student_sample_cfg"):
             cfg[key] = {**cfg[key], "max_new_tokens": 24}
-        cfg["greedy_sample_cfg"] = {}  # one sampling setting for both servers (continuous batching)
         exam_file = tmp_path / "run" / "exam.jsonl"
         killed = threading.Event()
 
@@ -221,7 +220,7 @@ def test_two_embedded_servers_one_killed_mid_run(tmp_path):
     assert calls["failed"] == 0, calls["error"]
     exam = [json.loads(x) for x in exam_file.read_text().splitlines()]
     assert len(exam) == len({r["key"] for r in exam}) == 2 * 2 * 3  # families x pairs x exam problems
-    assert all(r["rationale"] or r["answer"] for r in exam)
+    assert all(isinstance(r["completion"], str) for r in exam)  # whatever the model said, recorded
 
 
 # --- circuit breakers behind the router: a dead replica is routed around; all dead stops the run ------------

@@ -196,12 +196,12 @@ def test_huggingface_fastchat_and_pt_path_errors(tmp_path, azure, capsys):
 
 
 # --- model_type huggingface -----------------------------------------------------------------------------
-def _captured_server(monkeypatch, gpu_vllm: bool, entry: dict):
+def _captured_server(monkeypatch, entry: dict):
     """Build the entry's LM; the server lbt would start is captured, not started."""
-    from lbt_dspy.models import ModelPool, huggingface, vllm_server
+    from lbt_dspy.models import ModelPool, vllm_server
 
-    monkeypatch.setattr(huggingface, "_has_gpu_vllm", lambda: gpu_vllm)
-    monkeypatch.setattr(vllm_server, "_has_vllm", lambda: True)
+    monkeypatch.setattr(vllm_server, "vllm_python", lambda: "/usr/bin/python-with-vllm")
+    monkeypatch.setattr(vllm_server, "vllm_build", lambda python: "cpu")
     made = []
 
     def fake_shared(self, key, factory):
@@ -214,20 +214,25 @@ def _captured_server(monkeypatch, gpu_vllm: bool, entry: dict):
     return lm, made[0]
 
 
-def test_huggingface_serves_the_local_checkpoint_with_transformers_or_vllm(monkeypatch):
-    from lbt_dspy.models.embedded import EmbeddedServer, checkpoint_path
-    from lbt_dspy.models.vllm_server import VLLMServer
+def test_huggingface_serves_the_local_checkpoint_with_vllm_or_the_transformers_fallback(monkeypatch):
+    from lbt_dspy.models import TransformersServer, VLLMServer, checkpoint_path
 
     path = str(checkpoint_path())
     entry = {"model_type": "huggingface", "model_cfg": {"path": path, "name": "smol", "max_new_tokens": 64}}
-    lm, server = _captured_server(monkeypatch, False, entry)
-    assert type(server) is EmbeddedServer and server.command()[2:4] == ["transformers.cli.transformers", "serve"]
+    lm, server = _captured_server(monkeypatch, entry)  # vLLM, the engine, on the CPU build here
+    cmd = server.command()
+    assert isinstance(server, VLLMServer) and cmd[:5] == ["/usr/bin/python-with-vllm", "-m",
+                                                          "vllm.entrypoints.openai.api_server", "--model", path]
+    assert {"--dtype", "float32", "--enforce-eager"} <= set(cmd)
     assert lm.lbt_name == "smol" and lm.kwargs["max_tokens"] == 64 and lm.kwargs["temperature"] == 0.0
-    assert lm.engine.prefill == "completions" and lm.engine.tokenizer_name == path
-    lm, server = _captured_server(monkeypatch, True, entry)
-    assert isinstance(server, VLLMServer) and server.command()[2:5] == ["vllm.entrypoints.cli.main", "serve", path]
+    assert lm.engine.prefill == "continue"  # vLLM continues the seed's prefill on its chat endpoint
     assert lm.engine.extra_body["stop_token_ids"] == [1, 2]  # the seed's eos_token_id, as vLLM's stop ids
-    assert lm.engine.send_top_k
+    assert lm.engine.send_top_k and lm.engine.supports_response_schema
+    entry["model_cfg"]["server"] = "transformers"  # the explicit fallback
+    lm, server = _captured_server(monkeypatch, entry)
+    assert type(server) is TransformersServer and server.command()[2:4] == ["transformers.cli.transformers", "serve"]
+    assert lm.engine.prefill == "completions" and lm.engine.tokenizer_name == path
+    assert not lm.engine.send_top_k
 
 
 def test_pt_path_state_is_loaded_into_the_served_checkpoint(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from ..components import build_components, build_m1, build_teacher
 from ..config import LbtConfig
 from ..errors import LbtError, backend_down
 from ..models import ModelPool
+from ..models.vllm_server import hit_rate
 from ..runner import Recorder, Stopped, record_scope
 from ..store import RunStore
 
@@ -79,6 +80,7 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
             with bar_lock:
                 bar.update(1)
         recorder.on_new = tick
+        cache_before = pool.prefix_cache()
         budgets, failed_tps = {}, set()
         try:
             # The greedy baseline, then M1 on every problem (problems side by side, their calls in M1's pool).
@@ -107,7 +109,11 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
         if m1.pool.down is not None:
             store.close()
             raise m1.pool.down
+        prefix_cache = hit_rate(cache_before, pool.prefix_cache())
     calls = {stage: recorder.made[stage] + recorder.failed[stage] for stage in ("greedy", "teach", "exam")}
+    calls["prefix_cache"] = prefix_cache
+    if prefix_cache is not None:  # the engine's view of this invocation, beside the records
+        store.write_json("engine.json", {"prefix_cache": prefix_cache})
     calls["failed"] = sum(recorder.failed.values())
     calls["error"] = None
     for stage in ("greedy", "teach", "exam"):

@@ -319,7 +319,7 @@ def eval_report(summary: dict) -> str:
             ". Greedy decoding (the config's greedy_sample_cfg), the config's prompt format and scorer.\n\n"
             + eval_table(summary) + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + (f"\n## Paired comparisons\n\n" + comparison_table(summary) if summary.get("comparisons") else "")
-            + (f"\n## What the models said\n\n" + output_table(summary["answers"]) + "\n\nEvery answer is scored "
+            + ("\n## What the models said\n\n" + output_table(summary["answers"]) + "\n\nEvery answer is scored "
                "as given: unparsed (no answer marker), cut-off (max_tokens) and empty answers are never retried.\n"
                if summary.get("answers") else "")
             + f"\nIntervals: 95% percentile bootstrap over the {summary['num_problems']} problems "

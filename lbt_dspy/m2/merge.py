@@ -1,5 +1,5 @@
-"""Saving a tuned teacher so every backend can serve it: the LoRA merge, a sampling generation config,
-and the model entry to paste into an `lbt` config."""
+"""Saving a tuned teacher so every backend can serve it: the LoRA merge, the base's generation config, and
+the model entry to paste into an `lbt` config."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def write_generation_config(base: str, target: Path) -> None:
-    """The base model's generation config with ``do_sample: true`` (`transformers serve` never turns
-    sampling on by itself, so without it every request would be greedy)."""
+    """The base model's generation config, unchanged (sampling is per request: vLLM honours each request's;
+    the `transformers serve` fallback serves a sampling view of the checkpoint, see `models.embedded`)."""
     from transformers import GenerationConfig
 
     try:
@@ -18,14 +18,13 @@ def write_generation_config(base: str, target: Path) -> None:
         from transformers import AutoConfig
 
         gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(base))
-    gen.do_sample = True
     gen.save_pretrained(str(target))
 
 
 def merge_adapter(base: str, adapter_dir: str | Path, target: str | Path, merged_dtype: str = "auto",
                   trust_remote_code: bool = False) -> dict:
     """Load `base` on CPU in float32, apply the LoRA adapter, merge (peft `merge_and_unload`), save a
-    plain checkpoint with the tokenizer and a sampling generation config into `target`.
+    plain checkpoint with the tokenizer and the base's generation config into `target`.
 
     Example:
         >>> merge_adapter("base/", "out/adapter", "out/merged", "auto")  # doctest: +SKIP
@@ -54,9 +53,9 @@ def merge_adapter(base: str, adapter_dir: str | Path, target: str | Path, merged
 def model_entry_yaml(merged: Path) -> str:
     """The tuned teacher as `lbt` model entries (embedded on CPU, vllm on GPU), as YAML text."""
     return ("# The tuned teacher as an `lbt m1` model entry (paste as teacher_model_cfg or a student).\n"
-            "# CPU / small models, served by `transformers serve`:\n"
+            "# served by vLLM on this machine (CPU build, or CUDA build with a GPU):\n"
             f"teacher_model_cfg: {{model_type: embedded, model_cfg: {{checkpoint: {json.dumps(str(merged))}, "
             "name: m2-tuned}}\n"
-            "# GPU, served by `vllm serve` (lbt starts it):\n"
+            "# or as a plain vLLM entry (lbt starts the server; add serve_args for tensor/data parallelism):\n"
             f"# teacher_model_cfg: {{model_type: vllm, model_cfg: {{model: {json.dumps(str(merged))}, "
             "name: m2-tuned}}\n")

@@ -1,8 +1,8 @@
 """`lbt m2 train`: DPO of the teacher on M2 preference pairs, the recipe around `LbTDPOTrainer`.
 
 Outputs in ``output_dir``: ``adapter/`` (the LoRA adapter, with PEFT), ``merged/`` (a plain checkpoint
-with tokenizer and a generation_config.json with ``do_sample: true``, loadable by `transformers serve`,
-`vllm serve` and ``{"model_type": "embedded", "model_cfg": {"checkpoint": merged}}`` in `lbt m1`),
+with tokenizer and the base's generation_config.json, servable by vLLM and
+``{"model_type": "embedded", "model_cfg": {"checkpoint": merged}}`` in `lbt m1`),
 ``checkpoint-N/`` (when ``save_steps`` is reached), ``train_summary.json`` (time per step, losses, DPO
 loss on the training pairs before and after), ``train_loss.png`` and ``model_entry.yaml``.
 The configuration is in `train_config`, the trainer in `trainer`, saving in `merge`.

@@ -225,7 +225,7 @@ class LbTOptimizer(Teleprompter):
         self._students = self.students or [self._classifier]
         self._student_names = unique_names(self._students)
         self._clf = Classifier(student, self._adapter, self.num_threads, self.progress, fields=self.fields,
-                               on_call=self._calls.add)
+                               on_call=lambda *call: self._calls.add(*call))  # this round's counter
         self._question = self.question or self.fields.question(student.predictors()[0].signature)
         self._train = self._normalize(trainset, "trainset")
         self._score_pool = self._normalize(valset, "valset") if valset else self._train

@@ -1,9 +1,10 @@
 """Models: every backend is a `dspy.LM` over one OpenAI-compatible client path."""
 
-from .embedded import EmbeddedServer, checkpoint_path
+from .embedded import TransformersServer, checkpoint_path
 from .engine import OpenAICompatEngine
-from .lm import ModelPool, model_types, normalize_sample_cfg
+from .lm import LbtLM, ModelPool, model_types, normalize_sample_cfg
+from .vllm_server import VLLMServer
 from . import huggingface as _huggingface  # noqa: E402,F401,I001  (registers model_type huggingface)
 
-__all__ = ["EmbeddedServer", "checkpoint_path", "OpenAICompatEngine", "ModelPool", "model_types",
-           "normalize_sample_cfg"]
+__all__ = ["VLLMServer", "TransformersServer", "checkpoint_path", "OpenAICompatEngine", "LbtLM", "ModelPool",
+           "model_types", "normalize_sample_cfg"]

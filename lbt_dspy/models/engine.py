@@ -113,6 +113,9 @@ class OpenAICompatEngine:
         tokenizer: Tokenizer path/name whose chat template renders ``completions`` prompts.
         extra_body: Extra request fields the server accepts.
         send_top_k: Send ``top_k`` (vLLM takes it; OpenAI and `transformers serve` reject it with 4xx).
+        structured_outputs: The server decodes to a JSON schema (``response_format``; vLLM, OpenAI): DSPy's
+            JSONAdapter (and ChatAdapter's fallback to it) then sends its signature's schema, and the engine
+            passes it through. None: vLLM and OpenAI's own API yes, others no.
         timeout: Seconds per request.
         azure_api_version: When set, talk to Azure OpenAI (``api_base`` is the Azure endpoint).
         breaker_failures: Consecutive failures (connection, 5xx; not timeouts) after which calls fail at once
@@ -127,7 +130,7 @@ class OpenAICompatEngine:
     def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
                  prefill: str = "chat", tokenizer: str | None = None, extra_body: dict | None = None,
                  timeout: float = 600.0, azure_api_version: str | None = None, send_top_k: bool = False,
-                 breaker_failures: int = 5, breaker_reset: float = 30.0):
+                 breaker_failures: int = 5, breaker_reset: float = 30.0, structured_outputs: bool | None = None):
         if prefill not in PREFILL_MODES:
             raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}")
         if prefill == "completions" and not tokenizer:
@@ -142,6 +145,16 @@ class OpenAICompatEngine:
         self.azure_api_version = azure_api_version
         self.send_top_k = send_top_k
         self.breaker = CircuitBreaker(api_base or "openai", breaker_failures, breaker_reset)
+        self.structured_outputs = (send_top_k or api_base is None) if structured_outputs is None else structured_outputs
+
+    # What DSPy asks of a custom engine before it plans a call (dspy.clients.capabilities).
+    @property
+    def supports_response_schema(self) -> bool:
+        return self.structured_outputs
+
+    @property
+    def supported_params(self) -> frozenset:
+        return frozenset({"response_format"} if self.structured_outputs else ())
 
     def __repr__(self) -> str:  # no key in reprs, logs or tracebacks
         return f"OpenAICompatEngine(model={self.model!r}, api_base={self.api_base!r}, prefill={self.prefill!r})"
@@ -182,6 +195,8 @@ class OpenAICompatEngine:
         messages = _to_openai_messages(request)
         params = _sampling(request.config)
         extra = dict(self.extra_body)
+        if self.structured_outputs and request.config.response_format:  # in the body: both endpoints take it
+            extra["response_format"] = _response_format(request.config.response_format)
         if self.send_top_k and request.config.top_k is not None:
             extra["top_k"] = request.config.top_k
         try:
@@ -268,6 +283,16 @@ def _sampling(config) -> dict:
     if config.stop:
         params["stop"] = list(config.stop)
     return params
+
+
+def _response_format(fmt: dict) -> dict:
+    """DSPy's canonical response format as the chat API's ``response_format`` (vLLM takes it on both endpoints)."""
+    if fmt.get("type") != "json_schema":
+        return {"type": fmt.get("type", "json_object")}
+    inner = {"name": fmt.get("name") or "response", "schema": fmt["schema"]}
+    if "strict" in fmt:
+        inner["strict"] = fmt["strict"]
+    return {"type": "json_schema", "json_schema": inner}
 
 
 def _translate(exc: Exception, where: str | None) -> Exception:

@@ -1,9 +1,9 @@
 """``model_type: huggingface``: the seed's local-checkpoint model, served by lbt on the one client path.
 
-The seed loaded the checkpoint into a transformers ``pipeline`` in-process. lbt serves it instead —
-``vllm serve`` when vLLM and a GPU are present, else ``transformers serve`` (the embedded model's server) —
-and talks to it like to every other backend. The prompt is the seed's: the checkpoint's chat template
-with the generation prompt, then the assistant prefill, continued on ``/v1/completions``.
+The seed loaded the checkpoint into a transformers ``pipeline`` in-process. lbt serves it instead with vLLM
+(`VLLMServer`: the CPU build without a GPU, the CUDA build with one; ``server: transformers`` selects the
+fallback) and talks to it like to every other backend. The prompt is the seed's: the checkpoint's chat template
+with the generation prompt, then the assistant prefill, continued (vLLM's ``continue_final_message``).
 
 The seed's ``model_cfg`` keys: ``path`` (a local checkpoint directory; nothing is downloaded),
 ``pt_path`` (the seed's DPO checkpoints: ``torch.load(pt_path)["state"]`` is loaded into the model, which
@@ -16,24 +16,10 @@ unused, as in the seed). lbt adds ``api_base`` (a server already serving `path`)
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from ..errors import LbtError
-from .lm import ModelEntry, model_types
-
-
-def _has_gpu_vllm() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
+from .lm import SERVERS, ModelEntry, _local_entry, local_endpoints, model_types
 
 
 def merged_checkpoint(path: str, pt_path: str) -> Path:
@@ -81,7 +67,7 @@ def merged_checkpoint(path: str, pt_path: str) -> Path:
 def huggingface_entry(pool, sample_kwargs, path: str, pt_path: str | None = None, max_new_tokens: int = 1024,
                       conv_template_type: str | None = None, name: str | None = None, fastchat: bool = False,
                       api_base: str | list | None = None, serve_args: list | None = None,
-                      server: str = "auto", timeout: float = 600.0) -> ModelEntry:
+                      server: str = "vllm", timeout: float = 600.0) -> ModelEntry:
     """A local checkpoint (the seed's ``huggingface`` model), served by lbt.
 
     Args:
@@ -92,8 +78,8 @@ def huggingface_entry(pool, sample_kwargs, path: str, pt_path: str | None = None
         name: Name in the output (default: `path`, as in the seed).
         fastchat: Must be false: lbt renders the checkpoint's own chat template (the seed's default).
         api_base: A server already serving this checkpoint; lbt then starts none.
-        serve_args: Extra ``vllm serve`` arguments.
-        server: ``auto`` (vLLM with a GPU, else transformers), ``vllm`` or ``transformers``.
+        serve_args: Extra vLLM server arguments.
+        server: ``vllm`` (the engine, CPU or GPU; ``auto`` is the same) or ``transformers`` (the fallback).
 
     Example:
         >>> entry = {"model_type": "huggingface", "model_cfg": {"path": "/models/Meta-Llama-3-8B-Instruct"}}
@@ -110,31 +96,16 @@ def huggingface_entry(pool, sample_kwargs, path: str, pt_path: str | None = None
         raise LbtError(f"model_cfg.path: {path} has no config.json (not a transformers checkpoint)")
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise LbtError(f"model_cfg.max_new_tokens: expected an integer >= 1, got {max_new_tokens!r}")
-    if server not in ("auto", "vllm", "transformers"):
-        raise LbtError(f"model_cfg.server: 'auto', 'vllm' or 'transformers', got {server!r}")
+    if server not in ("auto", *SERVERS):
+        raise LbtError(f"model_cfg.server: 'vllm' or 'transformers', got {server!r}")
     sample_kwargs.setdefault("max_tokens", max_new_tokens)  # the seed set generation_config.max_new_tokens
     served = str(merged_checkpoint(path, pt_path)) if pt_path else path
-    use_vllm = server == "vllm" or (server == "auto" and _has_gpu_vllm())
+    if server == "auto":  # configs written when transformers served machines without a GPU: vLLM serves all now
+        server = "vllm"
+    model = served
     if api_base is None:
-        if use_vllm:
-            from .vllm_server import VLLMServer
-
-            srv = pool.shared_server(("vllm", served, tuple(serve_args or ())),
-                                     lambda: VLLMServer(served, serve_args=serve_args, log_dir=pool.log_dir))
-        else:
-            import json
-
-            from .embedded import EmbeddedServer
-
-            if serve_args:
-                raise LbtError("model_cfg.serve_args: only for vllm serve (no GPU with vLLM here)")
-            # continuous batching takes the first request's sampling settings: one server per setting
-            key = ("embedded", served, True, json.dumps(sample_kwargs, sort_keys=True))
-            log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
-            srv = pool.shared_server(key, lambda: EmbeddedServer(served, continuous_batching=True, log_path=log))
-        api_base = srv.api_base
-    return ModelEntry(name or path, served, api_base, None, "completions", served, send_top_k=use_vllm,
-                      timeout=float(timeout))
+        api_base, model = local_endpoints(pool, served, sample_kwargs, "model_cfg", server, serve_args)
+    return _local_entry(name or path, served, api_base, server, timeout, served=model)
 
 
 @model_types.register("stub")

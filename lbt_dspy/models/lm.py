@@ -1,7 +1,7 @@
 """Model entries -> `dspy.LM`: the seed's `model_type` + `model_cfg` + `sample_cfg`, one client path.
 
-Types: ``openai`` (any OpenAI-compatible server), ``azure_openai``, ``vllm`` (a running ``vllm serve``,
-or one lbt launches) and ``embedded`` (SmolLM2-135M-Instruct served locally by ``transformers serve``).
+Types: ``openai`` (any OpenAI-compatible server), ``azure_openai``, ``vllm`` (a running vLLM server, or one lbt
+launches), ``embedded`` (SmolLM2-135M-Instruct, served locally by vLLM) and ``huggingface`` (a local checkpoint).
 Servers that lbt starts live in a `ModelPool`, which stops them on exit.
 """
 
@@ -136,6 +136,14 @@ class ModelPool:
         self._stack.close()
         self._servers.clear()
 
+    def prefix_cache(self) -> dict | None:
+        """Prompt tokens served from the prefix caches of the vLLM servers this pool started, so far
+        (``{"hits", "queries"}``; None when it started none that report them)."""
+        counts = [c for c in (getattr(s, "prefix_cache", lambda: None)() for s in self._servers.values()) if c]
+        if not counts:
+            return None
+        return {"hits": sum(c["hits"] for c in counts), "queries": sum(c["queries"] for c in counts)}
+
     def shared_server(self, key, factory):
         """Start (once per key) a server that this pool stops on close."""
         if key not in self._servers:
@@ -253,46 +261,87 @@ def azure_entry(pool, sample_kwargs, model: str, name: str | None = None, api_en
                       azure_api_version=api_version)
 
 
+SERVERS = ("vllm", "transformers")
+
+
+def local_endpoints(pool, checkpoint: str, sample_kwargs: dict, where: str = "model_cfg", server: str = "vllm",
+                    serve_args: list | None = None, replicas: int = 1, enforce_eager: bool = True) -> tuple:
+    """Start (once per pool and setting) the server(s) for a local checkpoint; returns their ``api_base`` (a list
+    for `replicas` > 1, each request then going to the least loaded) and the model name requests carry.
+
+    ``server: vllm`` (the engine; one server takes every sampling setting) or ``transformers`` (the explicit
+    fallback for a platform with no vLLM wheel: one server per sampling setting, see `TransformersServer`)."""
+    if server not in SERVERS:
+        raise LbtError(f"{where}.server: one of {', '.join(SERVERS)}, got {server!r}")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise LbtError(f"{where}.replicas: expected an integer >= 1, got {replicas!r}")
+    if serve_args is not None and not (isinstance(serve_args, list) and all(isinstance(a, (str, int, float))
+                                                                             for a in serve_args)):
+        raise LbtError(f"{where}.serve_args: expected a list of command-line arguments")
+    if server == "transformers" and serve_args:
+        raise LbtError(f"{where}.serve_args: vLLM flags; the transformers fallback takes none")
+    bases = []
+    for r in range(replicas):
+        log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
+        if server == "vllm":
+            from .vllm_server import VLLMServer
+
+            key = ("vllm", checkpoint, tuple(map(str, serve_args or ())), bool(enforce_eager), r)
+            srv = pool.shared_server(key, lambda log=log: VLLMServer(checkpoint, serve_args=serve_args, log_path=log,
+                                                                    enforce_eager=enforce_eager))
+        else:
+            from .embedded import TransformersServer
+
+            # its continuous batching takes the first request's sampling settings: one server per setting
+            key = ("transformers", checkpoint, json.dumps(sample_kwargs, sort_keys=True), r)
+            srv = pool.shared_server(key, lambda log=log: TransformersServer(checkpoint, log_path=log))
+        bases.append(srv.api_base)
+    return (bases[0] if replicas == 1 else bases), srv.model
+
+
+def _local_entry(name: str, checkpoint: str, api_base, server: str, timeout: float = 600.0,
+                 served: str | None = None) -> ModelEntry:
+    """The entry of a served local checkpoint: vLLM continues the prefill on its chat endpoint and takes
+    ``top_k``; the transformers fallback gets the prompt rendered here (``/v1/completions``) and is asked for
+    the model it serves (`served`: its sampling view of the checkpoint)."""
+    if server == "vllm":
+        return ModelEntry(name, served or checkpoint, api_base, None, "continue", checkpoint,
+                          send_top_k=True, timeout=float(timeout))
+    return ModelEntry(name, served or checkpoint, api_base, None, "completions", checkpoint, timeout=float(timeout))
+
+
 @model_types.register("vllm")
 def vllm_entry(pool, sample_kwargs, model: str, api_base: str | list | None = None, name: str | None = None,
                api_key_env: str | None = None, serve_args: list | None = None, prefill: str = "continue",
-               tokenizer: str | None = None, timeout: float = 600.0) -> ModelEntry:
-    """A `vllm serve` endpoint, or a list of replicas (one or many machines: each request goes to the least
-    loaded live one); without `api_base`, lbt launches ``vllm serve MODEL`` itself (GPU, `[vllm]` extra)."""
+               tokenizer: str | None = None, timeout: float = 600.0, enforce_eager: bool = True,
+               replicas: int = 1) -> ModelEntry:
+    """A vLLM server: a running one (`api_base`, or a list of replicas on one or many machines: each request
+    goes to the least loaded live one), or, without `api_base`, one lbt starts for `model` (`VLLMServer`: the
+    CPU build where there is no GPU, the CUDA build where there is; `serve_args` adds flags such as
+    ``["--tensor-parallel-size", "2"]``; `replicas` starts that many)."""
     if api_base is None:
-        from .vllm_server import VLLMServer
-
-        server = pool.shared_server(("vllm", model, tuple(serve_args or ())),
-                                    lambda: VLLMServer(model, serve_args=serve_args, log_dir=pool.log_dir))
-        api_base = server.api_base
+        api_base, _ = local_endpoints(pool, model, sample_kwargs, "model_cfg", "vllm", serve_args, replicas,
+                                      enforce_eager)
     return ModelEntry(name or model.rstrip("/").split("/")[-1], model, api_base, api_key_env, prefill,
                       tokenizer or model, send_top_k=True, timeout=float(timeout))
 
 
 @model_types.register("embedded")
 def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: str | None = None,
-                   continuous_batching: bool = True, api_base: str | list | None = None,
-                   replicas: int = 1) -> ModelEntry:
-    """SmolLM2-135M-Instruct (or `checkpoint`) served by `transformers serve` on loopback.
+                   api_base: str | list | None = None, replicas: int = 1, server: str = "vllm",
+                   serve_args: list | None = None, enforce_eager: bool = True) -> ModelEntry:
+    """SmolLM2-135M-Instruct (or `checkpoint`), served on loopback by vLLM (`VLLMServer`).
 
-    With continuous batching the server applies the first request's sampling settings to all, so
-    lbt starts one server per distinct sampling setting. `replicas: N` starts N servers and sends each
-    request to the least loaded (worth it with cores to spare: one server uses about two).
+    `server: transformers` selects the fallback for a platform with no vLLM wheel (`TransformersServer`).
+    `replicas: N` starts N servers and sends each request to the least loaded (worth it with cores to spare).
     """
-    from .embedded import EmbeddedServer, checkpoint_path
+    from .embedded import checkpoint_path
 
     ckpt = str(checkpoint or checkpoint_path())
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
-        raise LbtError(f"model_cfg.replicas: expected an integer >= 1, got {replicas!r}")
+    served = ckpt
     if api_base is None:
-        bases = []
-        for r in range(replicas):
-            key = ("embedded", ckpt, continuous_batching,
-                   json.dumps(sample_kwargs, sort_keys=True) if continuous_batching else None) + ((r,) if r else ())
-            log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
-            server = pool.shared_server(key, lambda log=log: EmbeddedServer(
-                ckpt, continuous_batching=continuous_batching, log_path=log))
-            bases.append(server.api_base)
-        api_base = bases[0] if replicas == 1 else bases
-    return ModelEntry(name, ckpt, api_base, None, "completions", ckpt)
-
+        api_base, served = local_endpoints(pool, ckpt, sample_kwargs, "model_cfg", server, serve_args, replicas,
+                                           enforce_eager)
+    elif server not in SERVERS:
+        raise LbtError(f"model_cfg.server: one of {', '.join(SERVERS)}, got {server!r}")
+    return _local_entry(name, ckpt, api_base, server, served=served)

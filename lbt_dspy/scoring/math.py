@@ -8,6 +8,22 @@ import threading
 from .base import ExamScorer, exam_scorers
 
 FINAL_ANSWER_MARK = "[[Final Answer]]"
+
+
+def marker_pattern(marker: str) -> re.Pattern:
+    """A marker such as ``[[Final Answer]]`` as small models write it: one or two brackets on either side, any
+    case and spacing, the colons after it (``[[Final Answer]: 10`` and ``[Final answer]:: 10`` seen in the
+    embedded model's answers).
+
+    Example:
+        >>> bool(marker_pattern("[[Final Answer]]").search("so.\\n\\n[[Final Answer]: 10"))
+        True
+    """
+    words = r"\s*".join(re.escape(w) for w in marker.strip("[] ").split())
+    return re.compile(r"\[\[?\s*" + words + r"\s*\]?\]?[ \t]*:*", re.I)
+
+
+_FINAL_ANSWER = marker_pattern(FINAL_ANSWER_MARK)
 _MAX_ANSWER_CHARS = 2000  # a runaway "answer" is not worth a sympy parse
 
 
@@ -56,7 +72,8 @@ def _last_line_answer(line: str) -> str:
 
 
 def extract_math_answer(text: str) -> str:
-    """The final answer in a model's output: the ``[[Final Answer]]`` block, else the last
+    """The final answer in a model's output: the ``[[Final Answer]]`` block (the marker as `marker_pattern` reads
+    it), else the last
     ``\\boxed{}``, else a ``Final answer:`` line, else the last non-empty line. Empty if nothing.
 
     Example:
@@ -65,8 +82,9 @@ def extract_math_answer(text: str) -> str:
     """
     if not text:
         return ""
-    if FINAL_ANSWER_MARK in text:
-        block = text.split(FINAL_ANSWER_MARK)[-1].lstrip(":").strip()
+    marks = list(_FINAL_ANSWER.finditer(text))
+    if marks:
+        block = text[marks[-1].end():].lstrip(":").strip()
         block = block.split("[[")[0]  # a model that runs on into a new [[Question]]
         boxed = last_boxed(block)
         if boxed is not None:
@@ -74,6 +92,8 @@ def extract_math_answer(text: str) -> str:
         lines = [ln for ln in block.splitlines() if ln.strip().strip("'`$")]
         if lines:
             return _strip_wrappers(lines[0])
+        if not block.strip():
+            return ""  # a bare marker: nothing was answered
     boxed = last_boxed(text)
     if boxed is not None:
         return _strip_wrappers(boxed)
