@@ -216,8 +216,9 @@ def _run(args) -> int:
         calls = run_m1(cfg, out_dir, progress=not args.quiet, log_dir=str(out_dir))
         wall = time.monotonic() - t0
         made = calls["greedy"] + calls["teach"] + calls["exam"]
+        rate = f"; {made / calls['seconds']:.2f} calls/s once the servers were up" if calls.get("seconds") else ""
         print(f"LM calls this run: {made} (greedy {calls['greedy']}, teacher {calls['teach']}, "
-              f"students {calls['exam']}); wall time {wall:.0f} s" + (f" ({made / wall:.2f} calls/s)" if wall else ""))
+              f"students {calls['exam']}); wall time {wall:.0f} s{rate}")
         cache = calls.get("prefix_cache")
         if cache and cache.get("rate") is not None:
             print(f"vLLM prefix cache: {100 * cache['rate']:.1f}% of {cache['queries']:,} prompt tokens served from it")

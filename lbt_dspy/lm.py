@@ -1,10 +1,10 @@
 """`lbt_dspy.lm(...)`: a `dspy.LM` built exactly as a config's model entry, for Python users.
 
 The same `ModelPool` that `lbt m1` uses builds it, so a program composed in Python sends the same
-requests as the CLI: the right prefill mode (the embedded model continues the paper's assistant
-prefill on ``/v1/completions``), the seed's sampling keys, a short model name. Servers it starts
-(``embedded``, or ``vllm`` without ``api_base``) are started once per process and setting, and stopped
-when the process exits.
+requests as the CLI: the right prefill mode (vLLM continues the paper's assistant prefill), the seed's
+sampling keys, a short model name. Servers it starts (``embedded``, or ``vllm`` without ``api_base``: one
+vLLM server per checkpoint, whatever the sampling) are started once per process and stopped when the
+process exits.
 """
 
 from __future__ import annotations

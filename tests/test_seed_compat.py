@@ -225,7 +225,7 @@ def test_huggingface_serves_the_local_checkpoint_with_vllm_or_the_transformers_f
                                                           "vllm.entrypoints.openai.api_server", "--model", path]
     assert {"--dtype", "float32", "--enforce-eager"} <= set(cmd)
     assert lm.lbt_name == "smol" and lm.kwargs["max_tokens"] == 64 and lm.kwargs["temperature"] == 0.0
-    assert lm.engine.prefill == "continue"  # vLLM continues the seed's prefill on its chat endpoint
+    assert lm.engine.prefill == "completions" and lm.engine.tokenizer_name == path  # the seed's prompt, byte for byte
     assert lm.engine.extra_body["stop_token_ids"] == [1, 2]  # the seed's eos_token_id, as vLLM's stop ids
     assert lm.engine.send_top_k and lm.engine.supports_response_schema
     entry["model_cfg"]["server"] = "transformers"  # the explicit fallback

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -35,8 +37,11 @@ def tp_key(tp: dict, n: int) -> str:
     return str(tp.get("unique_id", f"tp{n}"))
 
 
-def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_dir: str | None = None) -> dict:
-    """Run (or resume) M1 into `output_path`; returns the counts of LM calls made and failed.
+def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_dir: str | None = None,
+           pool: ModelPool | None = None) -> dict:
+    """Run (or resume) M1 into `output_path`; returns the counts of LM calls made and failed, the seconds they
+    took once the servers were up (``seconds``) and the engine's prefix-cache hit rate (``prefix_cache``).
+    `pool`: a `ModelPool` whose servers are already started (benchmarks); None: one of its own, closed at the end.
 
     Records: ``greedy`` (teacher, temperature 0), ``teach`` (`num_pairs` TR-TA pairs per TP), ``exam``
     (every pair x student x exam problem, or the adaptive scheduler's choice).
@@ -61,9 +66,12 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
         ref = refs[rec["tp"]]
         return {"score": scorer.score(rec["answer"], ref), **scorer.judge(rec["answer"], ref)}
 
-    with ModelPool(cache=cfg.cache, num_retries=cfg.num_retries, log_dir=log_dir) as pool:
+    own = pool is None
+    pool = pool or ModelPool(cache=cfg.cache, num_retries=cfg.num_retries, log_dir=log_dir)
+    with (pool if own else nullcontext(pool)):
         m1 = build_m1(cfg, pool, parts)
         greedy = build_teacher(cfg, pool, parts.adapter, greedy=True)
+        t_calls = time.monotonic()  # the servers are up: from here on, LM calls
         n_students = len(m1.lbt_score.students)
         adaptive = cfg.exam_budget == "adaptive"
         bar_lock = threading.Lock()
@@ -110,8 +118,10 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
             store.close()
             raise m1.pool.down
         prefix_cache = hit_rate(cache_before, pool.prefix_cache())
+        seconds = time.monotonic() - t_calls
     calls = {stage: recorder.made[stage] + recorder.failed[stage] for stage in ("greedy", "teach", "exam")}
     calls["prefix_cache"] = prefix_cache
+    calls["seconds"] = round(seconds, 2)
     if prefix_cache is not None:  # the engine's view of this invocation, beside the records
         store.write_json("engine.json", {"prefix_cache": prefix_cache})
     calls["failed"] = sum(recorder.failed.values())

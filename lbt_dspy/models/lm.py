@@ -301,11 +301,12 @@ def local_endpoints(pool, checkpoint: str, sample_kwargs: dict, where: str = "mo
 
 def _local_entry(name: str, checkpoint: str, api_base, server: str, timeout: float = 600.0,
                  served: str | None = None) -> ModelEntry:
-    """The entry of a served local checkpoint: vLLM continues the prefill on its chat endpoint and takes
-    ``top_k``; the transformers fallback gets the prompt rendered here (``/v1/completions``) and is asked for
-    the model it serves (`served`: its sampling view of the checkpoint)."""
+    """The entry of a served local checkpoint. The prompt is rendered here with the checkpoint's chat template and
+    the prefill appended, then continued on ``/v1/completions``: byte for byte the seed's prompt (a server's
+    ``continue_final_message`` strips the prefill's trailing whitespace). vLLM takes ``top_k`` and JSON schemas
+    there too; the transformers fallback is asked for the model it serves (`served`: its sampling view)."""
     if server == "vllm":
-        return ModelEntry(name, served or checkpoint, api_base, None, "continue", checkpoint,
+        return ModelEntry(name, served or checkpoint, api_base, None, "completions", checkpoint,
                           send_top_k=True, timeout=float(timeout))
     return ModelEntry(name, served or checkpoint, api_base, None, "completions", checkpoint, timeout=float(timeout))
 

@@ -127,18 +127,28 @@ class VLLMServer(LocalServer):
 
 
 def prefix_cache_counts(metrics_url: str) -> dict | None:
-    """vLLM's ``vllm:prefix_cache_hits_total`` / ``vllm:prefix_cache_queries_total`` from its ``/metrics``
-    (Prometheus text), summed over label sets; None when the server does not report them."""
+    """vLLM's prefix-cache counters from its ``/metrics`` (`parse_prefix_cache`); None when unreachable."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=5) as r:
-            text = r.read().decode("utf-8", "replace")
+            return parse_prefix_cache(r.read().decode("utf-8", "replace"))
     except OSError:
         return None
+
+
+def parse_prefix_cache(text: str) -> dict | None:
+    """``{"hits", "queries"}``: vLLM's ``vllm:prefix_cache_hits_total`` / ``vllm:prefix_cache_queries_total``
+    (Prometheus text), summed over label sets; None when the text has neither.
+
+    Example:
+        >>> parse_prefix_cache('vllm:prefix_cache_queries_total{model_name="m"} 100.0\\n'
+        ...                    'vllm:prefix_cache_hits_total{model_name="m"} 40.0\\n')
+        {'hits': 40.0, 'queries': 100.0}
+    """
     out = {"hits": 0.0, "queries": 0.0}
     seen = False
     for line in text.splitlines():
         for key, name in (("hits", "vllm:prefix_cache_hits_total"), ("queries", "vllm:prefix_cache_queries_total")):
-            if line.startswith(name) and not line.startswith(name + "_"):
+            if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
                 try:
                     out[key] += float(line.rsplit(" ", 1)[1])
                     seen = True
@@ -155,4 +165,4 @@ def hit_rate(before: dict | None, after: dict | None) -> dict | None:
     return {"hits": int(hits), "queries": int(queries), "rate": round(hits / queries, 4) if queries else None}
 
 
-__all__ = ["VLLMServer", "vllm_python", "vllm_build", "prefix_cache_counts", "hit_rate"]
+__all__ = ["VLLMServer", "vllm_python", "vllm_build", "prefix_cache_counts", "parse_prefix_cache", "hit_rate"]
