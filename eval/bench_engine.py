@@ -77,19 +77,23 @@ def main() -> int:
     ap.add_argument("--families", type=int, help="arithmetic families (default: the demo's)")
     ap.add_argument("--concurrency", type=int, help="calls in flight (default: the demo's)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per engine, alternating (a-b, b-a, ...)")
+    ap.add_argument("--servers", default="transformers,vllm", help="which to run (comma-separated)")
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     cfg = demo_config(args.families, args.concurrency)
     runs = []
+    servers = [x for x in ("transformers", "vllm") if x in args.servers.split(",")]
     for r in range(args.repeats):
-        order = ("transformers", "vllm") if r % 2 == 0 else ("vllm", "transformers")
+        order = servers if r % 2 == 0 else servers[::-1]
         for server in order:
             res = measure(cfg, server, not args.quiet)
             runs.append(res)
             print(json.dumps(res), flush=True)
-    by = {s: [x for x in runs if x["server"] == s] for s in ("transformers", "vllm")}
+    by = {s: [x for x in runs if x["server"] == s] for s in servers}
+    if len(servers) < 2:
+        return 0
     rate = {s: statistics.median(x["calls_per_s"] for x in xs) for s, xs in by.items()}
     hits = [x["prefix_cache"] for x in by["vllm"] if x["prefix_cache"]]
     summary = {"config": "configs/demo.yaml", "families": cfg["dataset_cfg"]["num_families"],

@@ -246,9 +246,11 @@ def test_lbt_m3_finishes_on_odd_answers(tmp_path, monkeypatch, capsys):
 
 
 def test_the_demo_config_finishes_end_to_end_on_odd_answers(tmp_path):
-    """`make demo`'s config, its 400 calls (16 problems, 6 pairs, 3 exam problems), against a scripted server
-    whose odd answers repeat: exit 0, the table printed, every call made once and recorded, no per-call warnings."""
+    """`make demo`'s config, all its calls (problems x (1 greedy + pairs + pairs x exam problems)), against a scripted
+    server whose odd answers repeat: exit 0, the table printed, every call made once and recorded, no warnings."""
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    pairs, exam = cfg["num_rationales"], cfg["exam_maker_cfg"]["num_exam_questions"]
+    total = cfg["dataset_cfg"]["num_families"] * (1 + pairs + pairs * exam)
     with FakeOpenAI(odd=0.3) as srv:
         entry = {"model_type": "openai", "model_cfg": {"model": "smollm2", "name": "smollm2-135m",
                                                        "api_base": srv.api_base, "api_key_env": "FAKE_API_KEY",
@@ -263,9 +265,9 @@ def test_the_demo_config_finishes_end_to_end_on_odd_answers(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         # at most one request per call: none retried (the scripted teacher repeats itself, so DSPy's cache answers
         # the exam prompts that repeat)
-        assert len(srv.requests) <= 400
+        assert len(srv.requests) <= total
     run = tmp_path / "demo"
-    assert sum(len(_records(run, st)) for st in ("greedy", "teach", "exam")) == 400
+    assert sum(len(_records(run, st)) for st in ("greedy", "teach", "exam")) == total
     assert "| M1 SUM |" in done.stdout and "| answers | n | unparsed |" in done.stdout
     assert srv.odd_kinds.get("cut_off") or srv.odd_kinds.get("solution_loop")
     for notice in ("LM response was truncated", "Timeout is disabled", "Traceback"):
