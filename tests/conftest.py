@@ -27,6 +27,23 @@ def fake_server():
         yield srv
 
 
+def m3_config(tmp_path, api_base: str, **over) -> dict:
+    """An M3 config against the fake server: a 16-text positive/negative task written to `tmp_path`, one student."""
+    import json
+
+    rows = [{"label": i % 2, "text": f"{'pos' if i % 2 else 'neg'}-{i}"} for i in range(16)]
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = {"model": "fake", "api_base": api_base, "api_key_env": "FAKE_API_KEY"}
+    cfg = {"task": "jsonl", "question": "Is the text positive?", "task_cfg": {"data_dir": str(tmp_path)},
+           "teacher_model_cfg": {"model_type": "openai", "model_cfg": model},
+           "student_model_cfgs": [{"model_type": "openai", "model_cfg": {**model, "name": "student-a"}}],
+           "num_examples": 2, "rounds": 3, "beam_size": 1, "minibatch_size": 4, "reflections_per_set": 1,
+           "score_sample_size": 4, "baselines": ["zero_shot"], "concurrency": 2, "num_retries": 0}
+    cfg.update(over)
+    return cfg
+
+
 def fake_config(api_base: str, **over) -> dict:
     """An M1 config against the fake server: 3 arithmetic families, 2 pairs, 2 exam problems."""
     cfg = {

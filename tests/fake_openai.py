@@ -112,6 +112,10 @@ def odd_kind(prompt: str, fraction: float) -> str | None:
     return list(ODD_ANSWERS)[(h // 10_000) % len(ODD_ANSWERS)]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 refuses connections when 32 clients connect at once on a busy machine
+
+
 class FakeOpenAI:
     """Run with `with FakeOpenAI(delay=0.01) as srv: srv.api_base`.
 
@@ -202,7 +206,7 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
 
     @property

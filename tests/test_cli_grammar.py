@@ -4,9 +4,8 @@
 import json
 import re
 
-import pytest
 import yaml
-from conftest import fake_config
+from conftest import fake_config, m3_config
 
 from lbt_dspy.cli import _parser, main
 
@@ -62,15 +61,7 @@ def test_m1_set_nested_keys_then_report_and_select(tmp_path, fake_server, monkey
 
 def test_m3_run_then_lbt_report_and_select(tmp_path, fake_server, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_API_KEY", "k")
-    rows = [{"label": i % 2, "text": f"{'pos' if i % 2 else 'neg'}-{i}"} for i in range(16)]
-    for name in ("train", "test"):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    model = {"model": "fake", "api_base": fake_server.api_base, "api_key_env": "FAKE_API_KEY"}
-    cfg = {"task": "jsonl", "question": "Is the text positive?", "task_cfg": {"data_dir": str(tmp_path)},
-           "teacher_model_cfg": {"model_type": "openai", "model_cfg": model},
-           "student_model_cfgs": [{"model_type": "openai", "model_cfg": {**model, "name": "student-a"}}],
-           "num_examples": 2, "rounds": 3, "beam_size": 1, "minibatch_size": 4, "reflections_per_set": 1,
-           "score_sample_size": 4, "baselines": ["zero_shot"], "concurrency": 2, "num_retries": 0}
+    cfg = m3_config(tmp_path, fake_server.api_base)
     path = tmp_path / "m3.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "m3run"

@@ -11,7 +11,7 @@ from pathlib import Path
 import dspy
 import pytest
 import yaml
-from conftest import fake_config
+from conftest import fake_config, m3_config
 from fake_openai import ODD_ANSWERS, FakeOpenAI
 
 from lbt_dspy import M1, LbTScore, MathScorer, Student, TemplateAdapter, Teacher
@@ -219,16 +219,8 @@ def test_lbt_m2_eval_finishes_on_odd_answers(tmp_path, monkeypatch, capsys):
 
 def test_lbt_m3_finishes_on_odd_answers(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_API_KEY", "k")
-    rows = [{"label": i % 2, "text": f"{'pos' if i % 2 else 'neg'}-{i}"} for i in range(16)]
-    for name in ("train", "test"):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with FakeOpenAI(odd=0.5) as srv:
-        model = {"model": "fake", "api_base": srv.api_base, "api_key_env": "FAKE_API_KEY"}
-        cfg = {"task": "jsonl", "question": "Is the text positive?", "task_cfg": {"data_dir": str(tmp_path)},
-               "teacher_model_cfg": {"model_type": "openai", "model_cfg": model},
-               "student_model_cfgs": [{"model_type": "openai", "model_cfg": {**model, "name": "student-a"}}],
-               "num_examples": 2, "rounds": 2, "beam_size": 1, "minibatch_size": 4, "reflections_per_set": 1,
-               "score_sample_size": 4, "baselines": ["zero_shot"], "concurrency": 2, "num_retries": 3}
+        cfg = m3_config(tmp_path, srv.api_base, rounds=2, num_retries=3)
         path = tmp_path / "m3.yaml"
         path.write_text(yaml.safe_dump(cfg))
         run = tmp_path / "m3run"
