@@ -205,9 +205,12 @@ def run_method(name, program, fields, train, val, lms, cfg: BenchM3Config):
     if name == "COPRO":
         depth = 2  # about breadth x depth evaluations of the val set
         breadth = max(2, budget // (depth * len(val)))
-        opt = dspy.COPRO(prompt_model=lms["teacher"], metric=metric, breadth=breadth, depth=depth)
+        # The teacher's own temperature (0.7 in the configs), as every other method's teacher samples: at COPRO's
+        # default 1.4 the 135M model writes JSON strings that never close (AdapterParseError on every task).
+        temp = (lms["teacher"].kwargs or {}).get("temperature", 0.7) or 0.7
+        opt = dspy.COPRO(prompt_model=lms["teacher"], metric=metric, breadth=breadth, depth=depth, init_temperature=temp)
         return (opt.compile(program.deepcopy(), trainset=val, eval_kwargs=dict(num_threads=threads, display_progress=False)),
-                f"breadth={breadth}, depth={depth}")
+                f"breadth={breadth}, depth={depth}, init_temperature={temp:g}")
     if name.startswith("LbT"):
         students = None if "teacher as student" in name else lms["students"]
         sizes = lbt_sizes(cfg, 1 if students is None else len(students))
