@@ -63,13 +63,15 @@ def checkpoint_path() -> Path:
     return target
 
 
-def sampling_view(checkpoint: str | Path) -> Path:
+def sampling_view(checkpoint: str | Path, do_sample: bool = True) -> Path:
     """For the `transformers serve` fallback only: a view of `checkpoint` (links to its files) whose
-    generation_config turns sampling on, which that server never does by itself. The checkpoint is unchanged."""
+    generation_config sets ``do_sample``: that server never turns sampling on by itself, nor off for a greedy
+    request when the checkpoint's config has it on. The checkpoint is unchanged."""
     import json
 
     src = Path(checkpoint)
-    view = cache_dir() / "sampling-views" / src.resolve().as_posix().strip("/").replace("/", "__")
+    kind = "sampling-views" if do_sample else "greedy-views"
+    view = cache_dir() / kind / src.resolve().as_posix().strip("/").replace("/", "__")
     if (view / "config.json").exists():
         return view
     view.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +81,7 @@ def sampling_view(checkpoint: str | Path) -> Path:
             (tmp / f.name).symlink_to(f.resolve())
     gen_file = src / "generation_config.json"
     gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
-    (tmp / "generation_config.json").write_text(json.dumps({**gen, "do_sample": True}, indent=2))
+    (tmp / "generation_config.json").write_text(json.dumps({**gen, "do_sample": do_sample}, indent=2))
     try:
         tmp.rename(view)
     except OSError:
@@ -91,8 +93,8 @@ class TransformersServer(LocalServer):
     """The fallback server: `transformers serve` for a local checkpoint (a platform with no vLLM wheel).
 
     Its continuous batching applies the first request's sampling settings to every request in flight, so lbt
-    starts one such server per sampling setting; it serves a `sampling_view` of the checkpoint. vLLM has neither
-    limitation and is the default.
+    starts one such server per sampling setting; it serves a `sampling_view` of the checkpoint (sampling on, or off
+    for a greedy setting). vLLM has neither limitation and is the default.
 
     Args:
         checkpoint: Model directory to serve; the embedded SmolLM2 checkpoint when None.
@@ -102,6 +104,7 @@ class TransformersServer(LocalServer):
         dtype: Weights dtype on the server.
         cb_num_blocks: KV-cache blocks of 32 tokens with continuous batching (1024: 32k tokens, ~0.75 GB).
         extra_args: More `transformers serve` flags.
+        do_sample: Whether this server samples (False for the greedy setting's server).
 
     Example:
         >>> with TransformersServer() as server:  # doctest: +SKIP
@@ -113,8 +116,8 @@ class TransformersServer(LocalServer):
     def __init__(self, checkpoint: str | Path | None = None, port: int | None = None,
                  continuous_batching: bool = True, log_path: str | Path | None = None,
                  startup_timeout: float = 180.0, dtype: str = "bfloat16", extra_args: list[str] | None = None,
-                 cb_num_blocks: int = 1024):
-        super().__init__(sampling_view(checkpoint or checkpoint_path()), port=port, log_path=log_path,
+                 cb_num_blocks: int = 1024, do_sample: bool = True):
+        super().__init__(sampling_view(checkpoint or checkpoint_path(), do_sample), port=port, log_path=log_path,
                          startup_timeout=startup_timeout)
         self.continuous_batching = continuous_batching
         self.dtype = dtype

@@ -294,7 +294,9 @@ def local_endpoints(pool, checkpoint: str, sample_kwargs: dict, where: str = "mo
 
             # its continuous batching takes the first request's sampling settings: one server per setting
             key = ("transformers", checkpoint, json.dumps(sample_kwargs, sort_keys=True), r)
-            srv = pool.shared_server(key, lambda log=log: TransformersServer(checkpoint, log_path=log))
+            greedy = sample_kwargs.get("temperature") == 0
+            srv = pool.shared_server(key, lambda log=log: TransformersServer(checkpoint, log_path=log,
+                                                                            do_sample=not greedy))
         bases.append(srv.api_base)
     return (bases[0] if replicas == 1 else bases), srv.model
 
