@@ -1,7 +1,7 @@
 """`lbt_dspy.lm(...)`: a `dspy.LM` built exactly as a config's model entry, for Python users.
 
 The same `ModelPool` that `lbt m1` uses builds it, so a program composed in Python sends the same
-requests as the CLI: the right prefill mode (vLLM continues the paper's assistant prefill), the seed's
+requests as the CLI: the right prefill mode (the paper's assistant prefill, continued byte for byte), the seed's
 sampling keys, a short model name. Servers it starts (``embedded``, or ``vllm`` without ``api_base``: one
 vLLM server per checkpoint, whatever the sampling) are started once per process and stopped when the
 process exits.

@@ -202,6 +202,13 @@ class OutputCounts:
                 "flagged": self.flagged}
 
 
+def answers_section(counts: dict[str, dict | OutputCounts]) -> str:
+    """The report.md section on what the models said (`lbt m1`, `lbt m2 eval`, `lbt m3`): the table and how to read it."""
+    return ("## What the models said\n\n" + output_table(counts) + "\n\nEvery answer is scored and recorded as the "
+            "model gave it (`completion` in the records): unparsed (the answer format not followed), cut off at "
+            "max_tokens, or empty; none is retried or dropped.\n")
+
+
 def output_table(counts: dict[str, dict | OutputCounts]) -> str:
     """The markdown table of `OutputCounts` by row label ("Greedy (teacher)", "exam: student"...)."""
     lines = ["| answers | n | unparsed | cut off at max_tokens | empty |", "|---|---|---|---|---|"]

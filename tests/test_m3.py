@@ -187,10 +187,12 @@ def test_calls_per_round_are_counted(world):
     opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
     r0, r1 = opt.history
     assert r0["calls"] == {"teacher_write": 1, "teacher_reflect": 0, "student_exam": 0, "score": 12,
-                           "total": 13, "failed": 0, "cached": 0, "unparsed": 0, "cut_off": 0}
+                           "total": 13, "failed": 0, "cached": 0, "unparsed": 0, "cut_off": 0,
+                           "empty": 0}
     # 2 students x 12 exams; 3 reflections; 3 rewrites; (1 incumbent + 1 new set) x 12 scoring texts.
     assert r1["calls"] == {"teacher_write": 3, "teacher_reflect": 3, "student_exam": 24, "score": 24,
-                           "total": 54, "failed": 0, "cached": 0, "unparsed": 0, "cut_off": 0}
+                           "total": 54, "failed": 0, "cached": 0, "unparsed": 0, "cut_off": 0,
+                           "empty": 0}
     assert len(world["engines"]["a"].prompts) == 12 and len(world["engines"]["b"].prompts) == 12
 
 
@@ -440,7 +442,7 @@ def test_paper_setting_gives_the_recorded_rounds():
     assert set(got) == set(want)
     def drop_output_counts(obj):  # counts added after the recording: what the models said (all parsed here)
         if isinstance(obj, dict):
-            for key in ("unparsed", "cut_off"):
+            for key in ("unparsed", "cut_off", "empty"):
                 if key in obj and ("total" in obj or "preds" in obj):  # call counts and test-set evaluations
                     assert obj.pop(key) == 0, obj
             for value in obj.values():

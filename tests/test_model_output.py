@@ -233,7 +233,7 @@ def test_lbt_m3_finishes_on_odd_answers(tmp_path, monkeypatch, capsys):
     assert "unparsed" in table and "test: zero_shot (teacher)" in table
     assert main(["report", str(run)]) == 0
     evals = _records(run, "eval")
-    assert evals and all("unparsed" in e for e in evals) and sum(e["unparsed"] for e in evals) > 0
+    assert evals and all("unparsed" in e and "empty" in e for e in evals) and sum(e["unparsed"] for e in evals) > 0
     assert summary is None or "answers" in summary
 
 

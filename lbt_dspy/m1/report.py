@@ -14,7 +14,7 @@ from statistics import mean
 
 from .. import stats
 from ..plotting import bars_with_intervals, figure, line_with_band, pyplot, save
-from ..model_output import output_table
+from ..model_output import answers_section, output_table
 from ..store import RunStore
 from .results import V1, summarize
 
@@ -413,7 +413,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None, *, a6_pairs: 
         "(correct/problems).", "",
         f"## Paired comparisons ({n} problems, student view `{ev['view']}`)", "", comparison_table(ev, n), "",
         "![paired differences](method_differences.png)", "",
-    ] + answers_section(summary)
+    ] + ([answers_section(summary["answers"])] if summary.get("answers") else [])
     pub = ev["published"]
     lines += ["## The paper's rows", ""]
     if pub["applies"] and pub.get("table2"):
@@ -446,16 +446,6 @@ def write_report(run_dir: str | Path, summary: dict | None = None, *, a6_pairs: 
               "![accuracy vs pairs](accuracy_vs_pairs.png)", "",
               "![Fig. 4 relative improvement](fig4_relative_improvement.png)", ""]
     return store.write_text("report.md", "\n".join(lines))
-
-
-def answers_section(summary: dict) -> list[str]:
-    """report.md's lines on what the models said: unparsed, cut-off and empty answers per method and student."""
-    if not summary.get("answers"):
-        return []
-    return ["## What the models said", "", output_table(summary["answers"]), "",
-            "Every answer is scored and recorded as the model gave it (`completion` in the records): unparsed "
-            "(no answer marker, or nothing after it), cut off at max_tokens, or empty answers score 0 unless the "
-            "extracted answer happens to be right; they are never retried or dropped.", ""]
 
 
 def _source() -> str:
@@ -497,7 +487,7 @@ def _write_code_report(run_dir: Path, summary: dict, store: RunStore, ev: dict) 
         "### S-score per problem", "", code_problem_table(summary), "",
         "![S-score by method](code_s_score.png)", "", "![paired differences](method_differences.png)", "",
         "![LbT scores](lbt_score_hist.png)", "",
-    ] + answers_section(summary)
+    ] + ([answers_section(summary["answers"])] if summary.get("answers") else [])
     return store.write_text("report.md", "\n".join(lines))
 
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from ..errors import LbtError
-from ..model_output import OutputCounts, output_table
+from ..model_output import OutputCounts, answers_section, output_table
 
 SPLITS = ("teaching", "bank", "all")
 
@@ -319,9 +319,7 @@ def eval_report(summary: dict) -> str:
             ". Greedy decoding (the config's greedy_sample_cfg), the config's prompt format and scorer.\n\n"
             + eval_table(summary) + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + (f"\n## Paired comparisons\n\n" + comparison_table(summary) if summary.get("comparisons") else "")
-            + ("\n## What the models said\n\n" + output_table(summary["answers"]) + "\n\nEvery answer is scored "
-               "as given: unparsed (no answer marker), cut-off (max_tokens) and empty answers are never retried.\n"
-               if summary.get("answers") else "")
+            + ("\n" + answers_section(summary["answers"]) if summary.get("answers") else "")
             + f"\nIntervals: 95% percentile bootstrap over the {summary['num_problems']} problems "
             f"({summary.get('resamples', 2000)} resamples, seed {summary.get('seed', 0)}); differences are paired "
             "(the same resampled problems for both models). wins / losses / ties: problems where the first model is "

@@ -77,6 +77,7 @@ class _Calls:
         self.cached = 0
         self.unparsed = 0
         self.cut_off = 0
+        self.empty = 0
 
     def add(self, role: str, failed: bool = False, cached: bool = False, pred=None) -> None:
         """One call; `pred` (its prediction) says whether the answer was unparsed or cut off (still an answer)."""
@@ -87,6 +88,7 @@ class _Calls:
             if pred is not None:
                 self.unparsed += bool(pred.get("unparsed"))
                 self.cut_off += bool(pred.get("cut_off"))
+                self.empty += isinstance(pred.get("completion"), str) and not pred.get("completion").strip()
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -96,6 +98,7 @@ class _Calls:
             out["cached"] = self.cached
             out["unparsed"] = self.unparsed
             out["cut_off"] = self.cut_off
+            out["empty"] = self.empty
             return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from statistics import mean
 
 from ..errors import LbtError
-from ..model_output import output_table
+from ..model_output import answers_section, output_table
 from ..store import RunStore
 from .formats import YES, render_examples
 from .metrics import summary as metric_summary
@@ -84,22 +84,23 @@ def answer_counts(evals: dict, rounds: dict) -> dict:
     these counts existed have none."""
     rows: dict[str, dict] = {}
 
-    def add(label, n, unparsed, cut_off):
+    def add(label, n, unparsed, cut_off, empty):
         row = rows.setdefault(label, {"n": 0, "unparsed": 0, "cut_off": 0, "empty": 0, "flagged": 0})
         row["n"] += n
         row["unparsed"] += unparsed
         row["cut_off"] += cut_off
+        row["empty"] += empty
         row["flagged"] += n
     for e in evals.values():
         if "unparsed" not in e:
             continue
         method = e.get("baseline") or e.get("config") or "?"
-        add(f"test: {method} ({e['evaluator']})", e["n"], e["unparsed"], e.get("cut_off", 0))
+        add(f"test: {method} ({e['evaluator']})", e["n"], e["unparsed"], e.get("cut_off", 0), e.get("empty", 0))
     for rec in rounds.values():
         c = rec["record"].get("calls", {})
         if "unparsed" in c:
             add(f"optimizing: {rec['config']} (students, teacher)", c["total"] - c.get("failed", 0), c["unparsed"],
-                c.get("cut_off", 0))
+                c.get("cut_off", 0), c.get("empty", 0))
     return rows
 
 
@@ -333,8 +334,6 @@ def write_report(run_dir: str | Path, s: dict | None = None) -> Path:
             lines += [f"## Best example set ({name}, round {last})", "", "```",
                       render_examples(c["rounds"][last]["best_demos"]), "```", ""]
     if s.get("answers"):
-        lines += ["## What the models said", "", output_table(s["answers"]), "",
-                  "Unparsed answers (no label) and answers cut off at max_tokens are answers: scored as given, never "
-                  "retried.", ""]
+        lines += [answers_section(s["answers"])]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return store.write_text("report.md", "\n".join(lines))

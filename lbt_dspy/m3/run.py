@@ -141,7 +141,7 @@ def _run(cfg, store, question, train, test, models: _Models, calls: dict, progre
             answers = OutputCounts.of(p for p in full if p is not None)  # what the model said, as data
             rec = {"key": key, **meta, "evaluator": ev_name, **summary(labels, preds),
                    "calls": calls["eval"] - before, "cached": calls["cached"] - cached_before, "preds": preds,
-                   "unparsed": answers.unparsed, "cut_off": answers.cut_off}
+                   "unparsed": answers.unparsed, "cut_off": answers.cut_off, "empty": answers.empty}
             store.append("eval", rec)
             evaluated[key] = rec
 

@@ -3,7 +3,7 @@
 The seed loaded the checkpoint into a transformers ``pipeline`` in-process. lbt serves it instead with vLLM
 (`VLLMServer`: the CPU build without a GPU, the CUDA build with one; ``server: transformers`` selects the
 fallback) and talks to it like to every other backend. The prompt is the seed's: the checkpoint's chat template
-with the generation prompt, then the assistant prefill, continued (vLLM's ``continue_final_message``).
+with the generation prompt, then the assistant prefill, continued on ``/v1/completions``.
 
 The seed's ``model_cfg`` keys: ``path`` (a local checkpoint directory; nothing is downloaded),
 ``pt_path`` (the seed's DPO checkpoints: ``torch.load(pt_path)["state"]`` is loaded into the model, which

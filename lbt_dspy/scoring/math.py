@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import lru_cache
 
 from .base import ExamScorer, exam_scorers
 
 FINAL_ANSWER_MARK = "[[Final Answer]]"
 
 
+@lru_cache(maxsize=32)
 def marker_pattern(marker: str) -> re.Pattern:
     """A marker such as ``[[Final Answer]]`` as small models write it: one or two brackets on either side, any
     case and spacing, the colons after it (``[[Final Answer]: 10`` and ``[Final answer]:: 10`` seen in the
