@@ -1,7 +1,6 @@
 """The engine: vLLM's server started by lbt, its faults as one line, structured outputs through the client path,
 the prefix-cache counters, and the `transformers serve` fallback selected explicitly."""
 
-import json
 import socket
 import sys
 from typing import Literal
@@ -159,5 +158,4 @@ def test_the_transformers_fallback_serves_greedy_and_sampled_requests(tmp_path, 
         s = [sampled(messages=msgs, rollout_id=i)[0] for i in range(1, 5)]
     assert g[0] == g[1] and all(isinstance(x, str) for x in s)
     assert len(set(s)) > 1  # sampling really is on in the sampled server
-    assert GenerationConfig.from_pretrained(str(checkpoint_path())).to_dict() == before
-    assert json.loads(json.dumps(before))  # (the checkpoint's config, as it was)
+    assert GenerationConfig.from_pretrained(str(checkpoint_path())).to_dict() == before  # the checkpoint unchanged
