@@ -12,9 +12,10 @@ from conftest import fake_config
 from fake_openai import FakeOpenAI
 
 from lbt_dspy.cli import main
-from lbt_dspy.errors import LbtEnvironmentError
+from lbt_dspy.errors import LbtEnvironmentError, LbtError
 from lbt_dspy.model_output import predict_or_unparsed
 from lbt_dspy.models import ModelPool, VLLMServer, checkpoint_path
+from lbt_dspy.models.lm import normalize_sample_cfg
 from lbt_dspy.models.server import LocalServer, start_failure
 from lbt_dspy.models.vllm_server import hit_rate, parse_prefix_cache
 
@@ -159,3 +160,21 @@ def test_the_transformers_fallback_serves_greedy_and_sampled_requests(tmp_path, 
     assert g[0] == g[1] and all(isinstance(x, str) for x in s)
     assert len(set(s)) > 1  # sampling really is on in the sampled server
     assert GenerationConfig.from_pretrained(str(checkpoint_path())).to_dict() == before  # the checkpoint unchanged
+
+
+def test_sampling_penalties_reach_the_server(monkeypatch):
+    """``frequency_penalty``/``presence_penalty`` in a sample_cfg are sent (vLLM takes both): the bench's teacher
+    uses one so that the embedded model's JSON-constrained instruction closes instead of looping."""
+    monkeypatch.setenv("FAKE_API_KEY", "k")
+    with FakeOpenAI() as srv, ModelPool(cache=False, num_retries=0) as pool:
+        lm = pool.lm({"model_type": "vllm", "model_cfg": {"model": "fake", "api_base": srv.api_base,
+                                                          "api_key_env": "FAKE_API_KEY"}},
+                     {"temperature": 0.7, "frequency_penalty": 0.5, "presence_penalty": 0.25})
+        lm("What is 1 + 1?")
+    body = srv.requests[-1]["body"]
+    assert (body["frequency_penalty"], body["presence_penalty"]) == (0.5, 0.25)
+
+
+def test_a_penalty_out_of_range_is_a_one_line_config_error():
+    with pytest.raises(LbtError, match=r"teacher.sample_cfg.frequency_penalty: must be in \[-2, 2\]"):
+        normalize_sample_cfg({"frequency_penalty": 3}, "teacher.sample_cfg")

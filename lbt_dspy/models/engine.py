@@ -276,7 +276,7 @@ def _to_openai_messages(request) -> list[dict]:
 
 def _sampling(config) -> dict:
     params = {}
-    for key in ("temperature", "top_p", "max_tokens", "seed"):
+    for key in ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty", "presence_penalty"):
         val = getattr(config, key, None)
         if val is not None:
             params[key] = val

@@ -23,6 +23,8 @@ model_types = Registry("model")
 # Seed sample_cfg keys (HF-pipeline style) and what they become on an OpenAI-compatible request.
 SAMPLE_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "do_sample",
                "num_return_sequences", "batch_size", "seed", "stop",
+               # OpenAI's penalties (vLLM takes both): a weak model's constrained JSON can loop until max_tokens
+               "frequency_penalty", "presence_penalty",
                # the seed's HF generate() keys: eos ids go to servers that take stop ids (vLLM); padding is a
                # batching detail of a local pipeline and means nothing over HTTP
                "eos_token_id", "pad_token_id"}
@@ -41,7 +43,7 @@ def normalize_sample_cfg(cfg: dict, where: str) -> dict:
             raise LbtError(f"{where}.{key}: unknown sampling key{did_you_mean(key, SAMPLE_KEYS)}")
     _check_sample_values(cfg, where)
     out = {}
-    for key in ("temperature", "top_p", "top_k", "seed", "stop"):
+    for key in ("temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty"):
         if cfg.get(key) is not None:
             out[key] = cfg[key]
     if cfg.get("max_new_tokens") is not None or cfg.get("max_tokens") is not None:
@@ -68,7 +70,9 @@ def _check_sample_values(cfg: dict, where: str) -> None:
     checks = [("temperature", False, lambda v: v >= 0, ">= 0"), ("top_p", False, lambda v: 0 <= v <= 1, "in [0, 1]"),
               ("top_k", True, lambda v: v >= -1, ">= -1 (-1: off)"), ("max_tokens", True, lambda v: v >= 1, ">= 1"),
               ("max_new_tokens", True, lambda v: v >= 1, ">= 1"), ("num_return_sequences", True, lambda v: v >= 1, ">= 1"),
-              ("batch_size", True, lambda v: v >= 1, ">= 1"), ("seed", True, lambda v: True, "")]
+              ("batch_size", True, lambda v: v >= 1, ">= 1"), ("seed", True, lambda v: True, ""),
+              ("frequency_penalty", False, lambda v: -2 <= v <= 2, "in [-2, 2]"),
+              ("presence_penalty", False, lambda v: -2 <= v <= 2, "in [-2, 2]")]
     for key, integer, ok, rule in checks:
         val = number(key, integer)
         if val is not None and not ok(val):
