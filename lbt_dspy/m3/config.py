@@ -2,7 +2,7 @@
 those plus models, task and baselines), dataclasses whose fields carry their help text, checked in
 ``__post_init__``, loaded from YAML.
 
-Defaults are the paper's (the LbT patch of ProTeGi, section 2 of docs/lbt-method.md); model entries use the
+Defaults are the paper's (the LbT patch of ProTeGi: docs/method.md, "M3"); model entries use the
 same ``model_type`` / ``model_cfg`` convention as `lbt m1`.
 """
 
