@@ -31,16 +31,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dspy  # noqa: E402
-from dspy.utils.callback import BaseCallback  # noqa: E402
 
-from lbt_dspy.counting import CallCounter  # noqa: E402
+from lbt_dspy.counting import CountingCallback  # noqa: E402
+from lbt_dspy.runner import map_calls  # noqa: E402
 from lbt_dspy.config import EMBEDDED, dataclass_from_dict, help_field, load_yaml  # noqa: E402
 from lbt_dspy.errors import LbtError  # noqa: E402
 from lbt_dspy.m3 import (ClassifierAdapter, LbTOptimizer, TaskFields, TeacherAdapter, TurnsAdapter,  # noqa: E402
@@ -100,21 +99,6 @@ class BenchM3Config:
         for key in ("train_size", "val_size", "test_size", "budget", "num_examples", "concurrency"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ValueError(f"{key} must be an integer >= 1")
-
-
-class CountEveryCall(BaseCallback):
-    """A DSPy callback that counts every LM call (all LMs, all threads) in one `lbt_dspy.counting.CallCounter`:
-    the budget's one counter."""
-
-    def __init__(self):
-        self.calls = CallCounter()
-
-    @property
-    def n(self) -> int:
-        return self.calls.total
-
-    def on_lm_start(self, call_id, instance, inputs):
-        self.calls.add(getattr(instance, "lbt_name", None) or getattr(instance, "model", "lm"))
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -232,8 +216,7 @@ def predict_all(program, test, fields, lm, threads: int) -> list:
                 return fields.label_of(program(**fields.inputs_of(ex))[fields.output])
         except Exception:  # a failed or unparseable call is a wrong answer
             return None
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, test))
+    return map_calls(one, test, num_threads=threads)
 
 
 def scores(ys, ps, fields) -> tuple[float, float]:
@@ -260,7 +243,7 @@ def run(cfg: BenchM3Config, out: Path, resume: bool = False, on_row=None, method
 
     from lbt_dspy.models import ModelPool
 
-    counter = CountEveryCall()
+    counter = CountingCallback()
     dspy.configure(callbacks=[counter])
     rows = []
     (out / "logs").mkdir(parents=True, exist_ok=True)  # the servers' logs (not part of the results)

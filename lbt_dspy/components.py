@@ -41,7 +41,7 @@ def build_teacher(cfg: LbtConfig, pool: ModelPool, adapter, greedy: bool = False
         sample.update(cfg.greedy_sample_cfg)
     lm = pool.lm(cfg.teacher_model_cfg, sample, where="teacher_model_cfg")
     return Teacher(lm=lm, adapter=adapter, num_pairs=1 if greedy else cfg.num_pairs,
-                   num_threads=cfg.concurrency, record_as="greedy" if greedy else "teach")
+                   num_threads=cfg.concurrency)
 
 
 def build_students(cfg: LbtConfig, pool: ModelPool, adapter) -> list[Student]:

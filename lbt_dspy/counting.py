@@ -1,7 +1,10 @@
-"""One count of LM calls for every command: how many were made, failed or answered from the cache, by kind.
+"""The one count of LM calls, for every command: how many were made, failed or answered from the cache, by
+kind (``teach``, ``exam``, ``greedy (base)``, M3's roles...), and how many answers were unparsed, cut off or
+empty (still answers: `lbt_dspy.model_output`).
 
-Thread-safe (calls finish on worker threads). `lbt m2 eval` counts with it; M1's `runner.Recorder` and
-M3's optimizer keep their own counts today (see the report of issue 15) and can move onto it as they are.
+`CallCounter` is thread-safe (calls finish on worker threads). `lbt m1`'s recorder, `lbt m2 eval` and M3's
+`LbTOptimizer` count with it; `CountingCallback` feeds it from DSPy's callbacks, for code that counts
+every LM call of a program it does not own (`eval/bench_m3.py`: every optimiser's budget).
 
 Example:
     >>> calls = CallCounter()
@@ -15,9 +18,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+from dspy.utils.callback import BaseCallback
+
 
 class CallCounter:
-    """Counts of LM calls by kind (``teach``, ``exam``, ``greedy (base)``...), with the first few errors.
+    """Counts of LM calls by kind, the failed and cached ones, the answers' flags, and the first few errors.
 
     Args:
         max_errors: Error messages kept (the first ones; a rerun's one-line report quotes one).
@@ -26,17 +31,26 @@ class CallCounter:
     def __init__(self, max_errors: int = 5):
         self._lock = threading.Lock()
         self.by_kind: Counter = Counter()
-        self.failed = 0
+        self.failed_by_kind: Counter = Counter()
         self.cached = 0
+        self.answers: Counter = Counter()  # unparsed, cut_off, empty
         self.errors: list[str] = []
         self.max_errors = max_errors
 
-    def add(self, kind: str, n: int = 1, *, failed: int = 0, cached: int = 0, error: str | None = None) -> None:
-        """Count `n` calls of `kind`, `failed` and `cached` of them (a bool counts as 0 or 1)."""
+    def add(self, kind: str, n: int = 1, *, failed: int = 0, cached: int = 0, error: str | None = None,
+            pred=None) -> None:
+        """Count `n` calls of `kind`, `failed` and `cached` of them (a bool counts as 0 or 1); `pred`, the
+        answer of one call, says whether it was unparsed, cut off or empty."""
         with self._lock:
             self.by_kind[kind] += n
-            self.failed += int(failed)
+            if failed:
+                self.failed_by_kind[kind] += int(failed)
             self.cached += int(cached)
+            if pred is not None:
+                text = pred.get("completion")
+                self.answers["unparsed"] += bool(pred.get("unparsed"))
+                self.answers["cut_off"] += bool(pred.get("cut_off"))
+                self.answers["empty"] += isinstance(text, str) and not text.strip()
             if error and len(self.errors) < self.max_errors:
                 self.errors.append(error[:500])
 
@@ -45,11 +59,50 @@ class CallCounter:
         with self._lock:
             return sum(self.by_kind.values())
 
-    def snapshot(self) -> dict:
-        """``{"total", "failed", "cached", "by_kind": {...}, "errors": [...]}``, a copy."""
+    @property
+    def failed(self) -> int:
         with self._lock:
-            return {"total": sum(self.by_kind.values()), "failed": self.failed, "cached": self.cached,
-                    "by_kind": dict(self.by_kind), "errors": list(self.errors)}
+            return sum(self.failed_by_kind.values())
+
+    def of(self, kind: str) -> int:
+        """Calls of `kind` (made and failed)."""
+        with self._lock:
+            return self.by_kind.get(kind, 0)
+
+    def failed_of(self, kind: str) -> int:
+        with self._lock:
+            return self.failed_by_kind.get(kind, 0)
+
+    def snapshot(self) -> dict:
+        """``{"total", "failed", "cached", "by_kind": {...}, "unparsed", "cut_off", "empty", "errors": [...]}``,
+        a copy."""
+        with self._lock:
+            return {"total": sum(self.by_kind.values()), "failed": sum(self.failed_by_kind.values()),
+                    "cached": self.cached, "by_kind": dict(self.by_kind),
+                    **{k: self.answers.get(k, 0) for k in ("unparsed", "cut_off", "empty")},
+                    "errors": list(self.errors)}
+
+
+class CountingCallback(BaseCallback):
+    """A DSPy callback that counts every LM call (all LMs, all threads) in one `CallCounter`, by the LM's
+    name (``lbt_name`` or model).
+
+    Example:
+        >>> counter = CountingCallback()
+        >>> with dspy.context(callbacks=[counter]):  # doctest: +SKIP
+        ...     optimizer.compile(program, trainset=train)
+        >>> counter.n  # doctest: +SKIP
+    """
+
+    def __init__(self, calls: CallCounter | None = None):
+        self.calls = calls or CallCounter()
+
+    @property
+    def n(self) -> int:
+        return self.calls.total
+
+    def on_lm_start(self, call_id, instance, inputs):
+        self.calls.add(getattr(instance, "lbt_name", None) or getattr(instance, "model", "lm"))
 
 
 def calls_line(snapshot: dict) -> str:

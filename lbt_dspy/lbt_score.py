@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
 from statistics import mean
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import dspy
 
 from .errors import LbtError
 from .records import prediction_record
-from .runner import CallPool, current_pool, gather, recorded
+from .runner import parallel, recorded
 from .scoring.base import ExamScorer
 from .student import Student
 
@@ -41,6 +40,19 @@ def lbt_scores(exam_scores: Mapping[str, Sequence[float | None]]) -> tuple[dict[
     return per, (mean(given) if given else None)
 
 
+def exam_prediction(students: Iterable[str], exam: Sequence[Mapping], taken) -> dspy.Prediction:
+    """The LbT score of the exam problems taken: from ``(student, slot, record)`` triples (``answer``,
+    ``score``), ``score`` (combined), ``per_student`` and ``exam`` (per student: ``questions``, ``answers``,
+    ``scores`` in slot order)."""
+    by_student = {name: {"questions": [], "answers": [], "scores": []} for name in students}
+    for name, slot, rec in sorted(taken, key=lambda t: t[1]):
+        by_student[name]["questions"].append(exam[slot]["question"])
+        by_student[name]["answers"].append(rec["answer"])
+        by_student[name]["scores"].append(rec["score"])
+    per, combined = lbt_scores({n: e["scores"] for n, e in by_student.items()})
+    return dspy.Prediction(score=combined, per_student=per, exam=by_student)
+
+
 class LbTScore(dspy.Module):
     """Scores a TR-TA pair by the students' exam: every student takes every exam problem, taught by the
     pair; the score is the mean accuracy per student, then over students (`lbt_scores`).
@@ -49,7 +61,11 @@ class LbTScore(dspy.Module):
         students: The `Student` modules that take the exam.
         exam_maker: Gives the exam problems of a teaching item (see `lbt_dspy.exam`).
         scorer: Extracts and scores the students' answers.
-        num_threads: Exam calls in flight at once when called on its own (inside `M1`, M1's pool bounds them).
+        num_threads: Exam calls in flight at once when called on its own (inside `M1` or a run, theirs bound
+            them: `lbt_dspy.runner`).
+
+    Inside a run (`lbt_dspy.runner.record_scope`) each exam answer is replayed from the run directory when
+    recorded there, else made and recorded (stage ``exam``, keyed ``tp/pair/student/slot``).
 
     Example:
         >>> lbt = LbTScore([Student(lm)], FunctionalExamMaker(bank), MathScorer())  # doctest: +SKIP
@@ -64,7 +80,7 @@ class LbTScore(dspy.Module):
         self.students = list(students)
         self.exam_maker = exam_maker
         self.scorer = scorer
-        self.pool = CallPool(num_threads)
+        self.num_threads = num_threads
 
     def exam(self, item: Mapping) -> list[dict]:
         """The exam problems of teaching item `item`; a field the exam maker needs and `item` lacks is a
@@ -79,49 +95,32 @@ class LbTScore(dspy.Module):
                            f"{type(self.exam_maker).__name__} needs (item fields: {', '.join(sorted(item))})")
         return self.exam_maker.make_exam_questions([item])
 
-    # --- the exam, as calls in a pool ------------------------------------------------------------
-    def submit(self, exam: list[dict], question: str, rationale: str, answer: str, slots=None,
-               pool: CallPool | None = None) -> list[tuple[str, int, Future]]:
-        """Start the exam of one pair (all students, the given slots; all by default), its calls queued
-        together. Returns ``(student, slot, future)``; each future gives the slot's record."""
-        demo = dspy.Example(question=question, rationale=rationale, answer=answer)
+    def forward(self, item: Mapping, rationale: str, answer: str, slots: Iterable[int] | None = None
+                ) -> dspy.Prediction:
+        """The LbT score of the pair (`rationale`, `answer`) for teaching item `item` (its ``question`` and
+        whatever the exam maker reads, e.g. ``unique_id``): every student takes the exam problems at `slots`
+        (all by default), taught by the pair. Returns ``score``, ``per_student`` and ``exam``."""
+        exam = self.exam(item)
+        demo = dspy.Example(question=item["question"], rationale=rationale, answer=answer)
         slots = range(len(exam)) if slots is None else slots
-        todo = [(s, slot) for s in self.students for slot in slots]
-        futures = (pool or current_pool(self.pool)).submit_all(
-            lambda s=s, slot=slot: self._take(s, exam[slot], demo, slot) for s, slot in todo)
-        return [(s.name, slot, f) for (s, slot), f in zip(todo, futures)]
+        todo = [(student, slot) for student in self.students for slot in slots]
+        records = parallel([lambda s=s, slot=slot: self.take(s, exam[slot], demo, slot) for s, slot in todo],
+                           owner=self, num_threads=self.num_threads)
+        return exam_prediction([s.name for s in self.students], exam,
+                               [(s.name, slot, rec) for (s, slot), rec in zip(todo, records)])
 
-    def _take(self, student: Student, ep: dict, demo, slot: int) -> dict:
+    async def aforward(self, item: Mapping, rationale: str, answer: str, slots: Iterable[int] | None = None
+                       ) -> dspy.Prediction:
+        return await asyncio.to_thread(type(self).forward, self, item, rationale, answer, slots)
+
+    def take(self, student: Student, problem: Mapping, demo: dspy.Example, slot: int) -> dict:
+        """One exam answer: `student`, taught by `demo`, answers exam problem `problem` (at `slot`); its
+        record (``answer``, ``score``, what the model said)."""
         def make():
-            pred = student(question=ep["question"], demos=[demo], rollout_id=slot)
-            return {**prediction_record(pred), "score": self.scorer.score(pred.answer, self.scorer.reference(ep))}
+            pred = student(question=problem["question"], demos=[demo], rollout_id=slot)
+            return {**prediction_record(pred), "score": self.scorer.score(pred.answer, self.scorer.reference(problem))}
 
         return recorded("exam", {"student": student.name, "slot": slot}, make)
-
-    def collect(self, exam: list[dict], started) -> dspy.Prediction:
-        """The prediction of a started exam (waits for it): ``score``, ``per_student`` and ``exam``."""
-        records = gather([f for *_, f in started])
-        return self.result(exam, [(name, slot, rec) for (name, slot, _), rec in zip(started, records)])
-
-    def result(self, exam: list[dict], taken) -> dspy.Prediction:
-        """From ``(student, slot, record)`` of the slots taken: the LbT scores and the exam by student."""
-        by_student = {s.name: {"questions": [], "answers": [], "scores": []} for s in self.students}
-        for name, slot, rec in sorted(taken, key=lambda t: t[1]):
-            by_student[name]["questions"].append(exam[slot]["question"])
-            by_student[name]["answers"].append(rec["answer"])
-            by_student[name]["scores"].append(rec["score"])
-        per, combined = lbt_scores({n: e["scores"] for n, e in by_student.items()})
-        return dspy.Prediction(score=combined, per_student=per, exam=by_student)
-
-    # --- the DSPy module ---------------------------------------------------------------------------
-    def forward(self, item: Mapping, rationale: str, answer: str) -> dspy.Prediction:
-        """The LbT score of the pair (`rationale`, `answer`) for teaching item `item` (its ``question`` and
-        whatever the exam maker reads, e.g. ``unique_id``)."""
-        exam = self.exam(item)
-        return self.collect(exam, self.submit(exam, item["question"], rationale, answer))
-
-    async def aforward(self, item: Mapping, rationale: str, answer: str) -> dspy.Prediction:
-        return await asyncio.to_thread(type(self).forward, self, item, rationale, answer)
 
     def metric(self, example, pred, trace=None) -> float:
         """A DSPy metric: `example` is the teaching item (a `dspy.Example` or dict with ``question`` and what

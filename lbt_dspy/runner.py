@@ -1,13 +1,19 @@
-"""How generations run: concurrently in a bounded pool, and — in a run directory — recorded as they finish.
+"""The execution layer: how the DSPy modules' LM calls run, for every entry point.
 
-- `CallPool`: at most `num_threads` LM calls in flight, started in submission order (a TR-TA pair's
-  exam problems are submitted together, so a server's prefix cache sees their shared demo together).
-  The DSPy modules (`Teacher`, `LbTScore`, `M1`) run their calls in it; nothing is re-submitted.
-- `recorded` / `record_scope`: the run directory as a layer the modules run through. Inside a
-  `record_scope(recorder, tp=...)`, every generation a module makes is looked up by its key
-  (``tp/pair/student/slot``) first: a finished one is replayed from the record, a new one is made,
-  written as soon as it finishes, and returned. Outside a scope, modules just call their LMs.
-- `run_jobs`: plain jobs keyed in a `RunStore` (``lbt exam``, ``lbt m2 eval``).
+The modules (`Teacher`, `Student`, `LbTScore`, `M1`) say only what is independent; this layer decides how:
+
+- `parallel(calls)`: independent LM calls (a teacher's samples, a pair's exam problems), submitted back to
+  back to the *current* `CallPool` and gathered. The pool is the run's (``lbt m1``, ``lbt exam``, ``lbt m2``,
+  ``lbt m3``: ``concurrency``), else the outermost module's (``M1(num_threads=N)``), else the caller's own.
+  At most ``num_threads`` calls are in flight, started in submission order: a pair's exam problems reach a
+  server together, so its prefix cache sees their shared demo together.
+- `branches(fn, items)`: compound steps that each make calls (one pair's exam inside `M1`, one problem of
+  a run), each in a thread of its own that waits on its calls without holding a slot of the pool.
+- `recorded` / `record_scope`: the run directory as a layer. Inside a `record_scope(recorder, tp=...)`,
+  every generation is looked up by its key (``tp/pair/student/slot``) first: a finished one is replayed
+  from the record, a new one is made, written as soon as it finishes, and returned. Outside a scope,
+  modules just call their LMs.
+- `run_jobs`: plain jobs keyed in a `RunStore` (``lbt exam``, ``lbt m2 eval``), in the same `CallPool`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -24,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from .counting import CallCounter
 from .errors import backend_down
 from .store import RunStore
 
@@ -70,6 +78,18 @@ class CallPool:
     def __setstate__(self, state):
         self.__init__(state["num_threads"])
 
+    def __enter__(self) -> "CallPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let its threads go once their calls are done (a pool of a run, not of a module)."""
+        if "_executor" in self.__dict__:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            del self.__dict__["_executor"]
+
     def submit(self, fn: Callable[[], Any]) -> Future:
         ctx = contextvars.copy_context()
         return self._executor.submit(self._run, ctx, fn)
@@ -83,12 +103,20 @@ class CallPool:
         if self.down is not None:
             raise Stopped(str(self.down))
         try:
-            return ctx.run(fn)
+            return ctx.run(_as_worker, fn)
         except BaseException as exc:
             down = backend_down(exc)
             if down is not None and self.down is None:
                 self.down = down
             raise
+
+
+_IN_WORKER: contextvars.ContextVar[bool] = contextvars.ContextVar("lbt_in_worker", default=False)
+
+
+def _as_worker(fn):
+    _IN_WORKER.set(True)  # in the copied context of this call only
+    return fn()
 
 
 _POOL: contextvars.ContextVar[CallPool | None] = contextvars.ContextVar("lbt_call_pool", default=None)
@@ -104,8 +132,105 @@ def using_pool(pool: CallPool):
         _POOL.reset(token)
 
 
-def current_pool(default: CallPool) -> CallPool:
+def current_pool(default: CallPool | None = None) -> CallPool | None:
+    """The pool of the enclosing scope (a run, an outer module), else `default`."""
     return _POOL.get() or default
+
+
+_OWN_POOLS: "weakref.WeakKeyDictionary[object, CallPool]" = weakref.WeakKeyDictionary()
+_OWN_LOCK = threading.Lock()
+
+
+def own_pool(owner: object, num_threads: int) -> CallPool:
+    """The pool a module uses when it is the outermost caller: one per module object, so concurrent calls
+    of one module (e.g. under `dspy.Evaluate`) share its bound."""
+    with _OWN_LOCK:
+        pool = _OWN_POOLS.get(owner)
+        if pool is None or pool.num_threads != num_threads:
+            pool = _OWN_POOLS[owner] = CallPool(num_threads)
+        return pool
+
+
+@contextmanager
+def bounded(owner: object, num_threads: int):
+    """Calls made inside run in the enclosing pool, or — when there is none — in `owner`'s own pool of
+    `num_threads` (how ``M1(num_threads=N)`` bounds everything its parts call)."""
+    with using_pool(_POOL.get() or own_pool(owner, num_threads)) as pool:
+        yield pool
+
+
+def parallel(calls: Iterable[Callable[[], Any]], *, owner: object = None, num_threads: int = 16) -> list:
+    """Independent LM calls, submitted back to back (no other submitter interleaves) to the current pool —
+    or `owner`'s own when there is none — and their results in order (`gather`)."""
+    if _IN_WORKER.get():  # already one of the pool's calls: waiting on the pool from inside could starve it
+        return [call() for call in calls]
+    pool = _POOL.get() or own_pool(owner if owner is not None else parallel, num_threads)
+    return gather(pool.submit_all(calls))
+
+
+def map_calls(fn: Callable[[Any], Any], items: Iterable, *, owner: object = None, num_threads: int = 16,
+              desc: str = "", progress: bool = False) -> list:
+    """``[fn(item) for item in items]`` as independent calls (`parallel`), with a tqdm bar when `progress`."""
+    items = list(items)
+    if not items:
+        return []
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    lock = threading.Lock()
+
+    def call(item):
+        try:
+            return fn(item)
+        finally:
+            with lock:
+                bar.update(1)
+    try:
+        return parallel([lambda item=item: call(item) for item in items], owner=owner, num_threads=num_threads)
+    finally:
+        bar.close()
+
+
+def branches(fn: Callable[[Any], Any], items: Iterable, *, scope: Callable[[Any], dict] | None = None,
+             limit: int | None = None) -> list:
+    """``[fn(item) for item in items]``, each item in a thread of its own (the caller's context copied;
+    ``record_scope(**scope(item))`` around it when given). For steps that make several calls and wait on
+    them: a branch waits without holding a slot of the pool, so nested steps never starve it. At most
+    `limit` branches run at once. Every branch finishes before the first failure (a backend that went down
+    first) is raised, so what could be recorded was."""
+    items = list(items)
+    results: list = [None] * len(items)
+    errors: list = [None] * len(items)
+    gate = threading.BoundedSemaphore(limit) if limit else None
+
+    def run(i, item):
+        try:
+            if scope is None:
+                results[i] = fn(item)
+            else:
+                with record_scope(**scope(item)):
+                    results[i] = fn(item)
+        except BaseException as exc:  # raised in the caller's thread below
+            errors[i] = exc
+        finally:
+            if gate:
+                gate.release()
+
+    if len(items) == 1 and gate is None:
+        run(0, items[0])
+    else:
+        threads = []
+        for i, item in enumerate(items):
+            if gate:
+                gate.acquire()
+            t = threading.Thread(target=contextvars.copy_context().run, args=(run, i, item),
+                                 name="lbt-branch", daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+    failed = [e for e in errors if e is not None]
+    if failed:
+        raise next((backend_down(e) for e in failed if backend_down(e) is not None), None) or failed[0]
+    return results
 
 
 def gather(futures: list[Future]) -> list:
@@ -144,9 +269,7 @@ class Recorder:
         self.annotate = annotate
         self.on_new = on_new
         self.records = {stage: store.load(stage) for stage in KEY_FIELDS}
-        self.made = {stage: 0 for stage in KEY_FIELDS}
-        self.failed = {stage: 0 for stage in KEY_FIELDS}
-        self.errors: list[str] = []
+        self.calls = CallCounter()  # LM calls this run made (a replayed record is none), by stage
         self._failures: set[int] = set()
         self._lock = threading.Lock()
 
@@ -169,16 +292,14 @@ class Recorder:
                 rec.update(self.annotate(stage, rec))
         except Exception as exc:  # a failed call is not a result: counted, never recorded
             with self._lock:
-                self.failed[stage] += 1
                 self._failures.add(id(exc))
-                if len(self.errors) < 5:
-                    self.errors.append(f"{key}: {type(exc).__name__}: {exc}"[:500])
+            self.calls.add(stage, failed=True, error=f"{key}: {type(exc).__name__}: {exc}")
             log.debug("call failed: %s: %s", key, exc)
             raise
         self.store.append(stage, rec)  # written as soon as it is made
         with self._lock:
             self.records[stage][key] = rec
-            self.made[stage] += 1
+        self.calls.add(stage, pred=rec)
         if self.on_new:
             self.on_new(stage)
         return rec
@@ -196,7 +317,8 @@ _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("lbt_reco
 @contextmanager
 def record_scope(recorder: Recorder | None = None, **fields):
     """Generations made inside are recorded by `recorder` (or the enclosing scope's), keyed by `fields`
-    (``tp``, then ``pair``, ...) and the module's own (``student``, ``slot``)."""
+    (``tp``, then ``pair``, ...) and the module's own (``student``, ``slot``). ``stage="greedy"`` records a
+    teacher's generations as the greedy baseline instead of as TR-TA pairs."""
     outer = _SCOPE.get()
     if recorder is None and outer is None:
         yield
@@ -215,7 +337,10 @@ def recorded(stage: str, fields: dict, make: Callable[[], dict]) -> dict:
     scope = _SCOPE.get()
     if scope is None:
         return make()
-    return scope.recorder.generate(stage, {**scope.fields, **fields}, make)
+    fields = {**scope.fields, **fields}
+    if stage == "teach":
+        stage = fields.pop("stage", stage)
+    return scope.recorder.generate(stage, fields, make)
 
 
 # --- plain jobs --------------------------------------------------------------------------------------
@@ -259,7 +384,9 @@ def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16
                disable=not progress, dynamic_ncols=True, unit="call")
     # At most `concurrency` calls are out at once, counted until their record is written: a kill loses at
     # most that many finished generations, and a slow record-writer slows the callers instead of piling up.
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    own = _POOL.get() is None
+    pool = _POOL.get() or CallPool(concurrency)  # the run's pool, else one of its own
+    try:
         running = {}
 
         def refill():
@@ -296,4 +423,7 @@ def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16
             raise
         finally:
             bar.close()
+    finally:
+        if own:
+            pool.close()
     return report

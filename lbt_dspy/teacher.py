@@ -9,7 +9,7 @@ import dspy
 from .adapter import TemplateAdapter
 from .model_output import predict_or_unparsed
 from .records import OUTPUT_FLAGS, prediction_record
-from .runner import CallPool, current_pool, gather, recorded
+from .runner import parallel, recorded
 from .signatures import SolveProblem
 
 
@@ -20,9 +20,11 @@ class Teacher(dspy.Module):
         lm: The teacher's `dspy.LM` (its sampling settings apply; temperature > 0 for diversity).
         adapter: The prompt format; the paper's math prompt by default.
         num_pairs: How many TR-TA pairs `forward` returns (``num_samples`` is the earlier name).
-        num_threads: Samples in flight at once when called on its own (inside `M1`, M1's pool bounds them).
-        record_as: The run-directory stage its generations are recorded in (``teach``; ``greedy`` for the
-            greedy baseline), when run inside a `record_scope`.
+        num_threads: Samples in flight at once when called on its own (inside `M1` or a run, theirs bound them:
+            `lbt_dspy.runner`).
+
+    Inside a run (`lbt_dspy.runner.record_scope`) each pair is replayed from the run directory when recorded
+    there, else made and recorded (stage ``teach``; ``greedy`` where the scope says so).
 
     Example:
         >>> teacher = Teacher(lm=lbt_dspy.lm("embedded", temperature=0.7), num_pairs=8)  # doctest: +SKIP
@@ -32,13 +34,12 @@ class Teacher(dspy.Module):
     """
 
     def __init__(self, lm: dspy.BaseLM | None = None, adapter: dspy.Adapter | None = None, num_pairs: int = 8,
-                 num_threads: int = 8, record_as: str = "teach", num_samples: int | None = None):
+                 num_threads: int = 8, num_samples: int | None = None):
         super().__init__()
         self.lm = lm
         self.adapter = adapter or TemplateAdapter()
         self.num_pairs = num_samples if num_samples is not None else num_pairs
-        self.record_as = record_as
-        self.pool = CallPool(num_threads)
+        self.num_threads = num_threads
         self.solve = dspy.Predict(SolveProblem)
 
     @property
@@ -54,16 +55,16 @@ class Teacher(dspy.Module):
                 pred = predict_or_unparsed(self.solve, SolveProblem, question=question, config=config)
             return prediction_record(pred)  # whatever the model said is a pair, recorded as said
 
-        rec = recorded(self.record_as, {"pair": index}, make)
+        rec = recorded("teach", {"pair": index}, make)
         return dspy.Prediction(rationale=rec["rationale"] or "", answer=rec["answer"] or "",
                                **{k: rec[k] for k in OUTPUT_FLAGS if k in rec})
 
     def forward(self, question: str) -> dspy.Prediction:
         """All pairs: the first one's ``rationale`` and ``answer``, every pair in ``completions``."""
-        pool = current_pool(self.pool)
-        preds = gather(pool.submit_all(lambda i=i: self.sample(question, i) for i in range(self.num_pairs)))
+        preds = parallel([lambda i=i: self.sample(question, i) for i in range(self.num_pairs)],
+                         owner=self, num_threads=self.num_threads)
         return dspy.Prediction.from_completions([dict(p.items()) for p in preds], signature=SolveProblem)
 
     async def aforward(self, question: str) -> dspy.Prediction:
-        # The engines are synchronous HTTP clients; the pairs run in the pool, the event loop stays free.
+        # The engines are synchronous HTTP clients: the pairs run in worker threads, the event loop stays free.
         return await asyncio.to_thread(type(self).forward, self, question)

@@ -6,8 +6,8 @@ import asyncio
 
 import dspy
 
-from ..lbt_score import LbTScore
-from ..runner import CallPool, gather, record_scope, using_pool
+from ..lbt_score import LbTScore, exam_prediction
+from ..runner import bounded, branches
 from ..teacher import Teacher
 from .select import METHODS, Pair, group_answers
 
@@ -50,14 +50,10 @@ class M1(dspy.Module):
         self.teacher = teacher
         self.lbt_score = lbt_score
         self.method = method
-        self.pool = CallPool(num_threads)
+        self.num_threads = num_threads
         self.exam_budget = dict(exam_budget) if exam_budget is not None else None
         self.vote = vote
         self.tie_break = tie_break
-
-    @property
-    def num_threads(self) -> int:
-        return self.pool.num_threads
 
     def forward(self, question: str | None = None, item: dict | None = None, **item_fields) -> dspy.Prediction:
         """Args: the teaching item's fields: ``question`` and whatever the exam maker reads (e.g.
@@ -70,11 +66,11 @@ class M1(dspy.Module):
         item = {**dict(item or {}), **item_fields, **({"question": question} if question is not None else {})}
         if "question" not in item:
             raise TypeError("M1 needs the problem's question (question=...)")
-        with using_pool(self.pool):
-            exam = self.lbt_score.exam(item)
+        exam = self.lbt_score.exam(item)  # a field the exam needs and the item lacks: one line, before any call
+        with bounded(self, self.num_threads):  # the calls of all its parts share one bound
             taught = self.teacher(question=item["question"])
             pairs = [Pair(c.answer, None, i, rationale=c.rationale) for i, c in enumerate(taught.completions)]
-            budget = self._examine(item, exam, pairs)
+            budget = self.examine(item, exam, pairs)
         if self.tie_break == "v_score":
             reference = self.lbt_score.scorer.reference(item)
             for p in pairs:
@@ -94,55 +90,53 @@ class M1(dspy.Module):
         return METHODS[self.method](pairs, self.lbt_score.scorer.equivalent)
 
     # --- the exam ------------------------------------------------------------------------------
-    def _examine(self, item: dict, exam: list[dict], pairs: list[Pair]) -> dict:
-        """Every pair's exam (all at once, a pair's problems together), or adaptive rounds; fills in the
-        pairs' scores. Returns the generations used and what the full exam would have taken."""
-        n_students = len(self.lbt_score.students)
-        full = len(pairs) * len(exam) * n_students
-        taken: dict[int, list] = {p.index: [] for p in pairs}
+    def examine(self, item: dict, exam: list[dict], pairs: list[Pair]) -> dict:
+        """Every pair takes its exam (`LbTScore`): the full exam at once, or adaptive rounds that race the
+        answer groups. Fills in the pairs' scores; returns the generations used and the full exam's."""
+        n_exam = len(exam)
+        names = [s.name for s in self.lbt_score.students]
+        taken: dict[int, list] = {p.index: [] for p in pairs}  # (student, slot, record) per pair
         if self.exam_budget is None:
-            self._run_round(item, exam, pairs, {p.index: range(len(exam)) for p in pairs}, taken)
+            self._round(item, pairs, {p.index: range(n_exam) for p in pairs}, taken)
             rounds = 1
         else:
-            rounds = self._race(item, exam, pairs, taken)
+            rounds = self._race(item, pairs, n_exam, names, taken)
         for p in pairs:
-            res = self.lbt_score.result(exam, taken[p.index])
+            res = exam_prediction(names, exam, taken[p.index])
             p.lbt_score, p.per_student, p.exam = res.score, res.per_student, res.exam
-        used = sum(len(t) for t in taken.values())
-        return {"generations": used, "full_exam_generations": full, "rounds": rounds}
+        return {"generations": sum(len(t) for t in taken.values()),
+                "full_exam_generations": len(pairs) * n_exam * len(names), "rounds": rounds}
 
-    def _run_round(self, item, exam, pairs, slots_by_pair: dict, taken: dict) -> None:
-        started = []
-        for p in pairs:
-            slots = slots_by_pair.get(p.index)
-            if slots:
-                with record_scope(pair=p.index):  # a pair's exam problems go out together
-                    started.append((p, self.lbt_score.submit(exam, item["question"], p.rationale, p.answer, slots)))
-        # Every call of the round finishes (and is recorded) before a failure propagates.
-        records = gather([f for _, calls in started for *_, f in calls])
-        it = iter(records)
-        for p, calls in started:
-            for name, slot, _ in calls:
-                taken[p.index].append((name, slot, next(it)))
+    def _round(self, item: dict, pairs: list[Pair], slots_by_pair: dict, taken: dict) -> None:
+        """One exam round: each pair (its problems queued together) takes the slots asked of it."""
+        todo = [p for p in pairs if slots_by_pair.get(p.index)]
 
-    def _race(self, item, exam, pairs, taken) -> int:
+        def take(p: Pair) -> dspy.Prediction:
+            return self.lbt_score(item=item, rationale=p.rationale, answer=p.answer, slots=slots_by_pair[p.index])
+
+        for p, res in zip(todo, branches(take, todo, scope=lambda p: {"pair": p.index})):
+            slots = sorted(slots_by_pair[p.index])
+            for name, got in res.exam.items():
+                taken[p.index].extend((name, slot, {"answer": a, "score": sc})
+                                      for slot, a, sc in zip(slots, got["answers"], got["scores"]))
+
+    def _race(self, item, pairs, n_exam, names, taken) -> int:
         """Adaptive exams: the scheduler reads the results so far and names the slots to take next."""
         from .adaptive import exam_scheduler
 
-        names = [s.name for s in self.lbt_score.students]
-        sched = exam_scheduler(self.exam_budget, len(exam), len(names))
+        sched = exam_scheduler(self.exam_budget, n_exam, len(names))
         group = [None] * len(pairs)  # unparseable answers vote for nothing and take no exam
         for g, members in enumerate(group_answers([p.answer for p in pairs], self.lbt_score.scorer.equivalent)):
             for j in members:
                 group[j] = g
-        results = [[None] * len(exam) for _ in pairs]
+        results = [[None] * n_exam for _ in pairs]
         rounds = 0
         while True:
             todo = sched.next_slots(group, results)
             if not todo:
                 return rounds
             rounds += 1
-            self._run_round(item, exam, pairs, {pairs[j].index: slots for j, slots in todo.items()}, taken)
+            self._round(item, pairs, {pairs[j].index: slots for j, slots in todo.items()}, taken)
             for j, slots in todo.items():  # a slot counts once every student has taken it
                 got = {(n, s): rec["score"] for n, s, rec in taken[pairs[j].index]}
                 for slot in slots:

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from contextlib import nullcontext
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -24,7 +23,7 @@ from ..config import LbtConfig
 from ..errors import LbtError, backend_down
 from ..models import ModelPool
 from ..models.vllm_server import hit_rate
-from ..runner import Recorder, Stopped, record_scope
+from ..runner import CallPool, Recorder, Stopped, branches, parallel, record_scope, using_pool
 from ..store import RunStore
 
 log = logging.getLogger("lbt_dspy")
@@ -90,48 +89,54 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
         recorder.on_new = tick
         cache_before = pool.prefix_cache()
         budgets, failed_tps = {}, set()
+        run_pool = CallPool(cfg.concurrency)  # every LM call of the run, `concurrency` at a time
         try:
-            # The greedy baseline, then M1 on every problem (problems side by side, their calls in M1's pool).
-            futures = []
-            for k, tp in zip(keys, tps):
-                with record_scope(recorder, tp=k):
-                    futures.append(m1.pool.submit(lambda q=tp["question"]: greedy.sample(q, 0)))
-            wait(futures)
-
-            def solve(k, tp):
-                if m1.pool.down is not None:
-                    return
+            with using_pool(run_pool):
+                # The greedy baseline, then M1 on every problem (problems side by side, their calls in one pool).
+                def greedy_answer(k, tp):
+                    with record_scope(recorder, tp=k, stage="greedy"):
+                        return greedy.sample(tp["question"], 0)
                 try:
-                    with record_scope(recorder, tp=k):
-                        budgets[k] = m1(item=tp).exam_budget
+                    parallel([lambda k=k, tp=tp: greedy_answer(k, tp) for k, tp in zip(keys, tps)])
                 except Exception as exc:
-                    failed_tps.add(k)
                     if not (recorder.is_call_failure(exc) or backend_down(exc) or isinstance(exc, Stopped)):
-                        raise  # not a failed LM call (those are counted; a rerun resumes the problem)
+                        raise  # failed calls are counted; their problems' M1 is still tried below
 
-            with ThreadPoolExecutor(max(1, min(len(tps), cfg.concurrency)), thread_name_prefix="lbt-tp") as tpool:
-                for f in [tpool.submit(solve, k, tp) for k, tp in zip(keys, tps)]:
-                    f.result()
+                def solve(item):
+                    k, tp = item
+                    if run_pool.down is not None:
+                        return
+                    try:
+                        with record_scope(recorder, tp=k):
+                            budgets[k] = m1(item=tp).exam_budget
+                    except Exception as exc:
+                        failed_tps.add(k)
+                        if not (recorder.is_call_failure(exc) or backend_down(exc) or isinstance(exc, Stopped)):
+                            raise  # not a failed LM call (those are counted; a rerun resumes the problem)
+
+                branches(solve, list(zip(keys, tps)), limit=max(1, min(len(tps), cfg.concurrency)))
         finally:
             bar.close()
-        if m1.pool.down is not None:
+            run_pool.close()
+        if run_pool.down is not None:
             store.close()
-            raise m1.pool.down
+            raise run_pool.down
         prefix_cache = hit_rate(cache_before, pool.prefix_cache())
         seconds = time.monotonic() - t_calls
-    calls = {stage: recorder.made[stage] + recorder.failed[stage] for stage in ("greedy", "teach", "exam")}
+    counted = recorder.calls
+    calls = {stage: counted.of(stage) for stage in ("greedy", "teach", "exam")}
     calls["prefix_cache"] = prefix_cache
     calls["seconds"] = round(seconds, 2)
     if prefix_cache is not None:  # the engine's view of this invocation, beside the records
         store.write_json("engine.json", {"prefix_cache": prefix_cache})
-    calls["failed"] = sum(recorder.failed.values())
+    calls["failed"] = counted.failed
     calls["error"] = None
     for stage in ("greedy", "teach", "exam"):
-        if recorder.failed[stage]:
-            log.error("%s: %d call(s) failed after %d attempt(s) each", stage, recorder.failed[stage],
+        if counted.failed_of(stage):
+            log.error("%s: %d call(s) failed after %d attempt(s) each", stage, counted.failed_of(stage),
                       cfg.num_retries + 1)
-    if recorder.errors:
-        calls["error"] = f"after {cfg.num_retries + 1} attempt(s) each, e.g. {recorder.errors[0]}"
+    if counted.errors:
+        calls["error"] = f"after {cfg.num_retries + 1} attempt(s) each, e.g. {counted.errors[0]}"
     if adaptive:
         _write_budget(cfg, store, recorder, keys, tps, m1, budgets, failed_tps)
     store.close()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import dspy
 from dspy.utils.usage_tracker import UsageTracker
 
 from ..model_output import predict_or_unparsed
+from ..runner import map_calls
 from .adapters import ClassifierAdapter
 from .fields import TEXT_LABEL
 from .formats import demos_key
@@ -44,17 +44,6 @@ def traced_call(fn: Callable, **context):
     with dspy.context(usage_tracker=tracker, **context):
         out = fn()
     return out, not tracker.usage_data
-
-
-def thread_map(fn: Callable, items: list, num_threads: int, desc: str = "", progress: bool = False) -> list:
-    """``[fn(x) for x in items]`` on `num_threads` threads, in order, with an optional tqdm bar."""
-    if not items:
-        return []
-    from tqdm.auto import tqdm
-
-    with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(items)))) as pool:
-        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, disable=not progress, leave=False,
-                         dynamic_ncols=True))
 
 
 class Classifier:
@@ -131,7 +120,8 @@ class Classifier:
         """`one` (`predict` with ``full``) over ``(demos, student, inputs)`` jobs concurrently; raises if every
         call failed."""
         fn = self.predict if full else self.one
-        out = thread_map(lambda job: fn(job[0], job[1], job[2], role), jobs, self.num_threads, desc, self.progress)
+        out = map_calls(lambda job: fn(job[0], job[1], job[2], role), jobs, owner=self, num_threads=self.num_threads,
+                        desc=desc, progress=self.progress)
         if jobs and all(p is None for p in out):
             raise RuntimeError(f"M3: every classification call failed ({desc or role}); see the warnings above")
         return out

@@ -27,8 +27,10 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
 from .adapters import ClassifierAdapter, TeacherAdapter
+from ..counting import CallCounter
 from ..model_output import predict_or_unparsed
-from .classify import Classifier, thread_map, traced_call, with_demos
+from ..runner import map_calls
+from .classify import Classifier, traced_call, with_demos
 from .config import LbTConfig
 from .fields import TEXT_LABEL, TaskFields
 from .formats import NO, YES, parse_examples, parse_reasons, render_examples, render_failures
@@ -67,39 +69,35 @@ class Candidate:
                    d.get("origin", "init"), d.get("score"), d.get("n_scored", 0), fields)
 
 
-class _Calls:
-    """Thread-safe count of LM calls issued, by role; ``cached``: how many of them DSPy's cache answered."""
+@dataclass(frozen=True)
+class Reflect:
+    """One reflection of a round: the teacher explains `failures` (sampled exam failures) of a candidate's set;
+    `index` numbers the reflections of one set (its rollout id)."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.counts: Counter = Counter()
-        self.failed = 0
-        self.cached = 0
-        self.unparsed = 0
-        self.cut_off = 0
-        self.empty = 0
+    candidate: Candidate
+    index: int
+    failures: list
 
-    def add(self, role: str, failed: bool = False, cached: bool = False, pred=None) -> None:
-        """One call; `pred` (its prediction) says whether the answer was unparsed or cut off (still an answer)."""
-        with self._lock:
-            self.counts[role] += 1
-            self.failed += failed
-            self.cached += cached
-            if pred is not None:
-                self.unparsed += bool(pred.get("unparsed"))
-                self.cut_off += bool(pred.get("cut_off"))
-                self.empty += isinstance(pred.get("completion"), str) and not pred.get("completion").strip()
 
-    def snapshot(self) -> dict:
-        with self._lock:
-            out = {role: self.counts.get(role, 0) for role in ROLES}
-            out["total"] = sum(out.values())
-            out["failed"] = self.failed
-            out["cached"] = self.cached
-            out["unparsed"] = self.unparsed
-            out["cut_off"] = self.cut_off
-            out["empty"] = self.empty
-            return out
+@dataclass(frozen=True)
+class Rewrite:
+    """One rewrite: the teacher rewrites the set of `reflection` for its `reason_index`-th `reason`."""
+
+    reflection: Reflect
+    reason_index: int
+    reason: str
+
+    def rollout_id(self, reasons_per_reflection: int) -> int:
+        """Distinct for every (reflection, reason) of a set: their prompts may coincide, their samples must not."""
+        return self.reflection.index * reasons_per_reflection + self.reason_index
+
+
+def calls_record(calls: CallCounter) -> dict:
+    """A round's LM calls as its record keeps them: per role (`ROLES`), total, failed, cached, and the answers
+    that were unparsed, cut off or empty."""
+    snap = calls.snapshot()
+    return {**{role: snap["by_kind"].get(role, 0) for role in ROLES}, "total": snap["total"],
+            **{k: snap[k] for k in ("failed", "cached", "unparsed", "cut_off", "empty")}}
 
 
 def lm_name(lm, default: str) -> str:
@@ -188,7 +186,7 @@ class LbTOptimizer(Teleprompter):
         self.history: list[dict] = [dict(r) for r in (history or [])]
         self.on_round = on_round
         self.progress = progress
-        self._calls = _Calls()
+        self._calls = CallCounter()
 
     # --- the teleprompter API ----------------------------------------------------------------------
     def compile(self, student: dspy.Module, *, trainset: list, teacher=None, valset: list | None = None,
@@ -228,7 +226,8 @@ class LbTOptimizer(Teleprompter):
         self._students = self.students or [self._classifier]
         self._student_names = unique_names(self._students)
         self._clf = Classifier(student, self._adapter, self.num_threads, self.progress, fields=self.fields,
-                               on_call=lambda *call: self._calls.add(*call))  # this round's counter
+                               on_call=lambda role, failed, cached, pred=None: self._calls.add(  # this round's counter
+                                   role, failed=failed, cached=cached, pred=pred))
         self._question = self.question or self.fields.question(student.predictors()[0].signature)
         self._train = self._normalize(trainset, "trainset")
         self._score_pool = self._normalize(valset, "valset") if valset else self._train
@@ -238,10 +237,10 @@ class LbTOptimizer(Teleprompter):
             beam = [Candidate.from_dict(c, self.fields) for c in self.history[-1]["beam"]]
         for r in range(start, self.rounds + 1):
             t0 = time.monotonic()
-            self._calls = _Calls()
+            self._calls = CallCounter()
             record = self._round0() if r == 0 else self._expand_and_select(r, beam)
             beam = [Candidate.from_dict(c, self.fields) for c in record["beam"]]
-            record["calls"] = self._calls.snapshot()
+            record["calls"] = calls_record(self._calls)
             record["seconds"] = round(time.monotonic() - t0, 2)
             self.history.append(record)
             if self.on_round is not None:
@@ -345,38 +344,41 @@ class LbTOptimizer(Teleprompter):
                 continue
             for j in range(self.reflections_per_set):
                 sample = rng.sample(pool, min(self.failures_per_reflection, len(pool)))
-                refl_jobs.append((cand, j, sample))
-        outs = thread_map(lambda job: self._teacher_call(
-            ReflectOnFailures, "teacher_reflect", rollout_id=job[1], question=self._question,
-            num_examples=self.num_examples, current_examples=render_examples(job[0].demos, self.fields),
-            failures=render_failures(job[2], self.fields), num_reasons=self.reasons_per_reflection),
-            refl_jobs, self.num_threads, f"round {r}: reflections", self.progress)
+                refl_jobs.append(Reflect(cand, j, sample))
+        outs = map_calls(lambda job: self._teacher_call(
+            ReflectOnFailures, "teacher_reflect", rollout_id=job.index, question=self._question,
+            num_examples=self.num_examples, current_examples=render_examples(job.candidate.demos, self.fields),
+            failures=render_failures(job.failures, self.fields), num_reasons=self.reasons_per_reflection),
+            refl_jobs, owner=self, num_threads=self.num_threads, desc=f"round {r}: reflections", progress=self.progress)
         reflections, rewrite_jobs = [], []
-        for (cand, j, sample), out in zip(refl_jobs, outs):
+        for job, out in zip(refl_jobs, outs):
             text = out.reasons if out is not None else None
             reasons = parse_reasons(text or "")[: self.reasons_per_reflection]
-            reflections.append({"candidate": cand.id, "index": j, "failures": [f["idx"] for f in sample],
-                                "failed_students": sorted({s for f in sample for s in f["students"]}),
+            reflections.append({"candidate": job.candidate.id, "index": job.index,
+                                "failures": [f["idx"] for f in job.failures],
+                                "failed_students": sorted({s for f in job.failures for s in f["students"]}),
                                 "response": text, "reasons": reasons})
-            rewrite_jobs.extend((cand, j, k, sample, reason) for k, reason in enumerate(reasons))
+            rewrite_jobs.extend(Rewrite(job, k, reason) for k, reason in enumerate(reasons))
         record["reflections"] = reflections
 
         # 3. Rewrites: one new set per reason.
-        outs = thread_map(lambda job: self._teacher_call(
-            RewriteExamples, "teacher_write", rollout_id=job[1] * 100 + job[2], question=self._question,
-            num_examples=self.num_examples, current_examples=render_examples(job[0].demos, self.fields),
-            failures=render_failures(job[3], self.fields), reason=job[4], example_kinds=self.fields.example_kinds(),
-            example_format=self.fields.example_format()),
-            rewrite_jobs, self.num_threads, f"round {r}: rewrites", self.progress)
+        outs = map_calls(lambda job: self._teacher_call(
+            RewriteExamples, "teacher_write", rollout_id=job.rollout_id(self.reasons_per_reflection),
+            question=self._question, num_examples=self.num_examples,
+            current_examples=render_examples(job.reflection.candidate.demos, self.fields),
+            failures=render_failures(job.reflection.failures, self.fields), reason=job.reason,
+            example_kinds=self.fields.example_kinds(), example_format=self.fields.example_format()),
+            rewrite_jobs, owner=self, num_threads=self.num_threads, desc=f"round {r}: rewrites", progress=self.progress)
         rewrites, new_by_parent = [], {c.id: [] for c in beam}
-        for (cand, j, k, sample, reason), out in zip(rewrite_jobs, outs):
+        for job, out in zip(rewrite_jobs, outs):
+            cand = job.reflection.candidate
             text = out.examples if out is not None else None
             demos = parse_examples(text or "", limit=self.num_examples, fields=self.fields)
-            entry = {"candidate": cand.id, "reflection": j, "reason": reason, "response": text,
+            entry = {"candidate": cand.id, "reflection": job.reflection.index, "reason": job.reason, "response": text,
                      "parsed": len(demos), "new": None}
             if demos:
-                new = Candidate(f"r{r}.{len(rewrites) + 1}", demos, parent=cand.id, reason=reason, origin="rewrite",
-                                fields=self.fields)
+                new = Candidate(f"r{r}.{len(rewrites) + 1}", demos, parent=cand.id, reason=job.reason,
+                                origin="rewrite", fields=self.fields)
                 entry["new"] = new.id
                 new_by_parent[cand.id].append(new)
             rewrites.append(entry)
