@@ -132,17 +132,69 @@ def test_config_errors(tmp_path):
     for bad, key in [({"lora_r": 0}, "lora_r"), ({"dtype": "float8"}, "dtype"), ({"lora_dropout": 1.5}, "lora_dropout")]:
         with pytest.raises(LbtError, match=key):
             M2ModelConfig(**bad)
+    with pytest.raises(LbtError, match="use_weighting"):
+        M2TrainConfig(**ok, use_weighting=True)  # WPO would weight TRL's terms, not M2's NLL term
     cfg = M2TrainConfig(**ok, nll_weight=2.0)
-    assert (cfg.loss_type, cfg.loss_weights) == (["sigmoid", "sft"], [1.0, 2.0])
-    assert cfg.dpo_terms() == (["sigmoid"], [1.0])
+    assert (cfg.loss_type, cfg.loss_weights) == (["sigmoid"], [1.0])  # TRL's terms: the DPO loss alone
+    assert cfg.loss_terms() == (["sigmoid", "sft"], [1.0, 2.0])  # the training objective
+    assert M2TrainConfig(**ok, nll_weight=0).loss_terms() == (["sigmoid"], [1.0])
     assert cfg.bf16 is False and cfg.device.type == "cpu"  # unset precision: fp32 on a CPU, not TRL's failing bf16
     import dataclasses
 
-    again = dataclasses.replace(cfg)  # rebuilt from its own fields: the NLL term is not added twice
-    assert again.loss_type == ["sigmoid", "sft"]
+    again = dataclasses.replace(cfg)  # rebuilt from its own fields: the same terms
+    assert again.loss_terms() == (["sigmoid", "sft"], [1.0, 2.0])
     bad = tmp_path / "bad.yaml"
     bad.write_text("pairs: [unclosed\n")
     assert main(["m2", "train", str(bad)]) == 2
+
+
+def test_the_nll_term_gives_trl_s_own_sft_loss_on_a_tiny_batch(tmp_path):
+    """M2's NLL term (added by LbTDPOTrainer.compute_loss while training) on one batch of two pairs: the loss is the
+    one TRL's own combination loss_type ["sigmoid", "sft"] with loss_weights [1, w] gives; evaluation gives the DPO
+    loss alone; the term is w x the chosen tokens' mean NLL, computed here from the model's plain logits."""
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    try:
+        from lbt_dspy.models.embedded import checkpoint_path
+
+        checkpoint_path()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer, get_peft_config
+
+    from lbt_dspy.m2.train_config import M2ModelConfig, M2TrainConfig
+    from lbt_dspy.m2.trainer import LbTDPOTrainer, load_tokenizer
+
+    w = 3.0
+    pairs = Dataset.from_list([pair(3, 4), pair(5, 2)])
+    common = {"per_device_train_batch_size": 2, "max_length": 256, "use_cpu": True, "bf16": False,
+              "activation_checkpointing": False}
+    model_args = M2ModelConfig(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules="all-linear")
+    ours = LbTDPOTrainer(M2TrainConfig(output_dir=str(tmp_path / "ours"), pairs="-", nll_weight=w, **common),
+                         model_args, train_dataset=pairs)
+    trl_args = DPOConfig(output_dir=str(tmp_path / "trl"), loss_type=["sigmoid", "sft"], loss_weights=[1.0, w], **common)
+    theirs = DPOTrainer(model=ours.model_path, args=trl_args, train_dataset=pairs,
+                        processing_class=load_tokenizer(ours.model_path), peft_config=get_peft_config(model_args))
+    batch = next(iter(ours.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4  # chosen, chosen, rejected, rejected
+
+    ours.model.train()
+    theirs.model.train()
+    train_loss = ours.compute_loss(ours.model, batch).item()
+    assert train_loss == pytest.approx(theirs.compute_loss(theirs.model, batch).item(), rel=1e-5)
+    ours.model.eval()
+    with torch.no_grad():
+        eval_loss = ours.compute_loss(ours.model, batch).item()
+        # the NLL term by hand: the chosen rows' completion tokens under the model's ordinary forward
+        logits = ours.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert eval_loss == pytest.approx(math.log(2), abs=1e-4)  # fresh LoRA: policy == reference; no NLL term
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    mask = batch["completion_mask"][:, 1:].bool()
+    nll = -logp[:2][mask[:2]].mean().item()
+    assert nll > 0.1
+    assert train_loss - eval_loss == pytest.approx(w * nll, rel=1e-4)
 
 
 def test_the_shipped_train_configs_load():
@@ -152,7 +204,7 @@ def test_the_shipped_train_configs_load():
 
     root = Path(__file__).resolve().parent.parent / "configs"
     demo, demo_model = load_train_config(root / "m2_demo_train.yaml", ["output_dir=/tmp/unused", "use_cpu=true"])
-    assert demo_model.use_peft and demo.loss_weights == [1.0, 50.0] and demo.learning_rate == 5e-4
+    assert demo_model.use_peft and demo.loss_terms()[1] == [1.0, 50.0] and demo.learning_rate == 5e-4
     paper, paper_model = load_train_config(root / "m2_paper_train.yaml", {"use_cpu": True})
     assert not paper_model.use_peft and paper.learning_rate == 5e-7 and paper_model.dtype == "float32"
     assert paper.per_device_train_batch_size * paper.gradient_accumulation_steps == 16

@@ -26,7 +26,7 @@ from statistics import mean
 import numpy as np
 
 from .. import stats
-from .results import COMBINED, candidates_for, load_run, memo_equivalent
+from .results import COMBINED, candidates_for, load_run, memo_equivalent, tp_key
 from .select import METHODS
 
 VOTED = ("SC", "M1 MAX", "M1 SUM")
@@ -153,7 +153,6 @@ def fig4_vs_pairs(problems: dict, view: str, eq, sizes: list[int], repeats: int 
 def problem_levels(cfg) -> dict[str, int] | None:
     """{tp: difficulty level} from the run's dataset (math181 rows carry ``level``); None without levels."""
     from ..data import datasets
-    from .run import tp_key
 
     try:
         data = datasets.build(vars(cfg))

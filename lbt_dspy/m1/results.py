@@ -19,6 +19,11 @@ from ..store import RunStore
 COMBINED = "combined"
 
 
+def tp_key(tp: dict, n: int) -> str:
+    """A teaching problem's key in a run's records: its ``unique_id``, else ``tp<n>`` (its index)."""
+    return str(tp.get("unique_id", f"tp{n}"))
+
+
 def memo_equivalent(equivalent):
     """`equivalent` with a cache: voting and subsampling compare the same answers many times."""
     cache: dict = {}

@@ -25,15 +25,12 @@ from ..models import ModelPool
 from ..models.vllm_server import hit_rate
 from ..runner import CallPool, Recorder, Stopped, branches, parallel, record_scope, using_pool
 from ..store import RunStore
+from .results import RECORD_FIELDS, tp_key  # tp_key lives in results (readers need it without the run)
 
 log = logging.getLogger("lbt_dspy")
 
 # Far above the paper's 256; a larger request is a typo or a wish no run directory can hold.
 MAX_PAIRS = 65536
-
-
-def tp_key(tp: dict, n: int) -> str:
-    return str(tp.get("unique_id", f"tp{n}"))
 
 
 def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_dir: str | None = None,
@@ -53,8 +50,7 @@ def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_d
     keys = [tp_key(tp, n) for n, tp in enumerate(tps)]
     if len(set(keys)) != len(keys):
         raise LbtError("dataset: teaching problems need distinct unique_id values")
-    from .results import RECORD_FIELDS  # resume checks the records it reads (a bad line: file:line, exit 2)
-
+    # resume checks the records it reads (a bad line: file:line, exit 2)
     store = RunStore(output_path, cfg.to_dict(), required=RECORD_FIELDS)
     refs = {k: parts.scorer.reference(tp) for k, tp in zip(keys, tps)}
     scorer = parts.scorer

@@ -187,8 +187,7 @@ def load_run_samples(run_dir: str | Path, config: PairConfig) -> tuple[list[dict
     """Per TP of an M1 run: its question, reference answer and samples (correctness + LbT score)."""
     from ..components import build_components
     from ..lbt_score import lbt_scores
-    from ..m1 import tp_key
-    from ..m1.results import COMBINED, load_run
+    from ..m1.results import COMBINED, load_run, tp_key
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

@@ -10,9 +10,10 @@ line naming the file and key, and there are no ``--set a.b=v`` overrides, which 
 command takes.
 
 The paper's recipe (``configs/m2_paper_train.yaml``): beta 0.1, lr 5e-7, batch 16, 1 epoch, plus an
-NLL term on the chosen answer weighted 50 (iterative RPO). TRL 1.16 has no ``rpo_alpha``; its NLL
-term is the ``"sft"`` loss type, so ``nll_weight: w`` appends ``"sft"`` with weight ``w`` to
-``loss_type`` / ``loss_weights``.
+NLL term on the chosen answer weighted 50 (iterative RPO). ``loss_type`` / ``loss_weights`` are TRL's
+DPO terms alone (what evaluation reports); ``nll_weight: w`` is M2's own term, which
+`LbTDPOTrainer.compute_loss` adds while training: the number TRL's ``"sft"`` loss type with weight ``w``
+would add (TRL 1.16 has no ``rpo_alpha``), so the training objective is ``loss_terms()``.
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ class M2TrainConfig(DPOConfig):
 
     Example:
         >>> cfg = M2TrainConfig(output_dir="/tmp/m2", pairs="runs/pairs", use_cpu=True)  # doctest: +SKIP
-        >>> cfg.loss_type, cfg.loss_weights  # doctest: +SKIP
-        (['sigmoid', 'sft'], [1.0, 50.0])
+        >>> cfg.loss_type, cfg.loss_weights, cfg.loss_terms()  # doctest: +SKIP
+        (['sigmoid'], [1.0], (['sigmoid', 'sft'], [1.0, 50.0]))
     """
 
     pairs: str = help_field("A `lbt m2 pairs` output directory (or its dataset/, or a JSONL file of prompt/chosen/"
                             "rejected records).", "")
     max_pairs: int = help_field("Use only the first N pairs (0: all); for smoke runs.", 0)
-    nll_weight: float = help_field("Weight of the NLL term on the chosen answers (TRL loss type 'sft', appended to "
-                                   "loss_type; the paper: 50); 0 turns it off.", 50.0)
+    nll_weight: float = help_field("Weight of the NLL term on the chosen answers, added to the loss_type terms while "
+                                   "training (TRL's loss type 'sft'; the paper: 50); 0 turns it off.", 50.0)
     merged_dtype: str = help_field("dtype of merged/ with LoRA (the merge itself runs in float32; full fine-tuning "
                                    "saves the trained weights as they are): auto (the base checkpoint's dtype), "
                                    "float32, bfloat16, float16. Tiny updates (lr 5e-7) can round away in 16-bit "
@@ -78,7 +79,7 @@ class M2TrainConfig(DPOConfig):
                 raise LbtError(f"key {key!r} must be > 0, got {getattr(self, key)!r}")
         if self.max_length is not None and self.max_length <= 0:
             raise LbtError(f"key 'max_length' must be > 0, got {self.max_length!r}")
-        self._add_nll_term()
+        self._check_loss_terms()
         if self.bf16 is None and not self.fp16:
             self.bf16, self.fp16 = _auto_precision(self.use_cpu)
         try:
@@ -86,25 +87,26 @@ class M2TrainConfig(DPOConfig):
         except ValueError as exc:  # TrainingArguments' own checks: one line
             raise LbtError(" ".join(str(exc).split())) from None
 
-    def _add_nll_term(self) -> None:
+    def _check_loss_terms(self) -> None:
+        """``loss_type`` / ``loss_weights``: TRL's DPO terms, one weight each; the NLL term is ``nll_weight``."""
         types = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
         weights = [float(w) for w in self.loss_weights] if self.loss_weights else [1.0] * len(types)
         if len(weights) != len(types):
             raise LbtError(f"key 'loss_weights' needs one weight per loss_type ({len(types)}), got {len(weights)}")
         if "sft" in types:
-            # Idempotent: a config rebuilt from its own fields (dataclasses.replace) already has the term.
-            if types.index("sft") == len(types) - 1 and weights[-1] == float(self.nll_weight):
-                self.loss_type, self.loss_weights = types, weights
-                return
             raise LbtError("key 'loss_type': the NLL term is set by nll_weight; leave 'sft' out of loss_type")
-        if self.nll_weight > 0:
-            types, weights = types + ["sft"], weights + [float(self.nll_weight)]
+        if self.use_weighting and self.nll_weight > 0:
+            # TRL would weight its own "sft" term per pair; M2's term is added outside TRL's terms, unweighted.
+            raise LbtError("key 'use_weighting': WPO weights TRL's loss terms, not the NLL term; set nll_weight: 0 "
+                           "or leave use_weighting off")
         self.loss_type, self.loss_weights = types, weights
 
-    def dpo_terms(self) -> tuple[list[str], list[float]]:
-        """The loss types and weights without the NLL term: the DPO loss that `eval_on_train` reports."""
-        kept = [(t, w) for t, w in zip(self.loss_type, self.loss_weights) if t != "sft"]
-        return [t for t, _ in kept], [w for _, w in kept]
+    def loss_terms(self) -> tuple[list[str], list[float]]:
+        """The training objective: TRL's terms (``loss_type``, what evaluation reports) plus the NLL term, named
+        ``"sft"`` as in TRL, with weight ``nll_weight`` (left out at 0)."""
+        if self.nll_weight > 0:
+            return [*self.loss_type, "sft"], [*self.loss_weights, float(self.nll_weight)]
+        return list(self.loss_type), list(self.loss_weights)
 
 
 @dataclass

@@ -7,8 +7,10 @@ Multi-GPU: ``accelerate launch -m lbt_dspy.cli m2 train CFG`` (no code change; t
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from transformers import AutoTokenizer, TrainerCallback
 from trl import DPOTrainer, get_peft_config, get_quantization_config
 
@@ -44,8 +46,21 @@ class LbTDPOTrainer(DPOTrainer):
     `trl.get_peft_config`; ``embedded`` means lbt's SmolLM2 checkpoint), the pair metrics (the DPO term
     alone, without the NLL term), step timing, and the outputs ``adapter/`` and ``merged/``.
 
-    Training optimises ``args.loss_type`` with ``args.loss_weights`` (DPO + NLL); evaluation (``evaluate``,
-    `pair_metrics`) reports the DPO terms alone, the number the paper's DPO loss means.
+    Training optimises TRL's loss (``args.loss_type`` with ``args.loss_weights``: the DPO terms) plus M2's NLL
+    term on the chosen answers weighted ``args.nll_weight``; evaluation (``evaluate``, `pair_metrics`) reports
+    TRL's loss alone, the DPO loss the paper means.
+
+    TRL extension point: ``compute_loss``, the `transformers.Trainer` method subclasses override; ours adds
+    the NLL term to what `DPOTrainer.compute_loss` returns while the model trains, and touches no attribute
+    of TRL's. (TRL's ``loss_type=[..., "sft"]`` gives the same training loss but holds for evaluation too,
+    and TRL 1.16 has no way to evaluate other terms than it trains.) The term comes from the same forward
+    pass, no second one: TRL runs the policy through its public fused LM head (`trl.trainer.add_fused_lm_head`:
+    ``model(..., fused_lm_head=True)`` returns a `FusedCausalLMOutput` whose ``log_probs`` are per token),
+    which a forward hook reads during that call (`policy_log_probs`); the batch is as
+    `DataCollatorForPreference` documents it (chosen rows first, ``completion_mask``). `chosen_nll` is the
+    formula of TRL's ``"sft"`` term, so the loss is the number TRL's ``["sigmoid", "sft"]`` with weights
+    ``[1, nll_weight]`` gives (``tests/test_m2_train.py`` checks both on one batch). A TRL that stops calling
+    the policy that way is an error here, not a silently different loss.
 
     Args:
         args: An `M2TrainConfig` (a `trl.DPOConfig`).
@@ -79,14 +94,25 @@ class LbTDPOTrainer(DPOTrainer):
                          peft_config=get_peft_config(self.model_args),
                          quantization_config=get_quantization_config(self.model_args),
                          callbacks=[self.step_timer, *kwargs.pop("callbacks", [])], **kwargs)
-        self._train_terms = (list(self.loss_types), list(self.loss_weights))
-        self._eval_terms = args.dpo_terms()
 
-    # --- metrics ---------------------------------------------------------------------------------------
+    # --- the loss --------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # The loss terms follow the mode: DPO + NLL while training, the DPO terms alone when evaluating.
-        self.loss_types, self.loss_weights = self._train_terms if model.training else self._eval_terms
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        """TRL's DPO loss, plus ``nll_weight`` x `chosen_nll` while training (evaluation: TRL's loss alone)."""
+        weight = self.args.nll_weight
+        if not (model.training and weight):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with policy_log_probs(model) as seen:
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if len(seen) != 1:
+            import trl
+
+            raise LbtError(f"nll_weight: M2's NLL term reads the log-probs of TRL's one policy forward through its "
+                           f"fused LM head (model(..., fused_lm_head=True)); TRL {trl.__version__} made {len(seen)} "
+                           "such calls (a TRL this trainer does not know)")
+        nll = chosen_nll(seen[0], inputs["completion_mask"])
+        if return_outputs:
+            return (out[0] + weight * nll, *out[1:])
+        return out + weight * nll
 
     def pair_metrics(self, dataset=None, max_pairs: int | None = None) -> dict:
         """DPO loss (no NLL term), reward accuracy and margin, chosen/rejected log-probs of the current model
@@ -113,7 +139,7 @@ class LbTDPOTrainer(DPOTrainer):
                 "num_processes": self.accelerator.num_processes,
                 "effective_batch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps
                 * self.accelerator.num_processes,
-                "loss_type": self._train_terms[0], "loss_weights": self._train_terms[1]}
+                "loss_type": a.loss_terms()[0], "loss_weights": a.loss_terms()[1]}
 
     # --- outputs ---------------------------------------------------------------------------------------
     def save_outputs(self) -> dict:
@@ -142,6 +168,44 @@ class LbTDPOTrainer(DPOTrainer):
         self.accelerator.wait_for_everyone()
         return {"adapter": str(adapter_dir.resolve()) if use_peft else None,
                 "merged": str(merged_dir.resolve()) if self.args.save_merged else None, "merged_info": merged_info}
+
+
+@contextmanager
+def policy_log_probs(model):
+    """Collects the per-token log-probs (``FusedCausalLMOutput.log_probs``) of every call of `model` with the fused
+    LM head and gradients on, i.e. TRL's policy forward (its reference forward runs without gradients)."""
+    seen: list = []
+
+    def hook(module, args, kwargs, output):
+        if kwargs.get("fused_lm_head") and torch.is_grad_enabled():
+            seen.append(output.log_probs)
+
+    handle = model.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def chosen_nll(log_probs, completion_mask):
+    """The NLL term: minus the mean log-prob of the chosen completions' tokens (the first half of the batch), as
+    TRL's ``"sft"`` loss type computes it.
+
+    Args:
+        log_probs: Per-token log-probs of the next token, ``(2B, L - 1)`` (prompt-learning PEFT: longer; the last
+            ``L - 1`` positions are the sequence's).
+        completion_mask: The batch's ``(2B, L)`` completion mask (1 on completion tokens).
+
+    Example:
+        >>> lp = torch.tensor([[-1.0, -2.0, -3.0], [-9.0, -9.0, -9.0]])
+        >>> chosen_nll(lp, torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]])).item()  # tokens 2, 3 of the chosen row
+        2.5
+    """
+    shift_mask = completion_mask[..., 1:]
+    per_token = log_probs[:, -shift_mask.size(1):]
+    chosen, _ = per_token.chunk(2, dim=0)
+    chosen_mask, _ = shift_mask.chunk(2, dim=0)
+    return -chosen[chosen_mask.bool()].mean()
 
 
 def resolve_model_path(model: str) -> str:
