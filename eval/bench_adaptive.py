@@ -36,7 +36,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from lbt_dspy.m1.adaptive import AdaptiveExam, pick, replay  # noqa: E402
 from synthetic_exams import synthetic_problems  # noqa: E402
-from lbt_dspy.m1.select import METHODS, Candidate  # noqa: E402
+from lbt_dspy.m1.results import pair_index  # noqa: E402
+from lbt_dspy.m1.select import METHODS, Pair  # noqa: E402
 
 RACED = ("M1 MAX", "M1 SUM")
 CONFIDENCES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.5)
@@ -44,21 +45,21 @@ CONFIDENCES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.5)
 
 def load_replay(run_dir: Path) -> list[dict]:
     """Problems of a saved run with a complete exam: answer groups, full results, correctness per pair."""
-    from lbt_dspy.config import LbtConfig
+    from lbt_dspy.config import M1Config
     from lbt_dspy.m1.results import memo_equivalent
     from lbt_dspy.scoring import exam_scorers
     from lbt_dspy.m1.select import group_answers
     from lbt_dspy.store import RunStore
 
     store = RunStore(run_dir)
-    cfg = LbtConfig.from_dict(store.read_config(), str(run_dir / "config.yaml"))
+    cfg = M1Config.from_dict(store.read_config(), str(run_dir / "config.yaml"))
     eq = memo_equivalent(exam_scorers.build(vars(cfg)).equivalent)
     teach, exam = store.load("teach"), store.load("exam")
     students = sorted({r["student"] for r in exam.values()})
     slots = max((r["slot"] for r in exam.values()), default=-1) + 1
     by_pair: dict = {}
     for r in exam.values():
-        by_pair.setdefault((r["tp"], r["sample"]), {})[(r["student"], r["slot"])] = r["score"]
+        by_pair.setdefault((r["tp"], pair_index(r)), {})[(r["student"], r["slot"])] = r["score"]
     problems = []
     for tp in sorted({r["tp"] for r in teach.values()}):
         rows = sorted((r for r in teach.values() if r["tp"] == tp), key=lambda r: r["sample"])
@@ -115,7 +116,7 @@ def evaluate(problems: list[dict], run) -> dict:
 def baselines(problems: list[dict]) -> dict:
     sc = 0
     for p in problems:
-        best = METHODS["SC"]([Candidate("" if g is None else f"g{g}", 0.0, i) for i, g in enumerate(p["groups"])],
+        best = METHODS["SC"]([Pair("" if g is None else f"g{g}", 0.0, i) for i, g in enumerate(p["groups"])],
                              lambda a, b: a == b)
         sc += group_correct(p, None if best is None else p["groups"][best.index])
     return {"SC": sc / len(problems)}

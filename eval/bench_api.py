@@ -36,7 +36,7 @@ os.environ.setdefault("BENCH_FAKE_KEY", "x")
 
 import lbt_dspy  # noqa: E402
 from lbt_dspy import FunctionalExamMaker, LbTScore, M1, MathScorer, Student, Teacher, TemplateAdapter  # noqa: E402
-from lbt_dspy.config import LbtConfig  # noqa: E402
+from lbt_dspy.config import M1Config  # noqa: E402
 from lbt_dspy.data import arith_dataset  # noqa: E402
 from lbt_dspy.m1 import run_m1  # noqa: E402
 
@@ -87,7 +87,7 @@ def api_pass(m1: M1, items: list[dict]) -> float:
 def cli_pass(args, api_base: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        calls = run_m1(LbtConfig.from_dict(config(args, api_base)), Path(tmp) / "run", progress=False)
+        calls = run_m1(M1Config.from_dict(config(args, api_base)), Path(tmp) / "run", progress=False)
         wall = time.perf_counter() - t
     if calls["failed"]:
         raise SystemExit(f"failed calls: {calls}")

@@ -51,11 +51,11 @@ def with_server(cfg: dict, server: str) -> dict:
 def measure(cfg_dict: dict, server: str, progress: bool) -> dict:
     """Start the servers `cfg_dict` needs (timed), then run M1 on them (timed): one engine's numbers."""
     from lbt_dspy.components import build_components, build_m1, build_teacher
-    from lbt_dspy.config import LbtConfig
+    from lbt_dspy.config import M1Config
     from lbt_dspy.m1 import run_m1
     from lbt_dspy.models import ModelPool
 
-    cfg = LbtConfig.from_dict(with_server(cfg_dict, server))
+    cfg = M1Config.from_dict(with_server(cfg_dict, server))
     with tempfile.TemporaryDirectory(prefix=f"bench-{server}-") as tmp, \
             ModelPool(cache=False, num_retries=cfg.num_retries, log_dir=tmp) as pool:
         t0 = time.monotonic()

@@ -81,7 +81,7 @@ class BenchM3Config:
                                           default=False)
     teacher_prefill: bool = help_field("Start LbT's teacher answers with '<START>\\n<Input>:' / '<START>' (steers small "
                                        "models, as `lbt m3`'s teacher_prefill).", default=False)
-    lbt_cfg: dict = help_field("LbTOptimizer hyperparameters (LbTConfig fields) overriding those sized from the "
+    lbt_cfg: dict = help_field("LbTOptimizer hyperparameters (LbTOptimizerConfig fields) overriding those sized from the "
                                "budget.", default_factory=dict)
     concurrency: int = help_field("LM calls in flight.", default=8)
     num_retries: int = help_field("Retries of a failed call.", default=3)

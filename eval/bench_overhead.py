@@ -34,7 +34,7 @@ os.environ.setdefault("BENCH_FAKE_KEY", "x")
 import yaml  # noqa: E402
 
 from fake_openai import scripted_answer  # noqa: E402
-from lbt_dspy.config import LbtConfig  # noqa: E402
+from lbt_dspy.config import M1Config  # noqa: E402
 from lbt_dspy.m1 import run_m1  # noqa: E402
 from lbt_dspy.models import OpenAICompatEngine  # noqa: E402
 
@@ -79,7 +79,7 @@ CLIENT = ScriptedClient()
 OpenAICompatEngine.client = property(lambda self: CLIENT)  # this process only
 
 
-def config(args, prefill: str, **over) -> LbtConfig:
+def config(args, prefill: str, **over) -> M1Config:
     cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     model_cfg = {"model": "scripted", "api_base": "http://scripted.invalid/v1", "api_key_env": "BENCH_FAKE_KEY",
                  "prefill": prefill}
@@ -93,10 +93,10 @@ def config(args, prefill: str, **over) -> LbtConfig:
                dataset_cfg={"num_families": args.families, "num_variants": 3, "seed": 0},
                exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 3})
     cfg.update(over)
-    return LbtConfig.from_dict(cfg)
+    return M1Config.from_dict(cfg)
 
 
-def measure(cfg: LbtConfig) -> dict:
+def measure(cfg: M1Config) -> dict:
     calls0, lm0 = CLIENT.calls, CLIENT.seconds
     with tempfile.TemporaryDirectory() as out:
         t, c = time.perf_counter(), time.process_time()

@@ -44,7 +44,7 @@ import openai  # noqa: E402
 import yaml  # noqa: E402
 
 from lbt_dspy.components import build_components  # noqa: E402
-from lbt_dspy.config import LbtConfig  # noqa: E402
+from lbt_dspy.config import M1Config  # noqa: E402
 from lbt_dspy.m1 import run_m1, tp_key  # noqa: E402
 from lbt_dspy.models import OpenAICompatEngine, normalize_sample_cfg  # noqa: E402
 from lbt_dspy.models.engine import _tokenizer  # noqa: E402
@@ -98,7 +98,7 @@ def make_config(args, model: str, api_base: str) -> dict:
     return cfg
 
 
-def prefill_run_dir(cfg: LbtConfig, path: Path) -> None:
+def prefill_run_dir(cfg: M1Config, path: Path) -> None:
     """A run directory whose greedy and teach stages are done (TR-TA pairs written, no LM call)."""
     parts = build_components(cfg)
     store = RunStore(path, cfg.to_dict())
@@ -107,12 +107,12 @@ def prefill_run_dir(cfg: LbtConfig, path: Path) -> None:
         store.append("greedy", {"key": k, "tp": k, "rationale": "", "answer": tp["answer"], "score": 1.0})
         for i in range(cfg.num_rationales):
             rationale = f"Pair {i}: read the numbers, apply the operation, check the result: {tp['answer']}."
-            store.append("teach", {"key": f"{k}/{i}", "tp": k, "sample": i, "rationale": rationale,
+            store.append("teach", {"key": f"{k}/{i}", "tp": k, "pair": i, "rationale": rationale,
                                    "answer": tp["answer"], "score": 1.0})
     store.close()
 
 
-def exam_requests(cfg: LbtConfig, engine: OpenAICompatEngine) -> list[dict]:
+def exam_requests(cfg: M1Config, engine: OpenAICompatEngine) -> list[dict]:
     """The exam stage's requests, in its order (pair by pair), as the engine would send them."""
     parts = build_components(cfg)
     exams = {tp_key(tp, n): parts.exam_maker.make_exam_questions([tp]) for n, tp in enumerate(parts.data.teaching)}
@@ -155,7 +155,7 @@ def plain_pass(client, model: str, requests: list[dict], params: dict, concurren
 
 
 def lbt_pass(cfg_dict: dict, concurrency: int, counter: TokenCounter):
-    cfg = LbtConfig.from_dict({**cfg_dict, "concurrency": concurrency})
+    cfg = M1Config.from_dict({**cfg_dict, "concurrency": concurrency})
     with tempfile.TemporaryDirectory() as tmp:
         prefill_run_dir(cfg, Path(tmp) / "run")
         counter.reset()
@@ -194,7 +194,7 @@ def main() -> None:
         args.api_base = server.api_base
     try:
         cfg_dict = make_config(args, args.model, args.api_base)
-        cfg = LbtConfig.from_dict(cfg_dict)
+        cfg = M1Config.from_dict(cfg_dict)
         engine = OpenAICompatEngine(args.model, api_base=args.api_base, prefill=args.prefill,
                                     tokenizer=args.tokenizer or args.model)
         requests = exam_requests(cfg, engine)

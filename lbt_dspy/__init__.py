@@ -14,7 +14,7 @@ from .model_output import quiet_answer_notices  # noqa: E402
 quiet_answer_notices()  # what a model said (cut off, unparsed) is data in the reports, not a console warning
 
 from .adapter import TemplateAdapter  # noqa: E402
-from .config import LbtConfig  # noqa: E402
+from .config import M1Config  # noqa: E402
 from .errors import LbtError  # noqa: E402
 from .exam import FixedExamMaker, FunctionalExamMaker, MetaInfoExamMaker, resolve_teaching_plans  # noqa: E402
 from .lbt_score import LbTScore, lbt_scores  # noqa: E402
@@ -22,13 +22,17 @@ from .lm import lm  # noqa: E402  (the function shadows its module: lbt_dspy.lm(
 from .m1 import M1, run_m1  # noqa: E402
 from .models import ModelPool  # noqa: E402
 from .scoring import MathScorer, answers_equivalent, extract_math_answer  # noqa: E402
-from .m1.select import Candidate, Pair, m1_max, m1_sum, self_consistency  # noqa: E402
+from .m1.select import Pair, m1_max, m1_sum, self_consistency  # noqa: E402
 from .signatures import SolveProblem  # noqa: E402
 from .student import Student  # noqa: E402
 from .teacher import Teacher  # noqa: E402
 
+from .renamed import renamed  # noqa: E402
+
+__getattr__ = renamed(__name__, {"LbtConfig": ("M1Config", lambda: M1Config), "Candidate": ("Pair", lambda: Pair)})
+
 __version__ = "0.1.0"
-__all__ = ["TemplateAdapter", "LbtConfig", "LbtError", "FixedExamMaker", "FunctionalExamMaker", "MetaInfoExamMaker",
+__all__ = ["TemplateAdapter", "M1Config", "LbtError", "FixedExamMaker", "FunctionalExamMaker", "MetaInfoExamMaker",
            "resolve_teaching_plans", "LbTScore", "lbt_scores", "lm", "Pair", "M1", "run_m1", "ModelPool", "MathScorer", "answers_equivalent",
-           "extract_math_answer", "Candidate", "m1_max", "m1_sum", "self_consistency", "SolveProblem", "Student",
+           "extract_math_answer", "m1_max", "m1_sum", "self_consistency", "SolveProblem", "Student",
            "Teacher"]

@@ -167,7 +167,7 @@ def _exit_without_waiting(code: int) -> None:
 
 
 def _run(args) -> int:
-    from .config import LbtConfig
+    from .config import M1Config
 
     if args.command == "m2":
         from .m2.cli import run_m2
@@ -191,7 +191,7 @@ def _run(args) -> int:
     if args.command == "exam":
         from .exam.run import run_exam
 
-        cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
+        cfg = M1Config.from_yaml(args.cfg_file, args.set)
         out = run_exam(cfg, args.output_path, args.exam_dataset_file, args.teaching_dataset_file,
                        progress=not args.quiet)
         if out["failed"]:
@@ -210,7 +210,7 @@ def _run(args) -> int:
         from .m1.report import console_text, write_report
         from .m1.results import summarize
 
-        cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
+        cfg = M1Config.from_yaml(args.cfg_file, args.set)
         out_dir = Path(args.output_path or Path("runs") / Path(args.cfg_file).stem)
         t0 = time.monotonic()
         calls = run_m1(cfg, out_dir, progress=not args.quiet, log_dir=str(out_dir))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .adapter import TemplateAdapter, exam_prompters
-from .config import LbtConfig
+from .config import M1Config
 from .data import TaskData, datasets
 from .errors import LbtError
 from .exam import ExamMaker, exam_makers
@@ -25,7 +25,7 @@ class Components:
     exam_maker: ExamMaker
 
 
-def build_components(cfg: LbtConfig, data: TaskData | None = None) -> Components:
+def build_components(cfg: M1Config, data: TaskData | None = None) -> Components:
     """Everything but the models (no server is started)."""
     section = vars(cfg)
     data = data or datasets.build(section)
@@ -35,7 +35,7 @@ def build_components(cfg: LbtConfig, data: TaskData | None = None) -> Components
     return Components(data, scorer, adapter, maker)
 
 
-def build_teacher(cfg: LbtConfig, pool: ModelPool, adapter, greedy: bool = False) -> Teacher:
+def build_teacher(cfg: M1Config, pool: ModelPool, adapter, greedy: bool = False) -> Teacher:
     sample = dict(cfg.teacher_sample_cfg)
     if greedy:
         sample.update(cfg.greedy_sample_cfg)
@@ -44,7 +44,7 @@ def build_teacher(cfg: LbtConfig, pool: ModelPool, adapter, greedy: bool = False
                    num_threads=cfg.concurrency)
 
 
-def build_students(cfg: LbtConfig, pool: ModelPool, adapter) -> list[Student]:
+def build_students(cfg: M1Config, pool: ModelPool, adapter) -> list[Student]:
     students, names = [], set()
     for i, entry in enumerate(cfg.student_model_cfgs):
         lm = pool.lm(entry, cfg.general_student_sample_cfg, where=f"student_model_cfgs[{i}]")
@@ -58,7 +58,7 @@ def build_students(cfg: LbtConfig, pool: ModelPool, adapter) -> list[Student]:
     return students
 
 
-def build_m1(cfg: LbtConfig, pool: ModelPool, parts: Components, method: str = "M1 SUM") -> M1:
+def build_m1(cfg: M1Config, pool: ModelPool, parts: Components, method: str = "M1 SUM") -> M1:
     """The `M1` program of a config — the module `lbt m1` runs (``concurrency`` is its ``num_threads``).
     The config's task decides how it selects (`lbt_dspy.tasks`): code is M1 MAX, never voted, ties broken by
     the V-score."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import LbtError
+from .renamed import renamed
 from .registry import did_you_mean
 
 EMBEDDED = {"model_type": "embedded"}
@@ -29,11 +30,11 @@ def help_field(text: str, default=MISSING, default_factory=MISSING):
 
 
 @dataclass
-class LbtConfig:
-    """Everything an `lbt exam` / `lbt m1` run needs. Build with `LbtConfig.from_yaml(path)`.
+class M1Config:
+    """Everything an `lbt exam` / `lbt m1` run needs. Build with `M1Config.from_yaml(path)`.
 
     Example:
-        >>> cfg = LbtConfig.from_dict({"num_pairs": 4})   # the seed's name, num_rationales, is accepted
+        >>> cfg = M1Config.from_dict({"num_pairs": 4})   # the seed's name, num_rationales, is accepted
         >>> cfg.num_pairs, cfg.exam_maker_type
         (4, 'func')
     """
@@ -131,7 +132,7 @@ class LbtConfig:
 
     def _check_sampling(self) -> None:
         """Sampling values (temperature >= 0, max_new_tokens >= 1, ...) are checked at load, not by failing calls."""
-        from .models.lm import normalize_sample_cfg
+        from .models.pool import normalize_sample_cfg
 
         cfgs = [("teacher_sample_cfg", self.teacher_sample_cfg), ("greedy_sample_cfg", self.greedy_sample_cfg),
                 ("general_student_sample_cfg", self.general_student_sample_cfg)]
@@ -147,7 +148,7 @@ class LbtConfig:
         return self.num_pairs
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config") -> "LbtConfig":
+    def from_dict(cls, raw: dict, source: str = "config") -> "M1Config":
         if isinstance(raw, dict) and raw.get("task"):  # the task's loader, scorer and exam maker by default
             from .tasks import tasks
 
@@ -158,7 +159,7 @@ class LbtConfig:
         return dataclass_from_dict(cls, resolve_aliases(raw, source), source, also_known=CONFIG_ALIASES)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, sets: list[str] | dict | None = None) -> "LbtConfig":
+    def from_yaml(cls, path: str | Path, sets: list[str] | dict | None = None) -> "M1Config":
         """The config in YAML file `path`, with ``--set KEY=VALUE`` overrides (dotted keys reach nested ones)."""
         return cls.from_dict(apply_sets(load_yaml(path), sets), str(path))
 
@@ -308,3 +309,6 @@ def redact(obj):
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
+
+
+__getattr__ = renamed(__name__, {"LbtConfig": ("M1Config", lambda: M1Config)})  # the earlier name

@@ -6,8 +6,8 @@ reference cannot drift from the code. `make docs` rewrites the page; `tests/test
 committed page differs from `render()`.
 
 Example:
-    >>> from lbt_dspy.config import LbtConfig
-    >>> table(LbtConfig).splitlines()[0]
+    >>> from lbt_dspy.config import M1Config
+    >>> table(M1Config).splitlines()[0]
     '| key | type | default | help |'
 """
 
@@ -25,14 +25,14 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "config-reference.m
 
 def _sections() -> list[tuple[str, type, str, bool]]:
     """(heading, class, what it is, only the class's own fields) for every config class, in page order."""
-    from .config import LbtConfig
+    from .config import M1Config
     from .m2.pairs import PairConfig
     from .m2.train_config import M2ModelConfig, M2TrainConfig
-    from .m3.config import LbTConfig, M3Config
+    from .m3.config import LbTOptimizerConfig, M3Config
     from .sandbox.limits import SandboxLimits
 
     return [
-        ("`lbt exam`, `lbt m1`, `lbt m2 eval`: `LbtConfig`", LbtConfig,
+        ("`lbt exam`, `lbt m1`, `lbt m2 eval`: `M1Config`", M1Config,
          "The keys of an `lbt exam` / `lbt m1` config (`lbt_dspy/config.py`); `lbt m2 eval` reads the same file "
          "(dataset, prompt format, scorer, teacher). The seed's `num_rationales` is accepted for `num_pairs`.",
          False),
@@ -49,11 +49,11 @@ def _sections() -> list[tuple[str, type, str, bool]]:
         ("`lbt m2 train`: `M2ModelConfig` (LbT's keys)", M2ModelConfig,
          "The same file's `trl.ModelConfig` keys (`model_name_or_path`, `dtype`, `use_peft`, `lora_*`...), as TRL "
          "documents them, with these defaults changed or added.", True),
-        ("`LbTOptimizer` and `lbt m3`: `LbTConfig`", LbTConfig,
+        ("`LbTOptimizer` and `lbt m3`: `LbTOptimizerConfig`", LbTOptimizerConfig,
          "The hyperparameters of `LbTOptimizer` (keyword arguments, or `config=`) and of an `lbt m3` config "
          "(`lbt_dspy/m3/config.py`).", False),
-        ("`lbt m3`: `M3Config` (besides the `LbTConfig` keys)", M3Config,
-         "An `lbt m3` config: every `LbTConfig` key above, plus these.", True),
+        ("`lbt m3`: `M3Config` (besides the `LbTOptimizerConfig` keys)", M3Config,
+         "An `lbt m3` config: every `LbTOptimizerConfig` key above, plus these.", True),
     ]
 
 

@@ -38,7 +38,7 @@ _FINISH: contextvars.ContextVar[tuple[Any, list[str | None]] | None] = contextva
 
 
 def note_finish_reasons(entry: dict) -> None:
-    """Remember the finish reasons of an LM call from its history entry (see `lbt_dspy.models.lm.LbtLM`).
+    """Remember the finish reasons of an LM call from its history entry (see `lbt_dspy.models.pool.LbtLM`).
     The outputs list is the very object the adapter receives, so a reader never takes another call's."""
     response = entry.get("response")
     responses = response if isinstance(response, (list, tuple)) else [response]

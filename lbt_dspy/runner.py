@@ -249,8 +249,8 @@ def gather(futures: list[Future]) -> list:
 # --- recording -------------------------------------------------------------------------------------
 # The record files' keys: the fields, in order, that name one generation.
 KEY_FIELDS = {"greedy": ("tp",), "teach": ("tp", "pair"), "exam": ("tp", "pair", "student", "slot")}
-# Field names in the files where they differ: runs on disk (and their readers) call a pair ``sample``.
-FILE_NAMES = {"pair": "sample"}
+# Records name a pair ``pair``; runs made before the rename call it ``sample``, which readers still read
+# (`lbt_dspy.m1.results.pair_index`).
 
 
 class Recorder:
@@ -287,7 +287,7 @@ class Recorder:
         if rec is not None:
             return rec
         try:
-            rec = {"key": key, **{FILE_NAMES.get(n, n): fields[n] for n in names}, **make()}
+            rec = {"key": key, **{n: fields[n] for n in names}, **make()}
             if self.annotate:
                 rec.update(self.annotate(stage, rec))
         except Exception as exc:  # a failed call is not a result: counted, never recorded

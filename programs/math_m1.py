@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from lbt_dspy.components import build_components, build_m1
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.models import ModelPool
 
 
@@ -20,7 +20,7 @@ from lbt_dspy.models import ModelPool
 def math_m1(config_path: str, method: str = "M1 SUM"):
     """Yield ``(m1, data)``: the M1 program of a config (``concurrency`` is its ``num_threads``) and its
     dataset; servers the config starts stop on exit."""
-    cfg = LbtConfig.from_yaml(config_path)
+    cfg = M1Config.from_yaml(config_path)
     parts = build_components(cfg)
     with ModelPool(cache=cfg.cache, num_retries=cfg.num_retries) as pool:
         yield build_m1(cfg, pool, parts, method=method), parts.data

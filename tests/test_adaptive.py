@@ -11,7 +11,7 @@ from conftest import fake_config
 from fake_openai import FakeOpenAI
 
 import fake_openai
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.errors import LbtError
 from lbt_dspy.m1 import run_m1
 from lbt_dspy.m1.adaptive import AdaptiveExam, exam_scheduler, pick, replay
@@ -123,15 +123,15 @@ def test_bad_scheduler_settings_are_refused(bad):
     with pytest.raises((ValueError, TypeError)):
         exam_scheduler(bad, num_slots=9)
     with pytest.raises(LbtError, match="exam_budget_cfg"):
-        LbtConfig.from_dict({"exam_budget": "adaptive", "exam_budget_cfg": bad})
+        M1Config.from_dict({"exam_budget": "adaptive", "exam_budget_cfg": bad})
 
 
 def test_config_fields():
     with pytest.raises(LbtError, match="exam_budget"):
-        LbtConfig.from_dict({"exam_budget": "half"})
+        M1Config.from_dict({"exam_budget": "half"})
     # a full-budget config is saved as before the fields existed, so older run directories still resume
-    assert "exam_budget" not in LbtConfig.from_dict({}).to_dict()
-    saved = LbtConfig.from_dict({"exam_budget": "adaptive", "exam_budget_cfg": {"confidence": 0.9}}).to_dict()
+    assert "exam_budget" not in M1Config.from_dict({}).to_dict()
+    saved = M1Config.from_dict({"exam_budget": "adaptive", "exam_budget_cfg": {"confidence": 0.9}}).to_dict()
     assert saved["exam_budget"] == "adaptive" and saved["exam_budget_cfg"] == {"confidence": 0.9}
 
 
@@ -159,7 +159,7 @@ def varied_teacher(monkeypatch):
 
 
 def _cfg(api_base, **over):
-    return LbtConfig.from_dict(fake_config(
+    return M1Config.from_dict(fake_config(
         api_base, num_rationales=6, concurrency=1,
         dataset_cfg={"num_families": 5, "num_variants": 3, "seed": 2},
         exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 2}, **over))

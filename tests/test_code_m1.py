@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import fake_config
 
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.data import datasets
 from lbt_dspy.errors import LbtError
 from lbt_dspy.exam import exam_makers
@@ -177,7 +177,7 @@ def code_config(api_base: str, **over) -> dict:
 
 
 def test_m1_code_run_scores_v_and_s_and_reports_the_code_table(fake_server, tmp_path):
-    cfg = LbtConfig.from_dict(code_config(fake_server.api_base))
+    cfg = M1Config.from_dict(code_config(fake_server.api_base))
     calls = run_m1(cfg, tmp_path / "run", progress=False)
     # 4 TPs: 4 greedy + 4x3 pairs + 4x3 pairs x 1 student x 2 exam problems
     assert (calls["greedy"], calls["teach"], calls["exam"], calls["failed"]) == (4, 12, 24, 0)

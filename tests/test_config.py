@@ -4,25 +4,25 @@ Python, from YAML or with --set fails alike, with one line naming the key."""
 import pytest
 import yaml
 
-from lbt_dspy.config import LbtConfig, apply_sets, dataclass_from_dict, parse_sets
+from lbt_dspy.config import M1Config, apply_sets, dataclass_from_dict, parse_sets
 from lbt_dspy.errors import LbtError
 from lbt_dspy.m2.pairs import PairConfig
-from lbt_dspy.m3.config import LbTConfig, M3Config
+from lbt_dspy.m3.config import LbTOptimizerConfig, M3Config
 
 BAD = [
-    (LbtConfig, {"num_pairs": 0}, "num_pairs"),
-    (LbtConfig, {"concurrency": 0}, "concurrency"),
-    (LbtConfig, {"student_model_cfgs": []}, "student_model_cfgs"),
-    (LbtConfig, {"exam_budget": "some"}, "exam_budget"),
-    (LbtConfig, {"num_retries": -1}, "num_retries"),
-    (LbtConfig, {"exam_budget_cfg": {"confidence": 2.0}}, "exam_budget_cfg"),
+    (M1Config, {"num_pairs": 0}, "num_pairs"),
+    (M1Config, {"concurrency": 0}, "concurrency"),
+    (M1Config, {"student_model_cfgs": []}, "student_model_cfgs"),
+    (M1Config, {"exam_budget": "some"}, "exam_budget"),
+    (M1Config, {"num_retries": -1}, "num_retries"),
+    (M1Config, {"exam_budget_cfg": {"confidence": 2.0}}, "exam_budget_cfg"),
     (PairConfig, {"selection": "best"}, "selection"),
     (PairConfig, {"threshold": -0.1}, "threshold"),
     (PairConfig, {"lbt_weight": -1}, "lbt_weight"),
     (PairConfig, {"max_pairs_per_problem": -1}, "max_pairs_per_problem"),
     (PairConfig, {"student": ""}, "student"),
-    (LbTConfig, {"rounds": -1}, "rounds"),
-    (LbTConfig, {"scorer": "oracle"}, "scorer"),
+    (LbTOptimizerConfig, {"rounds": -1}, "rounds"),
+    (LbTOptimizerConfig, {"scorer": "oracle"}, "scorer"),
     (M3Config, {"num_examples": 0}, "num_examples"),
 ]
 
@@ -44,10 +44,10 @@ def test_from_a_mapping_the_same_check_names_the_file(cls, bad, key):
 
 def test_the_seed_name_num_rationales():
     with pytest.raises(LbtError, match="num_pairs / num_rationales must be >= 1"):
-        LbtConfig.from_dict({"num_rationales": 0})
+        M1Config.from_dict({"num_rationales": 0})
     with pytest.raises(TypeError):  # in Python the field is num_pairs; the seed's name is for YAML
-        LbtConfig(num_rationales=0)
-    assert LbtConfig(num_pairs=3).num_pairs == 3
+        M1Config(num_rationales=0)
+    assert M1Config(num_pairs=3).num_pairs == 3
 
 
 def test_m2_train_configs_built_in_python_raise():
@@ -66,7 +66,7 @@ def test_m2_train_configs_built_in_python_raise():
 def test_fields_carry_help():
     import dataclasses
 
-    for cls in (LbtConfig, PairConfig, LbTConfig, M3Config):
+    for cls in (M1Config, PairConfig, LbTOptimizerConfig, M3Config):
         missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
         assert not missing, (cls.__name__, missing)
 
@@ -88,7 +88,7 @@ def test_set_overrides_nested_keys():
 def test_set_reaches_lbt_config_from_yaml(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"dataset_type": "arith", "dataset_cfg": {"num_families": 8}}))
-    cfg = LbtConfig.from_yaml(p, ["dataset_cfg.num_families=2", "num_rationales=3"])
+    cfg = M1Config.from_yaml(p, ["dataset_cfg.num_families=2", "num_rationales=3"])
     assert cfg.dataset_cfg == {"num_families": 2} and cfg.num_pairs == 3
     with pytest.raises(LbtError, match=r"c.yaml: key concurrency must be >= 1"):
-        LbtConfig.from_yaml(p, ["concurrency=0"])
+        M1Config.from_yaml(p, ["concurrency=0"])

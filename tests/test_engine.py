@@ -15,7 +15,7 @@ from lbt_dspy.cli import main
 from lbt_dspy.errors import LbtEnvironmentError, LbtError
 from lbt_dspy.model_output import predict_or_unparsed
 from lbt_dspy.models import ModelPool, VLLMServer, checkpoint_path
-from lbt_dspy.models.lm import normalize_sample_cfg
+from lbt_dspy.models.pool import normalize_sample_cfg
 from lbt_dspy.models.server import LocalServer, start_failure
 from lbt_dspy.models.vllm_server import hit_rate, parse_prefix_cache
 

@@ -9,7 +9,7 @@ from conftest import fake_config
 from fake_openai import FakeOpenAI
 
 from lbt_dspy.cli import main
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.m1 import run_m1
 
 SECRET = "sk-test-PLANTED-SECRET-9876"
@@ -32,7 +32,7 @@ def test_each_fault_is_retried_and_the_run_completes(tmp_path, fault):
         cfg = fake_config(srv.api_base, num_retries=3, concurrency=1,
                           dataset_cfg={"num_families": 1, "num_variants": 2, "seed": 1})
         cfg["teacher_model_cfg"]["model_cfg"] = model_cfg
-        calls = run_m1(LbtConfig.from_dict(cfg), tmp_path / "run", progress=False)
+        calls = run_m1(M1Config.from_dict(cfg), tmp_path / "run", progress=False)
         assert calls["failed"] == 0
         # 1 greedy + 2 pairs + 4 exams, plus the two faulted attempts
         assert len(srv.requests) == 7 + 2
@@ -43,7 +43,7 @@ def test_retry_after_is_honoured(tmp_path):
     with FakeOpenAI(faults=[429], retry_after="2") as srv:
         cfg = fake_config(srv.api_base, num_retries=2, concurrency=1,
                           dataset_cfg={"num_families": 1, "num_variants": 2, "seed": 1})
-        run_m1(LbtConfig.from_dict(cfg), tmp_path / "run", progress=False)
+        run_m1(M1Config.from_dict(cfg), tmp_path / "run", progress=False)
         first, second = srv.requests[0]["time"], srv.requests[1]["time"]
     assert second - first >= 1.9  # waited as the server asked, not the default 1 s backoff
 

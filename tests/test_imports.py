@@ -175,7 +175,7 @@ def test_reading_a_run_does_not_import_the_run(reader):
 
 
 def test_the_m1_package_init_runs_only_the_pure_selection_rules():
-    # `LbtConfig` checks exam_budget_cfg with lbt_dspy.m1.adaptive; that import runs lbt_dspy/m1/__init__.py.
+    # `M1Config` checks exam_budget_cfg with lbt_dspy.m1.adaptive; that import runs lbt_dspy/m1/__init__.py.
     assert _closure(_graph(), "lbt_dspy.m1") == {"lbt_dspy.m1.select"}
 
 

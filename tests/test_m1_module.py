@@ -15,7 +15,7 @@ import lbt_dspy
 from lbt_dspy import FunctionalExamMaker, LbTScore, M1, MathScorer, Student, Teacher, TemplateAdapter
 from lbt_dspy.cli import main
 from lbt_dspy.components import build_components, build_m1, build_teacher
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.data import make_families
 from lbt_dspy.errors import LbtError
 from lbt_dspy.m1 import run_m1, tp_key
@@ -51,7 +51,7 @@ def varied(monkeypatch):
 def _module_run(raw: dict):
     """The M1 module of a config on every problem, no run directory: greedy first, as `lbt m1` does
     (the scripted server varies answers by the order prompts arrive; one call at a time keeps it)."""
-    cfg = LbtConfig.from_dict(raw)
+    cfg = M1Config.from_dict(raw)
     parts = build_components(cfg)
     with ModelPool(cache=False, num_retries=0) as pool:
         m1 = build_m1(cfg, pool, parts)
@@ -69,7 +69,7 @@ def _math(api_base):
 
 def test_module_and_lbt_m1_give_the_same_scores_and_picks_math(tmp_path, varied):
     with FakeOpenAI() as srv:
-        run_m1(LbtConfig.from_dict(_math(srv.api_base)), tmp_path / "run", progress=False)
+        run_m1(M1Config.from_dict(_math(srv.api_base)), tmp_path / "run", progress=False)
     summary = summarize(tmp_path / "run")
     with FakeOpenAI() as srv:
         m1, preds = _module_run(_math(srv.api_base))
@@ -90,7 +90,7 @@ def test_module_and_lbt_m1_give_the_same_scores_and_picks_code(tmp_path):
 
     with FakeOpenAI() as srv:
         raw = code_config(srv.api_base, concurrency=1, num_pairs=3, dataset_cfg={"limit": 4})
-        run_m1(LbtConfig.from_dict(raw), tmp_path / "run", progress=False)
+        run_m1(M1Config.from_dict(raw), tmp_path / "run", progress=False)
     code = summarize(tmp_path / "run")["code"]
     with FakeOpenAI() as srv:
         m1, preds = _module_run(code_config(srv.api_base, concurrency=1, num_pairs=3, dataset_cfg={"limit": 4}))
@@ -238,7 +238,7 @@ def test_huge_num_pairs_is_refused_before_any_work(tmp_path, capsys):
 
 
 def test_seed_key_num_rationales_is_num_pairs_and_old_runs_resume(fake_server, tmp_path):
-    cfg = LbtConfig.from_dict(fake_config(fake_server.api_base, num_rationales=2))
+    cfg = M1Config.from_dict(fake_config(fake_server.api_base, num_rationales=2))
     assert cfg.num_pairs == 2 == cfg.num_rationales
     run_m1(cfg, tmp_path / "run", progress=False)
     # an old run directory: its config.yaml says num_rationales; it still resumes (and asks nothing more)
@@ -246,11 +246,11 @@ def test_seed_key_num_rationales_is_num_pairs_and_old_runs_resume(fake_server, t
     saved["num_rationales"] = saved.pop("num_pairs")
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
     n = len(fake_server.requests)
-    assert run_m1(LbtConfig.from_dict(fake_config(fake_server.api_base, num_pairs=2)), tmp_path / "run",
+    assert run_m1(M1Config.from_dict(fake_config(fake_server.api_base, num_pairs=2)), tmp_path / "run",
                   progress=False)["exam"] == 0
     assert len(fake_server.requests) == n
     with pytest.raises(LbtError, match="same setting"):
-        LbtConfig.from_dict({"num_pairs": 2, "num_rationales": 2})
+        M1Config.from_dict({"num_pairs": 2, "num_rationales": 2})
 
 
 def test_a_dead_backend_stops_the_run_promptly_and_records_nothing(tmp_path):
@@ -259,7 +259,7 @@ def test_a_dead_backend_stops_the_run_promptly_and_records_nothing(tmp_path):
     from lbt_dspy.errors import BackendDown
 
     with FakeOpenAI(faults=[500] * 1000) as srv:
-        cfg = LbtConfig.from_dict(fake_config(srv.api_base, num_pairs=6, concurrency=2,
+        cfg = M1Config.from_dict(fake_config(srv.api_base, num_pairs=6, concurrency=2,
                                               dataset_cfg={"num_families": 4, "num_variants": 2, "seed": 1}))
         with pytest.raises(BackendDown):
             run_m1(cfg, tmp_path / "run", progress=False)

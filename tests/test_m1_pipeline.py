@@ -14,7 +14,7 @@ from conftest import fake_config
 from fake_openai import FakeOpenAI
 
 from lbt_dspy import FunctionalExamMaker, LbTScore, M1, MathScorer, Student, Teacher, TemplateAdapter
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.data import make_families
 from lbt_dspy.m1 import run_m1
 from lbt_dspy.models import ModelPool
@@ -29,7 +29,7 @@ def _key(monkeypatch):
 
 
 def test_run_m1_records_every_generation_once(fake_server, tmp_path):
-    cfg = LbtConfig.from_dict(fake_config(fake_server.api_base))
+    cfg = M1Config.from_dict(fake_config(fake_server.api_base))
     calls = run_m1(cfg, tmp_path / "run", progress=False)
     # 3 TPs: 3 greedy + 3x2 pairs + 3x2 pairs x 1 student x 2 exam problems
     timing = calls.pop("seconds")
@@ -48,7 +48,7 @@ def test_run_m1_records_every_generation_once(fake_server, tmp_path):
 
 
 def test_exam_scores_are_the_students_accuracy(fake_server, tmp_path):
-    cfg = LbtConfig.from_dict(fake_config(fake_server.api_base))
+    cfg = M1Config.from_dict(fake_config(fake_server.api_base))
     run_m1(cfg, tmp_path / "run", progress=False)
     exam = [json.loads(line) for line in open(tmp_path / "run" / "exam.jsonl")]
     teach, bank = make_families(3, 2, seed=1)

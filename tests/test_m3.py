@@ -602,9 +602,9 @@ def test_fields_from_programs_and_trainsets():
 def test_config_declares_the_hyperparameters_once():
     from dataclasses import fields as dc_fields
 
-    from lbt_dspy.m3 import LbTConfig
+    from lbt_dspy.m3 import LbTOptimizerConfig
 
-    lbt = {f.name for f in dc_fields(LbTConfig)}
+    lbt = {f.name for f in dc_fields(LbTOptimizerConfig)}
     assert lbt <= {f.name for f in dc_fields(M3Config)}  # inherited, not repeated
     cfg = M3Config.from_dict({"rounds": 2, "beam_size": 3, "score_metric": "f1"})
     opt = LbTOptimizer(config=cfg, seed=5)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.m1.protocols import (PAPER_TABLE2, PAPER_TABLE_A6, fig4_sizes, method_scores, paper_name,
                                    problem_levels, protocols, published_rows, table_a6)
 from lbt_dspy.m1.report import write_report
@@ -36,7 +36,7 @@ def make_run(path: Path, kinds: list[str], cfg_over: dict | None = None, tps: li
     pair whose score is the pair's LbT score."""
     raw = {"dataset_type": "arith", "dataset_cfg": {"num_families": len(kinds)}, "num_rationales": 8,
            "student_model_cfgs": [{"model_type": "embedded"}], **(cfg_over or {})}
-    cfg = LbtConfig.from_dict(raw)
+    cfg = M1Config.from_dict(raw)
     store = RunStore(path, cfg.to_dict())
     tps = tps or [f"p{j:02d}" for j in range(len(kinds))]
     for j, (tp, kind) in enumerate(zip(tps, kinds)):
@@ -122,7 +122,7 @@ def test_levels_and_published_rows_for_math181(tmp_path):
     run = make_run(tmp_path / "run", ["A", "B", "C", "A", "B", "C"], tps=ids,
                    cfg_over={"dataset_type": "math181", "dataset_cfg": {"limit": 6}, "teacher_model_cfg": llama,
                              "student_model_cfgs": [llama]})
-    cfg = LbtConfig.from_dict(RunStore(run).read_config())
+    cfg = M1Config.from_dict(RunStore(run).read_config())
     levels = problem_levels(cfg)
     assert levels == {r["unique_id"]: r["level"] for r in rows}
     pub = published_rows(cfg)
@@ -136,17 +136,17 @@ def test_levels_and_published_rows_for_math181(tmp_path):
 
 def test_no_published_row(tmp_path):
     other = {"model_type": "openai", "model_cfg": {"model": "Llama-3.1-8B-Instruct"}}
-    cfg = LbtConfig.from_dict({"dataset_type": "math181", "teacher_model_cfg": other, "student_model_cfgs": [other]})
+    cfg = M1Config.from_dict({"dataset_type": "math181", "teacher_model_cfg": other, "student_model_cfgs": [other]})
     pub = published_rows(cfg)
     assert pub["table2"] is None and "not one of the paper's models" in pub["why"]
     gpt = {"model_type": "openai", "model_cfg": {"model": "gpt-4o"}}
     mini = {"model_type": "openai", "model_cfg": {"model": "gpt-4o-mini"}}
-    assert published_rows(LbtConfig.from_dict({"dataset_type": "math181", "teacher_model_cfg": gpt,
+    assert published_rows(M1Config.from_dict({"dataset_type": "math181", "teacher_model_cfg": gpt,
                                                "student_model_cfgs": [mini]}))["table2"]["M1 SUM"] == 96.69
-    pub = published_rows(LbtConfig.from_dict({"dataset_type": "math181", "teacher_model_cfg": mini,
+    pub = published_rows(M1Config.from_dict({"dataset_type": "math181", "teacher_model_cfg": mini,
                                               "student_model_cfgs": [gpt]}))
     assert pub["table2"] is None and "no row for teacher GPT-4o mini" in pub["why"]
-    assert published_rows(LbtConfig.from_dict({"dataset_type": "arith"}))["applies"] is False
+    assert published_rows(M1Config.from_dict({"dataset_type": "arith"}))["applies"] is False
     assert paper_name("mistralai/Mistral-7B-Instruct-v0.3") == "Mistral-7B" and paper_name("gpt-3.5-turbo") == "GPT-3.5"
     assert paper_name("Meta-Llama-3-70B-Instruct") == "LLaMA3-70B" and paper_name("Llama-3.2-1B") is None
     assert set(PAPER_TABLE2) == set(PAPER_TABLE_A6) and len(PAPER_TABLE2) == 11

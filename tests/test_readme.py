@@ -25,7 +25,7 @@ def _run_block(block: str, source: str, monkeypatch) -> tuple[dict, set, int]:
     the server (the real completions prefill, rendered with the embedded model's tokenizer). Returns the block's
     globals, the request paths and the number of requests."""
     from lbt_dspy.models.embedded import checkpoint_path
-    from lbt_dspy.models.lm import ModelEntry, model_types
+    from lbt_dspy.models.pool import ModelEntry, model_types
 
     with FakeOpenAI() as srv:
         def scripted_embedded(pool, sample_kwargs, name="smollm2-135m"):

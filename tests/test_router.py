@@ -13,7 +13,7 @@ import pytest
 from conftest import fake_config
 from fake_openai import FakeOpenAI
 
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.errors import LbtError
 from lbt_dspy.m1 import run_m1
 from lbt_dspy.models import ModelPool, OpenAICompatEngine
@@ -75,7 +75,7 @@ def test_a_killed_replica_loses_no_request_of_an_m1_run(tmp_path):
             kill(b)
         t = threading.Thread(target=killer)
         t.start()
-        calls = run_m1(LbtConfig.from_dict(cfg), tmp_path / "run", progress=False)
+        calls = run_m1(M1Config.from_dict(cfg), tmp_path / "run", progress=False)
         t.join()
     assert calls["failed"] == 0 and (calls["greedy"], calls["teach"], calls["exam"]) == (3, 6, 12)
     assert len(a.requests) + len(b.requests) >= 21 and len(b.requests) < 21
@@ -214,7 +214,7 @@ def test_two_embedded_servers_one_killed_mid_run(tmp_path):
                 time.sleep(0.05)
         t = threading.Thread(target=killer, daemon=True)
         t.start()
-        calls = run_m1(LbtConfig.from_dict(cfg), tmp_path / "run", progress=False)
+        calls = run_m1(M1Config.from_dict(cfg), tmp_path / "run", progress=False)
         t.join(timeout=5)
         assert killed.is_set() and s2.proc.poll() is not None
     assert calls["failed"] == 0, calls["error"]

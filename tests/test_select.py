@@ -1,11 +1,11 @@
 """M1 selection on hand-computed score tables."""
 
 from lbt_dspy.scoring.math import answers_equivalent
-from lbt_dspy.m1.select import Candidate, group_answers, m1_max, m1_sum, self_consistency
+from lbt_dspy.m1.select import Pair, group_answers, m1_max, m1_sum, self_consistency
 
 
 def cands(*rows):
-    return [Candidate(a, s, i) for i, (a, s) in enumerate(rows)]
+    return [Pair(a, s, i) for i, (a, s) in enumerate(rows)]
 
 
 def test_max_and_sum_differ():

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import fake_config
 
-from lbt_dspy.config import LbtConfig
+from lbt_dspy.config import M1Config
 from lbt_dspy.errors import LbtError
 from lbt_dspy.tasks import CodeTask, MathTask, task_for, tasks
 
@@ -15,20 +15,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_task_inferred_from_the_scorer_and_named_by_the_config():
-    assert isinstance(task_for(LbtConfig()), MathTask)
-    assert isinstance(task_for(LbtConfig(exam_scorer_type="code", dataset_type="humaneval")), CodeTask)
+    assert isinstance(task_for(M1Config()), MathTask)
+    assert isinstance(task_for(M1Config(exam_scorer_type="code", dataset_type="humaneval")), CodeTask)
     assert task_for({"task": "classification"}).command == "m3"
     for name in ("humaneval_embedded", "humaneval", "demo", "math181_paper"):
-        cfg = LbtConfig.from_yaml(ROOT / "configs" / f"{name}.yaml")
+        cfg = M1Config.from_yaml(ROOT / "configs" / f"{name}.yaml")
         assert task_for(cfg).name == ("code" if "humaneval" in name else "math"), name
 
 
 def test_a_named_task_fills_its_loader_scorer_and_exam_maker():
-    cfg = LbtConfig.from_dict({"task": "code"})
+    cfg = M1Config.from_dict({"task": "code"})
     assert (cfg.dataset_type, cfg.exam_scorer_type, cfg.exam_maker_type) == ("humaneval", "code", "similar")
     assert cfg.to_dict()["task"] == "code"
-    assert "task" not in LbtConfig().to_dict()  # runs saved before the key still resume
-    kept = LbtConfig.from_dict({"task": "code", "dataset_type": "leetcode", "dataset_cfg": {"path": "x"}})
+    assert "task" not in M1Config().to_dict()  # runs saved before the key still resume
+    kept = M1Config.from_dict({"task": "code", "dataset_type": "leetcode", "dataset_cfg": {"path": "x"}})
     assert kept.dataset_type == "leetcode"  # what the config says wins
 
 
@@ -39,7 +39,7 @@ def test_a_named_task_fills_its_loader_scorer_and_exam_maker():
 ])
 def test_bad_tasks_are_one_line(raw, needle):
     with pytest.raises(LbtError) as info:
-        LbtConfig.from_dict(raw, "c.yaml")
+        M1Config.from_dict(raw, "c.yaml")
     assert needle in str(info.value) and str(info.value).startswith("c.yaml: ")
 
 
@@ -55,13 +55,13 @@ def test_m1_module_of_a_code_config_is_never_voted(fake_server, monkeypatch):
     from lbt_dspy.components import build_components, build_m1
     from lbt_dspy.models import ModelPool
 
-    cfg = LbtConfig.from_dict(fake_config(fake_server.api_base, task="code", dataset_type="humaneval",
+    cfg = M1Config.from_dict(fake_config(fake_server.api_base, task="code", dataset_type="humaneval",
                                           dataset_cfg={"limit": 2}, exam_maker_type="similar",
                                           exam_maker_cfg={"num_exam_questions": 1, "num_repetitions": 1}))
     with ModelPool(cache=False, num_retries=0) as pool:
         m1 = build_m1(cfg, pool, build_components(cfg))
         assert (m1.method, m1.vote, m1.tie_break) == ("M1 MAX", False, "v_score")
-        math_cfg = LbtConfig.from_dict(fake_config(fake_server.api_base))
+        math_cfg = M1Config.from_dict(fake_config(fake_server.api_base))
         assert build_m1(math_cfg, pool, build_components(math_cfg)).vote is True
 
 

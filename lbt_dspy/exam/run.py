@@ -25,7 +25,7 @@ from statistics import mean
 import dspy
 
 from ..components import build_components, build_students
-from ..config import LbtConfig
+from ..config import M1Config
 from ..data import TaskData, read_jsonl
 from ..data.jsonl import normalize_fields
 from ..model_output import OutputCounts
@@ -74,7 +74,7 @@ def _check_bank(bank: list[dict], scorer_type: str, path) -> None:
                            f"against {what}")
 
 
-def run_exam(cfg: LbtConfig, output_path: str | Path, exam_dataset_file: str | Path,
+def run_exam(cfg: M1Config, output_path: str | Path, exam_dataset_file: str | Path,
              teaching_dataset_file: str | Path | None = None, progress: bool = True) -> dict:
     """Every plan's exam for every student: records in ``exam.jsonl``; the seed's output dataset at the end."""
     if cfg.debug:
@@ -141,7 +141,7 @@ def _remove_new_run(path: Path) -> None:
         pass
 
 
-def _num_return(cfg: LbtConfig, i: int) -> int:
+def _num_return(cfg: M1Config, i: int) -> int:
     """The seed's `num_return_sequences`: the entry's own sample_cfg overrides the general one."""
     entry = cfg.student_model_cfgs[i]
     merged = {**(cfg.general_student_sample_cfg or {}), **((entry.get("sample_cfg") if isinstance(entry, dict)

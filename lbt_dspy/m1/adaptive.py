@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .select import METHODS, Candidate
+from .select import METHODS, Pair
 
 RACED_METHODS = ("M1 MAX", "M1 SUM")
 
@@ -266,6 +266,6 @@ def pick(method: str, groups: Sequence[int | None], results: Sequence[Sequence[f
     cands = []
     for i, g in enumerate(groups):
         vals = [v for v in results[i] if v is not None]
-        cands.append(Candidate("" if g is None else f"g{g}", sum(vals) / len(vals) if vals else 0.0, i))
+        cands.append(Pair("" if g is None else f"g{g}", sum(vals) / len(vals) if vals else 0.0, i))
     best = METHODS[method](cands, lambda a, b: a == b)
     return None if best is None else groups[best.index]

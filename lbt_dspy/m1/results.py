@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from ..config import LbtConfig
+from ..config import M1Config
 from ..errors import LbtError
 from ..scoring import exam_scorers
 from ..lbt_score import lbt_scores
@@ -42,11 +42,11 @@ RECORD_FIELDS = {"greedy": ("tp", "answer", "score"), "teach": ("tp", ("pair", "
                  "exam": ("tp", ("pair", "sample"), "student", "score")}
 
 
-def load_run(run_dir: str | Path, answers: dict | None = None) -> tuple[LbtConfig, dict]:
+def load_run(run_dir: str | Path, answers: dict | None = None) -> tuple[M1Config, dict]:
     """The run's config and, per teaching problem, its greedy record, pairs and their exam scores.
     `answers`, when given, is filled with `answer_counts` of the records."""
     store = RunStore(run_dir, required=RECORD_FIELDS)
-    cfg = LbtConfig.from_dict(store.read_config(), str(Path(run_dir) / "config.yaml"))
+    cfg = M1Config.from_dict(store.read_config(), str(Path(run_dir) / "config.yaml"))
     greedy, teach, exam = store.load("greedy"), store.load("teach"), store.load("exam")
     if answers is not None:
         answers.update(answer_counts(greedy, teach, exam))
@@ -198,7 +198,7 @@ def code_summary(problems: dict, views: list[str]) -> dict | None:
     return {"methods": methods, "table": table, "problems": per}
 
 
-def pairs_curve(problems: dict, views: list[str], eq, cfg: LbtConfig) -> dict:
+def pairs_curve(problems: dict, views: list[str], eq, cfg: M1Config) -> dict:
     """Accuracy vs number of TR-TA pairs: mean over random subsets of the pairs of each problem."""
     n_max = max((len(p["pairs"]) for p in problems.values()), default=0)
     sizes = cfg.subsample_sizes or sorted({min(2 ** k, n_max) for k in range(0, n_max.bit_length() + 1)} | {n_max})

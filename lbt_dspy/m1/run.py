@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..components import build_components, build_m1, build_teacher
-from ..config import LbtConfig
+from ..config import M1Config
 from ..errors import LbtError, backend_down
 from ..models import ModelPool
 from ..models.vllm_server import hit_rate
@@ -33,7 +33,7 @@ log = logging.getLogger("lbt_dspy")
 MAX_PAIRS = 65536
 
 
-def run_m1(cfg: LbtConfig, output_path: str | Path, progress: bool = True, log_dir: str | None = None,
+def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_dir: str | None = None,
            pool: ModelPool | None = None) -> dict:
     """Run (or resume) M1 into `output_path`; returns the counts of LM calls made and failed, the seconds they
     took once the servers were up (``seconds``) and the engine's prefix-cache hit rate (``prefix_cache``).

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ..renamed import renamed
+
 Equiv = Callable[[str, str], bool]
 
 
@@ -45,7 +47,7 @@ class Pair:
         return getattr(self, key, default)
 
 
-Candidate = Pair  # the earlier name
+__getattr__ = renamed(__name__, {"Candidate": ("Pair", lambda: Pair)})  # the earlier name
 
 
 def _score(p) -> float:

@@ -140,11 +140,11 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from ..config import LbtConfig
+    from ..config import M1Config
     from ..counting import calls_line
     from .evaluate import console_text, run_eval
 
-    cfg = LbtConfig.from_yaml(args.cfg_file, args.set)
+    cfg = M1Config.from_yaml(args.cfg_file, args.set)
     models = []
     for item in args.model:
         name, sep, p = item.partition("=")

@@ -8,7 +8,7 @@ teacher's reflections and rewrites; beam search keeps the best sets.
 
 from .adapters import ClassifierAdapter, TeacherAdapter, TurnsAdapter
 from .classify import Classifier, with_demos
-from .config import LbTConfig
+from .config import LbTOptimizerConfig
 from .fields import TaskFields
 from .metrics import accuracy, binary_f1, exact_match, macro_f1, token_f1
 from .optimizer import Candidate, LbTOptimizer
@@ -17,5 +17,9 @@ from .signatures import Classify, GenerateExamples, ReflectOnFailures, RewriteEx
 from .tasks import BinaryTask, load_task
 
 __all__ = ["ClassifierAdapter", "TeacherAdapter", "TurnsAdapter", "Classifier", "with_demos", "accuracy", "binary_f1", "Candidate",
-           "LbTConfig", "TaskFields", "exact_match", "macro_f1", "token_f1", "WithAdapter", "LbTOptimizer", "Classify", "GenerateExamples", "ReflectOnFailures", "RewriteExamples", "make_classifier",
+           "LbTOptimizerConfig", "TaskFields", "exact_match", "macro_f1", "token_f1", "WithAdapter", "LbTOptimizer", "Classify", "GenerateExamples", "ReflectOnFailures", "RewriteExamples", "make_classifier",
            "BinaryTask", "load_task"]
+
+from ..renamed import renamed  # noqa: E402
+
+__getattr__ = renamed(__name__, {"LbTConfig": ("LbTOptimizerConfig", lambda: LbTOptimizerConfig)})  # the earlier name

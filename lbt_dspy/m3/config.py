@@ -1,4 +1,4 @@
-"""M3 configuration: `LbTConfig` (the optimizer's hyperparameters, declared once) and `M3Config` (an `lbt m3` run:
+"""M3 configuration: `LbTOptimizerConfig` (the optimizer's hyperparameters, declared once) and `M3Config` (an `lbt m3` run:
 those plus models, task and baselines), dataclasses whose fields carry their help text, checked in
 ``__post_init__``, loaded from YAML.
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import EMBEDDED, dataclass_from_dict, load_yaml
 from ..config import help_field as _help
 from ..registry import did_you_mean
+from ..renamed import renamed
 
 BASELINES = ("zero_shot", "random", "self")
 
@@ -25,7 +26,7 @@ def _choice(key: str, val, allowed) -> None:
 
 
 @dataclass
-class LbTConfig:
+class LbTOptimizerConfig:
     """The hyperparameters of `LbTOptimizer`, declared once: the optimizer takes them as keyword arguments
     (or ``config=``), `M3Config` inherits them for YAML. Checked in ``__post_init__``.
 
@@ -34,9 +35,9 @@ class LbTConfig:
     teacher on ``eval_budget / #candidates`` training examples.
 
     Example:
-        >>> LbTConfig(rounds=2).beam_size
+        >>> LbTOptimizerConfig(rounds=2).beam_size
         4
-        >>> LbTConfig(scorer="oracle")
+        >>> LbTOptimizerConfig(scorer="oracle")
         Traceback (most recent call last):
         ...
         ValueError: scorer must be one of teacher, students, got 'oracle'
@@ -90,13 +91,13 @@ class LbTConfig:
             raise ValueError(f"labels must be a non-empty list (or null), got {self.labels!r}")
 
     def optimizer_kwargs(self) -> dict:
-        """This config's `LbTConfig` fields (a subclass's own fields left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(LbTConfig)}
+        """This config's `LbTOptimizerConfig` fields (a subclass's own fields left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(LbTOptimizerConfig)}
 
 
 @dataclass
-class M3Config(LbTConfig):
-    """Everything an `lbt m3` run needs: the optimizer's hyperparameters (inherited from `LbTConfig`) plus
+class M3Config(LbTOptimizerConfig):
+    """Everything an `lbt m3` run needs: the optimizer's hyperparameters (inherited from `LbTOptimizerConfig`) plus
     models, task, baselines and execution. Build with `M3Config.from_yaml(path)`.
 
     Example:
@@ -169,3 +170,6 @@ class M3Config(LbTConfig):
 
     def to_dict(self) -> dict:
         return copy.deepcopy(asdict(self))
+
+
+__getattr__ = renamed(__name__, {"LbTConfig": ("LbTOptimizerConfig", lambda: LbTOptimizerConfig)})  # the earlier name

@@ -31,7 +31,7 @@ from ..counting import CallCounter
 from ..model_output import predict_or_unparsed
 from ..runner import map_calls
 from .classify import Classifier, traced_call, with_demos
-from .config import LbTConfig
+from .config import LbTOptimizerConfig
 from .fields import TEXT_LABEL, TaskFields
 from .formats import NO, YES, parse_examples, parse_reasons, render_examples, render_failures
 from .metrics import accuracy, binary_f1, exact_match, macro_f1
@@ -123,7 +123,7 @@ class LbTOptimizer(Teleprompter):
     In every round the students take exams (a training minibatch) with each example set of the beam; the
     examples they fail (``metric`` below 1) go to the teacher, who reflects on why the examples led to them
     and rewrites the examples; sets are scored on a training sample and the best ``beam_size`` survive.
-    The hyperparameters are `LbTConfig`'s fields (K = ``num_examples``, ``rounds``, ``beam_size``...;
+    The hyperparameters are `LbTOptimizerConfig`'s fields (K = ``num_examples``, ``rounds``, ``beam_size``...;
     the paper's defaults), given as keyword arguments or as ``config=``.
 
     Args:
@@ -133,7 +133,7 @@ class LbTOptimizer(Teleprompter):
             `lbt_dspy.m3.metrics.token_f1` scores free text by token F1.
         students: Who takes the exams: LMs (the program runs on them) or programs (they run with the demos on
             their own LMs). None: the classifying teacher is its own only student (APO-style self-reflection).
-        config: An `LbTConfig` (or `M3Config`); keyword arguments override its fields.
+        config: An `LbTOptimizerConfig` (or `M3Config`); keyword arguments override its fields.
         teacher_classifier: The LM that classifies for the teacher (scoring; default: the teacher LM). Give a
             separate greedy LM when the teacher writes with temperature > 0, as the paper does.
         classifier_adapter: The adapter programs run under while being tuned. None: the one in effect at
@@ -145,7 +145,7 @@ class LbTOptimizer(Teleprompter):
         history: Round records of an interrupted run; compile continues after the last one.
         on_round: Called with each new round record as soon as the round is done.
         progress: Show tqdm bars.
-        **hyperparameters: `LbTConfig` fields.
+        **hyperparameters: `LbTOptimizerConfig` fields.
 
     Example:
         >>> import dspy
@@ -159,7 +159,7 @@ class LbTOptimizer(Teleprompter):
     """
 
     def __init__(self, metric: Callable | None = None, students: list | None = None, *,
-                 config: LbTConfig | None = None, teacher_classifier=None,
+                 config: LbTOptimizerConfig | None = None, teacher_classifier=None,
                  classifier_adapter: dspy.Adapter | None = None, teacher_adapter: dspy.Adapter | None = None,
                  num_threads: int = 16, history: list[dict] | None = None,
                  on_round: Callable[[dict], Any] | None = None, progress: bool = False, **hyperparameters):
@@ -167,11 +167,11 @@ class LbTOptimizer(Teleprompter):
         if metric is not None and not callable(metric):
             raise TypeError(f"metric must be callable (metric(example, pred, trace=None)), got {type(metric).__name__}"
                             "; pass the students as students=[...]")
-        known = {f.name for f in fields(LbTConfig)}
+        known = {f.name for f in fields(LbTOptimizerConfig)}
         unknown = [k for k in hyperparameters if k not in known]
         if unknown:
             raise TypeError(f"LbTOptimizer got unexpected arguments: {', '.join(unknown)}")
-        base = LbTConfig(**(config.optimizer_kwargs() if config is not None else {}))
+        base = LbTOptimizerConfig(**(config.optimizer_kwargs() if config is not None else {}))
         self.config = replace(base, **hyperparameters)  # __post_init__ checks every value
         for name in known:  # read as attributes, like every DSPy optimizer's settings
             setattr(self, name, getattr(self.config, name))
@@ -196,7 +196,7 @@ class LbTOptimizer(Teleprompter):
         Args:
             student: Any DSPy program; its (first predictor's) input fields and the output field the trainset
                 labels are what the examples hold. Its instructions are the question the teacher sees
-                (unless DSPy's boilerplate; see `LbTConfig.question`).
+                (unless DSPy's boilerplate; see `LbTOptimizerConfig.question`).
             trainset: Examples with the program's inputs and the output: exam minibatches, scoring samples
                 and (``init_method="train"``) the first set.
             teacher: The teacher LM, or a program whose LM it is (writes, reflects, rewrites; classifies when

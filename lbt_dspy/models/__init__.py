@@ -2,7 +2,7 @@
 
 from .embedded import TransformersServer, checkpoint_path
 from .engine import OpenAICompatEngine
-from .lm import LbtLM, ModelPool, model_types, normalize_sample_cfg
+from .pool import LbtLM, ModelPool, model_types, normalize_sample_cfg
 from .vllm_server import VLLMServer
 from . import huggingface as _huggingface  # noqa: E402,F401,I001  (registers model_type huggingface)
 

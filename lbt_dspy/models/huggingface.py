@@ -19,7 +19,7 @@ import hashlib
 from pathlib import Path
 
 from ..errors import LbtError
-from .lm import SERVERS, ModelEntry, _local_entry, local_endpoints, model_types
+from .pool import SERVERS, ModelEntry, _local_entry, local_endpoints, model_types
 
 
 def merged_checkpoint(path: str, pt_path: str) -> Path:

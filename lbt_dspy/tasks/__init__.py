@@ -27,7 +27,7 @@ _BY_SCORER = {"code": "code"}
 
 
 def task_for(section) -> Task:
-    """The task of a config (an `LbtConfig`, an `M3Config` or its mapping): its ``task`` key, else
+    """The task of a config (an `M1Config`, an `M3Config` or its mapping): its ``task`` key, else
     inferred from ``exam_scorer_type`` (code -> code, anything else -> math)."""
     get = section.get if isinstance(section, dict) else (lambda k, d=None: getattr(section, k, d))
     name = get("task") or _BY_SCORER.get(get("exam_scorer_type") or "math", "math")

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from lbt_dspy.components import build_components
-from lbt_dspy.config import LbtConfig
-from lbt_dspy.m1.run import tp_key
+from lbt_dspy.config import M1Config
+from lbt_dspy.m1.results import pair_index, tp_key
 from lbt_dspy.store import RunStore
 
 
@@ -26,7 +26,7 @@ def snapshot(src: str, dst: str) -> tuple[int, int]:
         raise SystemExit(f"{dst}: exists; give a new directory")
     store = RunStore(src)
     raw = store.read_config()
-    cfg = LbtConfig.from_dict(raw, f"{src}/config.yaml")
+    cfg = M1Config.from_dict(raw, f"{src}/config.yaml")
     parts = build_components(cfg)
     greedy, teach, exam = store.load("greedy"), store.load("teach"), store.load("exam")
     students = len(cfg.student_model_cfgs)
@@ -35,7 +35,8 @@ def snapshot(src: str, dst: str) -> tuple[int, int]:
     slots = {k: len(parts.exam_maker.make_exam_questions([tp])) for k, tp in zip(keys, parts.data.teaching)}
     per_pair: dict[str, int] = {}
     for rec in exam.values():
-        per_pair[f"{rec['tp']}/{rec['sample']}"] = per_pair.get(f"{rec['tp']}/{rec['sample']}", 0) + 1
+        key = f"{rec['tp']}/{pair_index(rec)}"
+        per_pair[key] = per_pair.get(key, 0) + 1
     done = [k for k in keys if k in greedy and all(f"{k}/{i}" in teach and per_pair.get(f"{k}/{i}", 0) == slots[k] * students
                                                    for i in range(num_pairs))]
     out = RunStore(dst, raw)
