@@ -327,9 +327,10 @@ def table(rows, cfg: BenchM3Config) -> str:
     return "\n".join(out) + "\n"
 
 
-def comparisons(rows, cfg: BenchM3Config) -> list[dict]:
-    """Per task: each LbT row minus every other finished method, paired over the same test items (accuracy and
-    F1; `lbt_dspy.stats.paired_metric_difference`)."""
+def comparisons(rows, cfg: BenchM3Config) -> list:
+    """Per task: each LbT row minus every other finished method, paired over the same test items: accuracy then
+    F1 (`lbt_dspy.stats.paired_metric_difference`), as `lbt_dspy.results.PairedComparison`s grouped by task."""
+    from lbt_dspy.results import PairedComparison
     from lbt_dspy.stats import paired_metric_difference
 
     out, labels = [], {}
@@ -343,23 +344,18 @@ def comparisons(rows, cfg: BenchM3Config) -> list[dict]:
                     labels[task] = (fields, [e[fields.output] for e in test])
                 fields, ys = labels[task]
                 pa, pb = ([p if p is not None else "(failed)" for p in r["preds"]] for r in (a, b))
-                acc = paired_metric_difference(lambda y, p: scores(y, p, fields)[0], ys, pa, pb)
-                f1 = paired_metric_difference(lambda y, p: scores(y, p, fields)[1], ys, pa, pb)
-                out.append({"task": task, "a": a["method"], "b": b["method"], "accuracy": acc, "f1": f1})
+                for metric, i in (("accuracy", 0), ("F1", 1)):
+                    d = paired_metric_difference(lambda y, p, i=i: scores(y, p, fields)[i], ys, pa, pb)
+                    out.append(PairedComparison.of(a["method"], b["method"], d, metric=metric, group=task))
     return out
 
 
-def comparison_table(comps: list[dict]) -> str:
-    out = ["| task | comparison | accuracy difference (points) [95% paired CI] | F1 difference (points) [95% paired CI] "
-           "| wins / losses / ties (items) | reading |", "|---|---|---|---|---|---|"]
-    for c in comps:
-        acc, f1 = c["accuracy"], c["f1"]
-        resolved = [k for k, d in (("accuracy", acc), ("F1", f1)) if d.excludes_zero()]
-        reading = (f"resolved ({', '.join(resolved)}): the interval excludes 0" if resolved
-                   else "not resolved: both intervals contain 0")
-        out.append(f"| {c['task']} | {c['a']} − {c['b']} | {acc.text()} | {f1.text()} | {acc.wins} / {acc.losses} / "
-                   f"{acc.ties} | {reading} |")
-    return "\n".join(out) + "\n"
+def comparison_table(comps: list) -> str:
+    """The paired comparisons: one row per task and pair of methods, accuracy and F1 differences."""
+    from lbt_dspy.tables import comparison_table as render
+
+    return render(comps, "comparison", group="task", wins="wins / losses / ties (items)", paired=False,
+                  differences=[("accuracy", "accuracy difference (points)"), ("F1", "F1 difference (points)")])
 
 
 def plot(rows, path: Path) -> None:

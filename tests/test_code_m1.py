@@ -17,6 +17,7 @@ from lbt_dspy.exam.similar import SimilarExamMaker, tokenize
 from lbt_dspy.m1 import run_m1
 from lbt_dspy.m1.report import accuracy_table, code_table, write_report
 from lbt_dspy.m1.results import code_summary, summarize
+from lbt_dspy.results import PairExam
 from lbt_dspy.scoring.code import CodeScorer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def test_tokenize_splits_identifiers():
 def _problem(pairs, greedy_s=0.5, student="stu"):
     """pairs: (V-score, S-score, exam scores of `student`)."""
     return {"greedy": {"answer": "g", "score": 1.0, "s_score": greedy_s},
-            "pairs": {i: {"answer": f"a{i}", "score": v, "s_score": s, "exam": {student: list(ex)}}
+            "pairs": {i: PairExam("p", i, f"a{i}", v, s_score=s, exam={student: tuple(ex)})
                       for i, (v, s, ex) in enumerate(pairs)}}
 
 
@@ -161,7 +162,7 @@ def test_code_summary_baselines_and_m1_max():
 
 
 def test_math_runs_have_no_code_section():
-    problems = {"p": {"greedy": None, "pairs": {0: {"answer": "1", "score": 1.0, "exam": {"s": [1]}}}}}
+    problems = {"p": {"greedy": None, "pairs": {0: PairExam("p", 0, "1", 1.0, exam={"s": (1,)})}}}
     assert code_summary(problems, ["s"]) is None
 
 

@@ -13,6 +13,7 @@ from lbt_dspy.m1.protocols import (PAPER_TABLE2, PAPER_TABLE_A6, fig4_sizes, met
                                    problem_levels, protocols, published_rows, table_a6)
 from lbt_dspy.m1.report import write_report
 from lbt_dspy.m1.results import load_run, memo_equivalent, summarize
+from lbt_dspy.results import Fig4Point, TableA6
 from lbt_dspy.scoring import exam_scorers
 from lbt_dspy.store import RunStore
 
@@ -74,21 +75,23 @@ def test_table_a6_subsampling_on_known_answers(tmp_path):
     cfg, problems, eq = _eq(run)
     a6 = table_a6(problems, "stu", eq, k=4, subsets=300, seed=1)
     n = len(kinds)
-    assert (a6["k"], a6["subsets"], a6["n"], a6["pairs"]) == (4, 300, n, 8)
-    assert a6["SC(all)"] == pytest.approx(3 / n)  # only the B problems
+    assert (a6.k, a6.subsets, a6.n, a6.pairs) == (4, 300, n, 8)
+    assert a6.sc_all == pytest.approx(3 / n)  # only the B problems
     # expected accuracies with 4 of 8 pairs: A problems contribute 65/70 (M1) and 5/70 (SC)
-    assert a6["M1 SUM(k)"]["mean"] == pytest.approx((6 * 65 / 70 + 3) / n, abs=0.02)
-    assert a6["M1 MAX(k)"]["mean"] == pytest.approx((6 * 65 / 70 + 3) / n, abs=0.02)
-    assert a6["SC(k)"]["mean"] == pytest.approx((6 * 5 / 70 + 3) / n, abs=0.02)
+    assert a6.at_k["M1 SUM"].mean == pytest.approx((6 * 65 / 70 + 3) / n, abs=0.02)
+    assert a6.at_k["M1 MAX"].mean == pytest.approx((6 * 65 / 70 + 3) / n, abs=0.02)
+    assert a6.at_k["SC"].mean == pytest.approx((6 * 5 / 70 + 3) / n, abs=0.02)
     # the spread over subsets is that of 6 independent Bernoulli(65/70) problems
     sd = (6 * (65 / 70) * (5 / 70)) ** 0.5 / n
-    assert a6["M1 SUM(k)"]["std"] == pytest.approx(sd, rel=0.25)
-    assert a6["Improv. M1 SUM"] == pytest.approx(a6["M1 SUM(k)"]["mean"] - 3 / n)
-    d = a6["diff M1 SUM"]
-    assert d["low"] > 0 and d["wins"] == 6 and d["losses"] == 0
+    assert a6.at_k["M1 SUM"].std == pytest.approx(sd, rel=0.25)
+    assert a6.improvement("M1 SUM") == pytest.approx(a6.at_k["M1 SUM"].mean - 3 / n)
+    d = a6.comparison("M1 SUM")
+    assert (d.a, d.b) == ("M1 SUM", "SC") and d.difference.low > 0 and d.wins == 6 and d.losses == 0
     # seeded: the same table again; another seed, other subsets
     assert table_a6(problems, "stu", eq, k=4, subsets=300, seed=1) == a6
-    assert table_a6(problems, "stu", eq, k=4, subsets=300, seed=2)["M1 SUM(k)"] != a6["M1 SUM(k)"]
+    assert table_a6(problems, "stu", eq, k=4, subsets=300, seed=2).at_k["M1 SUM"] != a6.at_k["M1 SUM"]
+    # summary.json's layout reads back to the same table
+    assert TableA6.from_dict(json.loads(json.dumps(a6.to_dict()))) == a6
 
 
 def test_a6_is_emitted_only_with_more_pairs_than_k(tmp_path):
@@ -106,12 +109,20 @@ def test_fig4_all_pairs_point_equals_the_table_and_sizes(tmp_path):
     assert fig4_sizes(8, [2, 3, 99]) == [2, 3]
     run = make_run(tmp_path / "run", ["A", "A", "B", "C"])
     ev = protocols(run)
-    last = ev["fig4"][-1]
-    assert last["pairs"] == 8 and last["n"] == 4
-    assert last["SC"]["estimate"] == pytest.approx(1 / 4) and last["M1 SUM"]["estimate"] == pytest.approx(3 / 4)
-    assert last["rel M1 SUM"]["estimate"] == pytest.approx(2.0)  # 75% / 25% - 1
-    one = ev["fig4"][0]  # 1 pair: M1 = SC = the drawn pair's correctness
-    assert one["pairs"] == 1 and one["rel M1 SUM"]["estimate"] == pytest.approx(0.0)
+    last = Fig4Point.from_dict(ev["fig4"][-1])
+    assert last.pairs == 8 and last.n == 4
+    assert last.accuracy["SC"].estimate == pytest.approx(1 / 4)
+    assert last.accuracy["M1 SUM"].estimate == pytest.approx(3 / 4)
+    assert last.relative["M1 SUM"].estimate == pytest.approx(2.0)  # 75% / 25% - 1
+    one = Fig4Point.from_dict(ev["fig4"][0])  # 1 pair: M1 = SC = the drawn pair's correctness
+    assert one.pairs == 1 and one.relative["M1 SUM"].estimate == pytest.approx(0.0)
+    # summary.json's curve is the same computation: Fig. 4's estimates, and at all pairs the accuracy table's
+    summary = summarize(run)
+    assert summary["curve"]["sizes"] == [p["pairs"] for p in ev["fig4"]]
+    for m in ("SC", "M1 MAX", "M1 SUM"):
+        assert summary["curve"][m] == [Fig4Point.from_dict(p).accuracy[m].estimate for p in ev["fig4"]]
+        cells = summary["table"][m]
+        assert summary["curve"][m][-1] == pytest.approx(cells.get("stu", cells.get("all"))["accuracy"])
 
 
 def test_levels_and_published_rows_for_math181(tmp_path):

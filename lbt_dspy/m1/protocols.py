@@ -2,10 +2,11 @@
 
 - `method_scores`: every method's per-problem score (the numbers behind the accuracy table), so each
   accuracy gets a bootstrap interval over problems and each comparison a paired one (`lbt_dspy.stats`).
-- `table_a6`: Table A6 — M1 with only k TR-TA pairs (the paper: 24) against SC with all of them, mean ±
-  std over B random subsets of k pairs per problem (the paper: 10).
-- `fig4_vs_pairs`, `fig4_by_level`: Fig. 4 — relative improvement of M1 over SC as a function of the
-  number of pairs and of the difficulty level (math181 has levels 1-5), with 95% bootstrap bands.
+- `table_a6`: Table A6 (`results.TableA6`) — M1 with only k TR-TA pairs (the paper: 24) against SC with all
+  of them, mean ± std over B random subsets of k pairs per problem (the paper: 10).
+- `accuracy_vs_pairs` (from `m1.results`, which summary.json's curve uses too), `fig4_by_level`: Fig. 4
+  (`results.Fig4Point`) — relative improvement of M1 over SC as a function of the number of pairs and of
+  the difficulty level (math181 has levels 1-5), with 95% bootstrap bands.
 - `published_rows`: the paper's Table 2 / Table A6 rows for the run's teacher and student names.
 
 Picks are made by the same selectors as the run's table (`select.METHODS`, `results.candidates_for`).
@@ -26,17 +27,18 @@ from statistics import mean
 import numpy as np
 
 from .. import stats
-from .results import COMBINED, candidates_for, load_run, memo_equivalent, tp_key
+from ..results import Fig4Point, PairedComparison, SubsetAccuracy, TableA6
+from .results import (COMBINED, VOTED, accuracy_vs_pairs, candidates_for, fig4_sizes, load_run, memo_equivalent,
+                      num_pairs, students_and_views, subsample, tp_key)
 from .select import METHODS
 
-VOTED = ("SC", "M1 MAX", "M1 SUM")
 A6_PAIRS = 24
 A6_SUBSETS = 10
 
 
 def _pick_score(method: str, cands, pairs: dict, eq) -> float:
     pick = METHODS[method](cands, eq)
-    return pairs[pick.index]["score"] if pick else 0.0
+    return pairs[pick.index].score if pick else 0.0
 
 
 def main_view(views: list[str]) -> str | None:
@@ -59,7 +61,7 @@ def method_scores(problems: dict, views: list[str], eq) -> dict[str, dict[str, d
                 continue
             if prob.get("greedy"):
                 per["Greedy"][tp] = prob["greedy"]["score"]
-            per["AVG"][tp] = mean(p["score"] for p in pairs.values())
+            per["AVG"][tp] = mean(p.score for p in pairs.values())
             cands = candidates_for(prob, view)
             for m in VOTED:
                 per[m][tp] = _pick_score(m, cands, pairs, eq)
@@ -67,87 +69,28 @@ def method_scores(problems: dict, views: list[str], eq) -> dict[str, dict[str, d
     return out
 
 
-def subsample(problems: dict, view: str, eq, size: int, repeats: int, rng: random.Random) -> dict[str, np.ndarray]:
-    """SC / M1 MAX / M1 SUM scores with `size` random pairs per problem: {method: array (repeats, problems)}.
-
-    Each repeat draws, for every problem independently, `size` of its pairs without replacement (all of
-    them when it has fewer). Problems are taken in sorted order, so a seeded `rng` reproduces the table.
-    """
-    tps = sorted(tp for tp, p in problems.items() if p["pairs"])
-    out = {m: np.zeros((repeats, len(tps))) for m in VOTED}
-    for r in range(repeats):
-        for j, tp in enumerate(tps):
-            prob = problems[tp]
-            cands = candidates_for(prob, view)
-            # kept in pair order: ties break as in the full table, so all pairs reproduce it exactly
-            sub = sorted(rng.sample(cands, min(size, len(cands))), key=lambda c: c.index)
-            for m in VOTED:
-                out[m][r, j] = _pick_score(m, sub, prob["pairs"], eq)
-    return out
-
-
-def num_pairs(problems: dict) -> int:
-    """The largest number of TR-TA pairs of a problem in the run."""
-    return max((len(p["pairs"]) for p in problems.values()), default=0)
-
-
 def table_a6(problems: dict, view: str, eq, k: int = A6_PAIRS, subsets: int = A6_SUBSETS, seed: int = 0,
-             resamples: int = stats.RESAMPLES) -> dict:
+             resamples: int = stats.RESAMPLES) -> TableA6:
     """Table A6: M1 MAX / M1 SUM (and SC) with `k` pairs per problem vs SC with all pairs.
 
     Returns accuracies as mean and std (sample std, ddof=1) over `subsets` random subsets, the paper's
-    "Improv." (mean M1 SUM(k) - SC(all)), and beyond the paper the paired bootstrap interval over problems
-    of M1(k) - SC(all), with each problem's M1(k) score averaged over the subsets.
+    "Improv." (`TableA6.improvement`: mean M1 SUM(k) - SC(all)), and beyond the paper the paired bootstrap
+    interval over problems of M1(k) - SC(all), with each problem's M1(k) score averaged over the subsets.
     """
     tps = sorted(tp for tp, p in problems.items() if p["pairs"])
     full = method_scores({tp: problems[tp] for tp in tps}, [view], eq)[view]
     sc_all = np.array([full["SC"][tp] for tp in tps])
     sub = subsample(problems, view, eq, k, subsets, random.Random(seed))
-    out = {"k": k, "subsets": subsets, "n": len(tps), "pairs": num_pairs(problems), "view": view,
-           "Greedy": float(np.mean(list(full["Greedy"].values()))) if full["Greedy"] else None,
-           "SC(all)": float(sc_all.mean()) if tps else None}
+    at_k = {}
     for m in VOTED:
         accs = sub[m].mean(axis=1)
-        out[f"{m}(k)"] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if subsets > 1 else 0.0}
-    for m in ("M1 MAX", "M1 SUM"):
-        out[f"Improv. {m}"] = out[f"{m}(k)"]["mean"] - out["SC(all)"]
-        d = stats.paired_difference(sub[m].mean(axis=0), sc_all, resamples=resamples, seed=seed)
-        out[f"diff {m}"] = {**d.to_dict(), "text": d.text(), "wins": d.wins, "losses": d.losses}
-    return out
-
-
-def fig4_sizes(n_max: int, sizes: list | None = None) -> list[int]:
-    """Numbers of pairs for Fig. 4: the given ones, else 16, 32, ... up to all (the paper's 16 ... 256),
-    or 1, 2, 4, ... all for runs with fewer than 32 pairs."""
-    if sizes:
-        return sorted({int(s) for s in sizes if 1 <= int(s) <= n_max})
-    start = 16 if n_max >= 32 else 1
-    out, s = [], start
-    while s < n_max:
-        out.append(s)
-        s *= 2
-    return out + [n_max] if n_max else []
-
-
-def fig4_vs_pairs(problems: dict, view: str, eq, sizes: list[int], repeats: int = 20, seed: int = 0,
-                  resamples: int = stats.RESAMPLES) -> list[dict]:
-    """Fig. 4 (left): per number of pairs, the accuracy of SC / M1 MAX / M1 SUM (each problem's score
-    averaged over `repeats` random subsets; all pairs: one) with 95% bootstrap intervals over problems,
-    and the relative improvement of M1 over SC at the same number of pairs with its paired interval."""
-    rng = random.Random(seed)
-    n_max = num_pairs(problems)
-    rows = []
-    for size in sizes:
-        sub = subsample(problems, view, eq, size, repeats if size < n_max else 1, rng)
-        per = {m: sub[m].mean(axis=0) for m in VOTED}
-        row = {"pairs": size, "n": int(per["SC"].size)}
-        for m in VOTED:
-            row[m] = stats.bootstrap_mean(per[m], resamples=resamples, seed=seed).to_dict()
-        for m in ("M1 MAX", "M1 SUM"):
-            row[f"rel {m}"] = stats.relative_improvement(per[m], per["SC"], resamples=resamples, seed=seed).to_dict()
-            row[f"diff {m}"] = stats.paired_difference(per[m], per["SC"], resamples=resamples, seed=seed).to_dict()
-        rows.append(row)
-    return rows
+        at_k[m] = SubsetAccuracy(float(accs.mean()), float(accs.std(ddof=1)) if subsets > 1 else 0.0)
+    comps = tuple(PairedComparison.of(m, "SC", stats.paired_difference(sub[m].mean(axis=0), sc_all,
+                                                                       resamples=resamples, seed=seed))
+                  for m in ("M1 MAX", "M1 SUM"))
+    return TableA6(k, subsets, len(tps), num_pairs(problems), view,
+                   float(np.mean(list(full["Greedy"].values()))) if full["Greedy"] else None,
+                   float(sc_all.mean()) if tps else None, at_k, comps)
 
 
 def problem_levels(cfg) -> dict[str, int] | None:
@@ -170,7 +113,7 @@ def problem_levels(cfg) -> dict[str, int] | None:
 
 
 def fig4_by_level(scores: dict[str, dict[str, float]], levels: dict[str, int], seed: int = 0,
-                  resamples: int = stats.RESAMPLES) -> list[dict]:
+                  resamples: int = stats.RESAMPLES) -> list[Fig4Point]:
     """Fig. 4 (right): per difficulty level, SC and M1 accuracy (all pairs) and the relative improvement
     of M1 over SC with its paired 95% interval. `scores` is one view of `method_scores`."""
     rows = []
@@ -178,13 +121,12 @@ def fig4_by_level(scores: dict[str, dict[str, float]], levels: dict[str, int], s
         tps = [tp for tp in sorted(scores["SC"]) if levels.get(tp) == lv]
         if not tps:
             continue
-        sc = [scores["SC"][tp] for tp in tps]
-        row = {"level": lv, "n": len(tps), "SC": stats.bootstrap_mean(sc, resamples=resamples, seed=seed).to_dict()}
-        for m in ("M1 MAX", "M1 SUM"):
-            vals = [scores[m][tp] for tp in tps]
-            row[m] = stats.bootstrap_mean(vals, resamples=resamples, seed=seed).to_dict()
-            row[f"rel {m}"] = stats.relative_improvement(vals, sc, resamples=resamples, seed=seed).to_dict()
-        rows.append(row)
+        per = {m: [scores[m][tp] for tp in tps] for m in VOTED}
+        rows.append(Fig4Point(
+            n=len(tps), level=lv,
+            accuracy={m: stats.bootstrap_mean(per[m], resamples=resamples, seed=seed) for m in VOTED},
+            relative={m: stats.relative_improvement(per[m], per["SC"], resamples=resamples, seed=seed)
+                      for m in ("M1 MAX", "M1 SUM")}))
     return rows
 
 
@@ -285,13 +227,13 @@ def published_rows(cfg) -> dict:
 
 def protocols(run_dir: str | Path, *, a6_pairs: int | None = None, a6_subsets: int | None = None,
               resamples: int | None = None) -> dict:
-    """Everything the report's evidence sections show, from the run directory (reads only)."""
+    """Everything the report's evidence sections show, from the run directory (reads only), JSON-ready:
+    ``a6`` is a `TableA6`, ``fig4`` and ``levels`` are `Fig4Point`s, each as its ``to_dict()``."""
     cfg, problems = load_run(run_dir)
     from ..scoring import exam_scorers
 
     eq = memo_equivalent(exam_scorers.build(vars(cfg)).equivalent)
-    students = sorted({s for p in problems.values() for pair in p["pairs"].values() for s in pair["exam"]})
-    views = students + ([COMBINED] if len(students) > 1 else [])
+    students, views = students_and_views(problems)
     view = main_view(views) or COMBINED
     seed = cfg.seed
     resamples = resamples or getattr(cfg, "bootstrap_resamples", stats.RESAMPLES)
@@ -301,12 +243,12 @@ def protocols(run_dir: str | Path, *, a6_pairs: int | None = None, a6_subsets: i
     n_max = num_pairs(problems)
     out = {"view": view, "views": views, "seed": seed, "resamples": resamples, "pairs": n_max,
            "scores": scores, "a6": None, "a6_k": k, "a6_subsets": subsets,
-           "fig4": fig4_vs_pairs(problems, view, eq, fig4_sizes(n_max, cfg.subsample_sizes), cfg.subsample_repeats,
-                                 seed, resamples),
+           "fig4": [p.to_dict() for p in accuracy_vs_pairs(problems, view, eq, fig4_sizes(n_max, cfg.subsample_sizes),
+                                                            cfg.subsample_repeats, seed, resamples)],
            "levels": None, "published": published_rows(cfg)}
     if n_max > k:
-        out["a6"] = table_a6(problems, view, eq, k, subsets, seed, resamples)
+        out["a6"] = table_a6(problems, view, eq, k, subsets, seed, resamples).to_dict()
     levels = problem_levels(cfg)
     if levels:
-        out["levels"] = fig4_by_level(scores[view], levels, seed, resamples)
+        out["levels"] = [p.to_dict() for p in fig4_by_level(scores[view], levels, seed, resamples)]
     return out

@@ -3,7 +3,9 @@ protocols (Table A6, Fig. 4, published rows), the LbT-score histogram.
 
 Every accuracy is a mean over problems; its interval is the seeded percentile bootstrap over problems, and
 every comparison of two methods is the paired bootstrap of their difference with wins / losses / ties
-(`lbt_dspy.stats`). The same records and config give the same report.
+(`lbt_dspy.stats`). The same records and config give the same report. The tables are rendered from the typed
+results (`lbt_dspy.results`), read back from the summary's dicts with their ``from_dict`` (so a summary.json
+written by an older version renders the same tables).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from statistics import mean
 from .. import stats
 from ..plotting import bars_with_intervals, figure, line_with_band, pyplot, save
 from ..model_output import answers_section, output_table
+from ..results import Fig4Point, MethodAccuracy, PairedComparison, TableA6
 from ..store import RunStore
-from .results import V1, summarize
+from ..tables import Column, markdown_table
+from ..tables import comparison_table as render_comparisons
+from .results import V1, VOTED, summarize
 
 METHOD_ORDER = ["Greedy", "SC", "M1 MAX", "M1 SUM", "AVG"]
 # (a, b) of "a - b": the comparisons a user of M1 makes (the paper's Improv. is M1 SUM - SC).
@@ -35,11 +40,12 @@ def _iv(d: dict | None) -> stats.Interval | None:
     return None if d is None else stats.Interval.from_dict(d)
 
 
+def _text(iv: stats.Interval | None) -> str:
+    return "-" if iv is None or iv.n == 0 or math.isnan(iv.estimate) else iv.text()
+
+
 def _iv_text(d: dict | None) -> str:
-    iv = _iv(d)
-    if iv is None or iv.n == 0 or math.isnan(iv.estimate):
-        return "-"
-    return iv.text()
+    return _text(_iv(d))
 
 
 # --- evidence: intervals and comparisons from the per-problem scores ---------------------------------
@@ -56,14 +62,9 @@ def evidence(run_dir: str | Path, summary: dict, *, a6_pairs: int | None = None,
                               for m in METHOD_ORDER if per.get(m)}
                        for view, per in ev["scores"].items()}
     per = ev["scores"][ev["view"]]
-    comps = []
-    for a, b in COMPARISONS:
-        if not per.get(a) or not per.get(b):
-            continue
-        d = stats.paired_difference(per[a], per[b], resamples=resamples, seed=seed)
-        comps.append({"a": a, "b": b, **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties,
-                      "text": d.text(), "excludes_zero": d.excludes_zero()})
-    ev["comparisons"] = comps
+    ev["comparisons"] = [PairedComparison.of(a, b, stats.paired_difference(per[a], per[b], resamples=resamples,
+                                                                           seed=seed)).to_dict()
+                         for a, b in COMPARISONS if per.get(a) and per.get(b)]
     return ev
 
 
@@ -86,10 +87,8 @@ def code_evidence(summary: dict, cfg: dict) -> dict:
         if a not in per or b not in per:
             continue
         d = stats.paired_difference(per[a], per[b], resamples=resamples, seed=seed)
-        if d.n == 0:
-            continue
-        comps.append({"a": a, "b": b, **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties,
-                      "text": d.text(scale=1, digits=3, unit=""), "excludes_zero": d.excludes_zero()})
+        if d.n:
+            comps.append(PairedComparison.of(a, b, d, scale=1, digits=3, unit="").to_dict())
     return {"seed": seed, "resamples": resamples, "scores": per, "intervals": intervals, "comparisons": comps}
 
 
@@ -123,53 +122,46 @@ def console_text(summary: dict) -> str:
 
 def method_table(summary: dict, methods: list[str]) -> str:
     """Accuracy (exam-scorer score) of `methods`: one row per method, one column per student view; with
-    evidence, "acc% [95% interval] (correct/n)"."""
+    evidence, "acc% [95% interval] (correct/n)" (`MethodAccuracy.cell`)."""
     views = summary["views"]
     ivs = (summary.get("evidence") or {}).get("intervals") or {}
-    n = summary["num_problems"]
-    head = (f"| method ({n} problems) | " + " | ".join(views) + " |\n|---|" + "---|" * len(views) + "\n")
-    rows = []
-    for method in methods:
-        cells = summary["table"].get(method)
-        if not cells:
-            continue
-        vals = []
-        for view in views:
-            c = cells.get(view) or cells.get("all")
-            iv = (ivs.get(view) or {}).get(method)
-            cell = _iv_text(iv) if iv else f"{100 * c['accuracy']:.1f}%"
-            vals.append(f"{cell} ({c['correct']:.4g}/{c['n']})")
-        rows.append(f"| {method} | " + " | ".join(vals) + " |")
-    return head + "\n".join(rows) + "\n"
+    by_method: dict[str, dict] = {}
+    for r in MethodAccuracy.from_table(summary["table"]):  # view None: the same row in every view's column
+        by_method.setdefault(r.method, {})[r.view] = r
+
+    def cell(view):
+        def f(row):
+            r = row[1].get(view) or row[1][None]
+            return r.cell(_iv((ivs.get(view) or {}).get(r.method)))
+        return f
+
+    columns = [Column(f"method ({summary['num_problems']} problems)", lambda row: row[0])]
+    columns += [Column(view, cell(view)) for view in views]
+    return markdown_table([(m, by_method[m]) for m in methods if m in by_method], columns)
 
 
 def comparison_table(ev: dict, n: int, unit: str = "accuracy points") -> str:
-    """Paired differences: a - b, its 95% interval, wins / losses / ties, and whether 0 is excluded."""
-    rows = [f"| comparison ({n} problems) | difference ({unit}) [95% paired CI] | wins / losses / ties | "
-            "paired problems | reading |", "|---|---|---|---|---|"]
-    for c in ev["comparisons"]:
-        reading = ("resolved: the interval excludes 0" if c["excludes_zero"]
-                   else "not resolved: the interval contains 0")
-        rows.append(f"| {c['a']} − {c['b']} | {c['text']} | {c['wins']} / {c['losses']} / {c['ties']} | {c['n']} | "
-                    f"{reading} |")
-    return "\n".join(rows) + "\n"
+    """Paired differences: a - b, its 95% interval, wins / losses / ties, and whether 0 is excluded
+    (`lbt_dspy.tables.comparison_table` of the evidence's comparisons)."""
+    return render_comparisons([PairedComparison.from_dict(c) for c in ev["comparisons"]], f"comparison ({n} problems)",
+                              differences=[("accuracy", f"difference ({unit})")])
 
 
 def a6_table(ev: dict, published: dict | None = None) -> str:
     """Table A6: measured row (and the paper's, when it has one for these models)."""
-    a = ev["a6"]
-    k, P = a["k"], a["pairs"]
+    a = TableA6.from_dict(ev["a6"])
+    k, P = a.k, a.pairs
 
-    def ms(d):
-        return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
+    def ms(x):
+        return f"{100 * x.mean:.2f} ± {100 * x.std:.2f}"
 
-    rows = [f"| row ({a['n']} problems) | Greedy | SC({P}) | SC({k}) | M1 MAX({k}) | M1 SUM({k}) | Improv. "
+    rows = [f"| row ({a.n} problems) | Greedy | SC({P}) | SC({k}) | M1 MAX({k}) | M1 SUM({k}) | Improv. "
             f"(M1 SUM({k}) − SC({P})) | M1 SUM({k}) − SC({P}), paired 95% CI | wins / losses |",
             "|---|---|---|---|---|---|---|---|---|"]
-    d = a["diff M1 SUM"]
-    rows.append(f"| measured ({a['view']}) | {_pct2(a['Greedy'])} | {_pct2(a['SC(all)'])} | {ms(a['SC(k)'])} | "
-                f"{ms(a['M1 MAX(k)'])} | {ms(a['M1 SUM(k)'])} | {100 * a['Improv. M1 SUM']:+.2f} | {d['text']} | "
-                f"{d['wins']} / {d['losses']} |")
+    d = a.comparison("M1 SUM")
+    rows.append(f"| measured ({a.view}) | {_pct2(a.greedy)} | {_pct2(a.sc_all)} | {ms(a.at_k['SC'])} | "
+                f"{ms(a.at_k['M1 MAX'])} | {ms(a.at_k['M1 SUM'])} | {100 * a.improvement('M1 SUM'):+.2f} | {d.text} | "
+                f"{d.wins} / {d.losses} |")
     if published and published.get("a6"):
         p = published["a6"]
         rows.append(f"| paper, Table A6 ({published['teacher']} → {' & '.join(published['students'])}; 181 problems, "
@@ -196,23 +188,25 @@ def published_table(summary: dict, ev: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _fig4_columns() -> list[Column]:
+    """SC / M1 accuracy and M1's relative improvement over SC: the columns of both panels of Fig. 4."""
+    return ([Column(m, lambda p, m=m: _text(p.accuracy[m])) for m in VOTED] +
+            [Column("M1 SUM rel. improvement over SC [95% CI]", lambda p: _text(p.relative["M1 SUM"])),
+             Column("M1 MAX rel. improvement [95% CI]", lambda p: _text(p.relative["M1 MAX"]))])
+
+
 def fig4_table(ev: dict) -> str:
-    rows = [f"| pairs ({ev['fig4'][0]['n'] if ev['fig4'] else 0} problems) | SC | M1 MAX | M1 SUM | "
-            "M1 SUM rel. improvement over SC [95% CI] | M1 MAX rel. improvement [95% CI] |",
-            "|---|---|---|---|---|---|"]
-    for r in ev["fig4"]:
-        rows.append(f"| {r['pairs']} | " + " | ".join(_iv_text(r[m]) for m in ("SC", "M1 MAX", "M1 SUM")) + " | " +
-                    " | ".join(_iv_text(r[f"rel {m}"]) for m in ("M1 SUM", "M1 MAX")) + " |")
-    return "\n".join(rows) + "\n"
+    """Fig. 4 (left) as a table: per number of pairs (`Fig4Point`s of `accuracy_vs_pairs`)."""
+    points = [Fig4Point.from_dict(r) for r in ev["fig4"]]
+    head = Column(f"pairs ({points[0].n if points else 0} problems)", lambda p: str(p.pairs))
+    return markdown_table(points, [head] + _fig4_columns())
 
 
 def level_table(ev: dict) -> str:
-    rows = ["| level | problems | SC | M1 MAX | M1 SUM | M1 SUM rel. improvement over SC [95% CI] | "
-            "M1 MAX rel. improvement [95% CI] |", "|---|---|---|---|---|---|---|"]
-    for r in ev["levels"]:
-        rows.append(f"| {r['level']} | {r['n']} | " + " | ".join(_iv_text(r[m]) for m in ("SC", "M1 MAX", "M1 SUM"))
-                    + " | " + " | ".join(_iv_text(r[f"rel {m}"]) for m in ("M1 SUM", "M1 MAX")) + " |")
-    return "\n".join(rows) + "\n"
+    """Fig. 4 (right) as a table: per difficulty level, all pairs."""
+    points = [Fig4Point.from_dict(r) for r in ev["levels"]]
+    return markdown_table(points, [Column("level", lambda p: str(p.level)), Column("problems", lambda p: str(p.n))]
+                          + _fig4_columns())
 
 
 def _s(value) -> str:
@@ -275,20 +269,21 @@ def _draw_accuracy(run_dir: Path, summary: dict, ev: dict) -> None:
 
 
 def _draw_differences(path: Path, ev: dict, n: int, scale: float = 100.0, xlabel: str = "difference (points)") -> None:
-    comps = ev["comparisons"]
+    comps = [PairedComparison.from_dict(c) for c in ev["comparisons"]]
     if not comps:
         return
     fig, ax = figure(6, 0.6 * len(comps) + 1.4)
     ys = list(range(len(comps)))[::-1]
     for y, c in zip(ys, comps):
-        est, lo, hi = (scale * c[k] for k in ("estimate", "low", "high"))
+        d = c.difference
+        est, lo, hi = (scale * x for x in (d.estimate, d.low, d.high))
         ax.errorbar([est], [y], xerr=[[est - lo], [hi - est]], fmt="o", capsize=4,
-                    color="C2" if c["excludes_zero"] else "C7")
-        ax.annotate(f"+{c['wins']} / −{c['losses']}", (hi, y), xytext=(4, 0), textcoords="offset points",
+                    color="C2" if c.excludes_zero() else "C7")
+        ax.annotate(f"+{c.wins} / −{c.losses}", (hi, y), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=7)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.margins(x=0.15)
-    ax.set_yticks(ys, [f"{c['a']} − {c['b']}" for c in comps])
+    ax.set_yticks(ys, [f"{c.a} − {c.b}" for c in comps])
     ax.set_xlabel(f"{xlabel}, paired 95% CI; wins / losses")
     ax.set_title(f"paired differences on {n} problems")
     save(fig, path)
@@ -300,29 +295,29 @@ def _band(ivs: list) -> tuple[list, list, list]:
 
 
 def _draw_pairs(run_dir: Path, ev: dict) -> None:
-    rows = ev["fig4"]
+    rows = [Fig4Point.from_dict(r) for r in ev["fig4"]]
     if not rows:
         return
-    xs = [r["pairs"] for r in rows]
+    xs = [r.pairs for r in rows]
     fig, ax = figure(6, 4)
-    for m in ("SC", "M1 MAX", "M1 SUM"):
-        line_with_band(ax, xs, *_band([_iv(r[m]) for r in rows]), label=m)
+    for m in VOTED:
+        line_with_band(ax, xs, *_band([r.accuracy[m] for r in rows]), label=m)
     if len(xs) > 1:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("TR-TA pairs per problem")
     ax.set_ylabel("accuracy (%), 95% bootstrap band")
-    ax.set_title(f"accuracy vs number of pairs ({ev['view']}, {rows[0]['n']} problems)")
+    ax.set_title(f"accuracy vs number of pairs ({ev['view']}, {rows[0].n} problems)")
     ax.legend()
     save(fig, run_dir / "accuracy_vs_pairs.png")
 
-    levels = ev.get("levels") or []
+    levels = [Fig4Point.from_dict(r) for r in ev.get("levels") or []]
     if levels:  # Fig. 4 has two panels: vs pairs, vs level
         plt_fig, (ax, ax2) = pyplot().subplots(1, 2, figsize=(11, 4))
     else:
         plt_fig, ax = figure(6, 4)
     drawn = 0
     for j, m in enumerate(("M1 SUM", "M1 MAX")):
-        pts = [(r["pairs"], _iv(r[f"rel {m}"])) for r in rows if r[f"rel {m}"]["estimate"] is not None]
+        pts = [(r.pairs, r.relative[m]) for r in rows if not math.isnan(r.relative[m].estimate)]
         if pts:
             line_with_band(ax, [p[0] for p in pts], *_band([p[1] for p in pts]), label=m, color=f"C{j + 1}")
             drawn += 1
@@ -339,8 +334,8 @@ def _draw_pairs(run_dir: Path, ev: dict) -> None:
                 transform=ax.transAxes)
     if levels:
         for j, m in enumerate(("M1 SUM", "M1 MAX")):
-            pts = [(r["level"] + (j - 0.5) * 0.15, _iv(r[f"rel {m}"])) for r in levels
-                   if r[f"rel {m}"]["estimate"] is not None]
+            pts = [(r.level + (j - 0.5) * 0.15, r.relative[m]) for r in levels
+                   if not math.isnan(r.relative[m].estimate)]
             if pts:
                 est, low, high = _band([p[1] for p in pts])
                 finite = [v for v in est + low + high if math.isfinite(v)]
@@ -349,7 +344,7 @@ def _draw_pairs(run_dir: Path, ev: dict) -> None:
                                                               [min(h, cap) - e for e, h in zip(est, high)]],
                              fmt="o-", capsize=4, label=m, color=f"C{j + 1}")
         ax2.axhline(0, color="black", linewidth=0.8)
-        ax2.set_xticks([r["level"] for r in levels], [f"{r['level']}\n(n={r['n']})" for r in levels])
+        ax2.set_xticks([r.level for r in levels], [f"{r.level}\n(n={r.n})" for r in levels])
         ax2.set_xlabel("difficulty level (all pairs)")
         ax2.set_ylabel("relative improvement over SC (%), 95% CI")
         ax2.set_title("Fig. 4: M1 over SC by level")
@@ -358,19 +353,19 @@ def _draw_pairs(run_dir: Path, ev: dict) -> None:
 
 
 def _draw_a6(run_dir: Path, ev: dict) -> None:
-    a = ev["a6"]
-    if not a:
+    if not ev["a6"]:
         return
-    labels = ["Greedy", f"SC({a['pairs']})", f"SC({a['k']})", f"M1 MAX({a['k']})", f"M1 SUM({a['k']})"]
-    vals = [a["Greedy"] or 0.0, a["SC(all)"] or 0.0] + [a[f"{m}(k)"]["mean"] for m in ("SC", "M1 MAX", "M1 SUM")]
-    errs = [0.0, 0.0] + [a[f"{m}(k)"]["std"] for m in ("SC", "M1 MAX", "M1 SUM")]
+    a = TableA6.from_dict(ev["a6"])
+    labels = ["Greedy", f"SC({a.pairs})", f"SC({a.k})", f"M1 MAX({a.k})", f"M1 SUM({a.k})"]
+    vals = [a.greedy or 0.0, a.sc_all or 0.0] + [a.at_k[m].mean for m in VOTED]
+    errs = [0.0, 0.0] + [a.at_k[m].std for m in VOTED]
     fig, ax = figure(7, 4)
     ax.bar(range(5), [100 * v for v in vals], yerr=[100 * e for e in errs], capsize=4,
            color=["C0", "C1", "C1", "C2", "C3"])
     ax.set_xticks(range(5), labels)
-    ax.set_ylabel(f"accuracy (%); bars: ± std over {a['subsets']} subsets")
+    ax.set_ylabel(f"accuracy (%); bars: ± std over {a.subsets} subsets")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Table A6 protocol: M1 with {a['k']} pairs vs SC with {a['pairs']} ({a['n']} problems)")
+    ax.set_title(f"Table A6 protocol: M1 with {a.k} pairs vs SC with {a.pairs} ({a.n} problems)")
     save(fig, run_dir / "table_a6.png")
 
 
@@ -424,11 +419,11 @@ def write_report(run_dir: str | Path, summary: dict | None = None, *, a6_pairs: 
         lines += [f"No published row: the paper's Table 2 / Table A6 are on math181 ({pub['why']}).", ""]
     lines += ["## Table A6 protocol: M1 with few pairs vs SC with all", ""]
     if ev["a6"]:
-        a = ev["a6"]
-        lines += [f"M1 with k = {a['k']} TR-TA pairs per problem against SC with all {a['pairs']}, mean ± std "
-                  f"(sample std) over {a['subsets']} random subsets of {a['k']} pairs per problem (the paper: k = 24 "
-                  "of 256, 10 subsets)" + ("" if a["k"] == 24 else f"; k = {a['k']} because the run has "
-                                           f"{a['pairs']} pairs") +
+        a = TableA6.from_dict(ev["a6"])
+        lines += [f"M1 with k = {a.k} TR-TA pairs per problem against SC with all {a.pairs}, mean ± std "
+                  f"(sample std) over {a.subsets} random subsets of {a.k} pairs per problem (the paper: k = 24 "
+                  "of 256, 10 subsets)" + ("" if a.k == 24 else f"; k = {a.k} because the run has "
+                                           f"{a.pairs} pairs") +
                   ". The paired interval averages each problem's M1 score over the subsets.", "",
                   a6_table(ev, pub if pub.get("a6") else None), "", "![Table A6](table_a6.png)", ""]
     else:

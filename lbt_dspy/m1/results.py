@@ -1,4 +1,9 @@
-"""From a run directory's records to LbT scores, M1 picks and accuracies (no LM calls)."""
+"""From a run directory's records to LbT scores, M1 picks and accuracies (no LM calls).
+
+`load_run` reads the records into `PairExam`s; `summarize` gives the accuracy table (`MethodAccuracy` rows,
+summary.json's ``table``), each problem's picks and the accuracy against the number of pairs
+(`accuracy_vs_pairs`, the one computation behind summary.json's ``curve`` and the report's Fig. 4).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,21 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+import numpy as np
+
+from .. import stats
 from ..config import M1Config
 from ..errors import LbtError
 from ..scoring import exam_scorers
 from ..lbt_score import lbt_scores
 from ..model_output import OutputCounts
+from ..results import ALL, Fig4Point, MethodAccuracy, PairExam
 from ..tasks import task_for
 from .select import METHODS, Pair, m1_max
 from ..store import RunStore
 
 COMBINED = "combined"
+VOTED = ("SC", "M1 MAX", "M1 SUM")
 
 
 def tp_key(tp: dict, n: int) -> str:
@@ -43,8 +53,9 @@ RECORD_FIELDS = {"greedy": ("tp", "answer", "score"), "teach": ("tp", ("pair", "
 
 
 def load_run(run_dir: str | Path, answers: dict | None = None) -> tuple[M1Config, dict]:
-    """The run's config and, per teaching problem, its greedy record, pairs and their exam scores.
-    `answers`, when given, is filled with `answer_counts` of the records."""
+    """The run's config and, per teaching problem, ``{"greedy": its greedy record or None, "pairs": {index:
+    PairExam}}`` (each pair with its students' exam scores). `answers`, when given, is filled with
+    `answer_counts` of the records."""
     store = RunStore(run_dir, required=RECORD_FIELDS)
     cfg = M1Config.from_dict(store.read_config(), str(Path(run_dir) / "config.yaml"))
     greedy, teach, exam = store.load("greedy"), store.load("teach"), store.load("exam")
@@ -55,13 +66,24 @@ def load_run(run_dir: str | Path, answers: dict | None = None) -> tuple[M1Config
     problems: dict[str, dict] = defaultdict(lambda: {"pairs": {}, "greedy": None})
     for rec in greedy.values():
         problems[rec["tp"]]["greedy"] = rec
+    exams: dict[tuple, dict] = {}
     for rec in teach.values():
-        problems[rec["tp"]]["pairs"][pair_index(rec)] = {**rec, "exam": defaultdict(list)}
+        problems[rec["tp"]]["pairs"][pair_index(rec)] = rec
+        exams[(rec["tp"], pair_index(rec))] = defaultdict(list)
     for rec in exam.values():
-        pair = problems[rec["tp"]]["pairs"].get(pair_index(rec))
-        if pair is not None:
-            pair["exam"][rec["student"]].append(rec["score"])
+        scores = exams.get((rec["tp"], pair_index(rec)))
+        if scores is not None:
+            scores[rec["student"]].append(rec["score"])
+    for tp, prob in problems.items():
+        prob["pairs"] = {i: PairExam.from_record(rec, exams[(tp, i)]) for i, rec in prob["pairs"].items()}
     return cfg, dict(problems)
+
+
+def students_and_views(problems: dict) -> tuple[list[str], list[str]]:
+    """The students of the run's exams, and the views of its tables: each student, and ``combined`` (the
+    mean over students) when there are several."""
+    students = sorted({s for p in problems.values() for pair in p["pairs"].values() for s in pair.exam})
+    return students, students + ([COMBINED] if len(students) > 1 else [])
 
 
 def answer_counts(greedy: dict, teach: dict, exam: dict) -> dict:
@@ -83,57 +105,69 @@ def candidates_for(problem: dict, student: str) -> list[Pair]:
     by `lbt_scores` — the aggregation the `M1` module uses. Not examined: None (ranks as 0)."""
     cands = []
     for i, pair in sorted(problem["pairs"].items()):
-        per, combined = lbt_scores(pair["exam"])
+        per, combined = lbt_scores(pair.exam)
         score = combined if student == COMBINED else per.get(student)
-        cands.append(Pair(pair["answer"], score, i, rationale=pair.get("rationale", ""), per_student=per,
-                          v_score=pair.get("score")))
+        cands.append(Pair(pair.answer, score, i, rationale=pair.rationale, per_student=per, v_score=pair.score))
     return cands
 
 
+def pick_answer(row: dict, method: str, view: str | None = None):
+    """The answer `method` picked in student `view` (None: methods that use no LbT score) for one problem row
+    of `summarize` (summary.json's ``problems``): ``row["picks"][method][view or "all"]``. Also reads rows
+    written before picks were keyed by method and view apart (``"M1 SUM [view]"``, ``"SC"``)."""
+    picks = row["picks"]
+    got = picks.get(method)
+    if isinstance(got, dict):  # {view or "all": answer}
+        return got.get(view or ALL, got.get(ALL))
+    old = f"{method} [{view}]"  # rows written before: {"SC": answer, "M1 SUM [view]": answer}
+    return picks[old] if view and old in picks else got
+
+
 def summarize(run_dir: str | Path) -> dict:
-    """Accuracy of Greedy, SC, M1 MAX, M1 SUM and AVG per student and combined; per-problem picks."""
+    """Accuracy of Greedy, SC, M1 MAX, M1 SUM and AVG per student and combined (``table``:
+    {method: {view, or "all" for methods without LbT score: {accuracy, correct, n}}}), per-problem picks
+    (``picks``: {method: {view or "all": answer}}, read with `pick_answer`) and the accuracy against the
+    number of pairs (``curve``: the estimates of the report's Fig. 4)."""
     answers: dict = {}
     cfg, problems = load_run(run_dir, answers)
     task = task_for(cfg)  # math: voted methods by accuracy; code: the S-score table, never voted
     scorer = exam_scorers.build(vars(cfg))
     eq = memo_equivalent(scorer.equivalent)
-    students = sorted({s for p in problems.values() for pair in p["pairs"].values() for s in pair["exam"]})
-    views = students + ([COMBINED] if len(students) > 1 else [])
-    expected_exam = None
+    students, views = students_and_views(problems)
     per_problem, correct = [], defaultdict(list)
     for tp, prob in sorted(problems.items()):
         row = {"tp": tp, "greedy": prob["greedy"]["answer"] if prob["greedy"] else None, "picks": {}}
         if prob["greedy"]:
             correct[("Greedy", None)].append(prob["greedy"]["score"])
-        pair_scores = [pair["score"] for pair in prob["pairs"].values()]
-        correct[("AVG", None)].append(mean(pair_scores))
-        by_index = {i: pair for i, pair in prob["pairs"].items()}
+        pairs = prob["pairs"]
+        correct[("AVG", None)].append(mean(pair.score for pair in pairs.values()))
         if task.vote:
             sc = METHODS["SC"](candidates_for(prob, views[0]) if views else [], eq)
-            correct[("SC", None)].append(by_index[sc.index]["score"] if sc else 0.0)
-            row["picks"]["SC"] = sc.answer if sc else None
+            correct[("SC", None)].append(pairs[sc.index].score if sc else 0.0)
+            row["picks"]["SC"] = {ALL: sc.answer if sc else None}
         for view in views:
             cands = candidates_for(prob, view)
             for method in ("M1 MAX", "M1 SUM") if task.vote else ():
                 pick = METHODS[method](cands, eq)
-                correct[(method, view)].append(by_index[pick.index]["score"] if pick else 0.0)
-                row["picks"][f"{method} [{view}]"] = pick.answer if pick else None
+                correct[(method, view)].append(pairs[pick.index].score if pick else 0.0)
+                row["picks"].setdefault(method, {})[view] = pick.answer if pick else None
             row.setdefault("lbt_scores", {})[view] = [round(c.lbt_score or 0.0, 4) for c in cands]
-        row["pair_correct"] = [by_index[i]["score"] for i in sorted(by_index)]
+        row["pair_correct"] = [pairs[i].score for i in sorted(pairs)]
         per_problem.append(row)
-        for pair in prob["pairs"].values():
-            n = sum(len(v) for v in pair["exam"].values())
-            expected_exam = n if expected_exam is None else max(expected_exam, n)
-    table = {}
-    for (method, view), vals in correct.items():
-        table.setdefault(method, {})[view or "all"] = {"accuracy": mean(vals), "correct": sum(vals), "n": len(vals)}
+    accuracies = [MethodAccuracy(method, view, mean(vals), sum(vals), len(vals))
+                  for (method, view), vals in correct.items()]
     code = code_summary(problems, views) if task.name == "code" else None
     if code:
         for row in per_problem:
             row["code"] = code["problems"].get(row["tp"])
-    return {"students": students, "views": views, "num_problems": len(problems), "table": table,
-            "problems": per_problem, "curve": pairs_curve(problems, views, eq, cfg), "code": code,
-            "answers": answers}
+    view = views[-1] if views else COMBINED  # the view comparisons are made in (`protocols.main_view`)
+    curve = accuracy_vs_pairs(problems, view, eq, fig4_sizes(num_pairs(problems), cfg.subsample_sizes),
+                              cfg.subsample_repeats, cfg.seed)
+    return {"students": students, "views": views, "num_problems": len(problems),
+            "table": MethodAccuracy.table(accuracies), "problems": per_problem,
+            "curve": {"sizes": [p.pairs for p in curve], "view": view,
+                      **{m: [p.accuracy[m].estimate for p in curve] for m in VOTED}},
+            "code": code, "answers": answers}
 
 
 # --- code: picks judged by the hidden tests (S-score) -----------------------------------------------
@@ -155,8 +189,8 @@ def code_problem(problem: dict, views: list[str]) -> dict:
     voted (SC / M1 SUM do not apply).
     """
     pairs = sorted(problem["pairs"].items())
-    s = {i: pair.get("s_score") for i, pair in pairs}
-    v = {i: pair["score"] for i, pair in pairs}
+    s = {i: pair.s_score for i, pair in pairs}
+    v = {i: pair.score for i, pair in pairs}
     v1 = [i for i, _ in pairs if v[i] >= 1]
 
     def avg(idx):
@@ -185,7 +219,7 @@ def code_problem(problem: dict, views: list[str]) -> dict:
 def code_summary(problems: dict, views: list[str]) -> dict | None:
     """The code table (when teacher records carry ``s_score``): per problem and the mean per method
     over the problems where the method is defined; None for runs without S-scores (math)."""
-    if not any("s_score" in pair for p in problems.values() for pair in p["pairs"].values()):
+    if not any(pair.s_score is not None for p in problems.values() for pair in p["pairs"].values()):
         return None
     methods = code_methods(views)
     per = {tp: code_problem(prob, views) for tp, prob in sorted(problems.items())}
@@ -198,26 +232,65 @@ def code_summary(problems: dict, views: list[str]) -> dict | None:
     return {"methods": methods, "table": table, "problems": per}
 
 
-def pairs_curve(problems: dict, views: list[str], eq, cfg: M1Config) -> dict:
-    """Accuracy vs number of TR-TA pairs: mean over random subsets of the pairs of each problem."""
-    n_max = max((len(p["pairs"]) for p in problems.values()), default=0)
-    sizes = cfg.subsample_sizes or sorted({min(2 ** k, n_max) for k in range(0, n_max.bit_length() + 1)} | {n_max})
-    sizes = [s for s in sizes if 1 <= s <= n_max]
-    rng = random.Random(cfg.seed)
-    view = views[-1] if views else None
-    out = {"sizes": sizes, "view": view, "SC": [], "M1 MAX": [], "M1 SUM": []}
-    for size in sizes:
-        acc = defaultdict(list)
-        for _ in range(cfg.subsample_repeats if size < n_max else 1):
-            for prob in problems.values():
-                cands = candidates_for(prob, view) if view else []
-                if not cands:
-                    continue
-                sub = rng.sample(cands, min(size, len(cands)))
-                by_index = prob["pairs"]
-                for method in ("SC", "M1 MAX", "M1 SUM"):
-                    pick = METHODS[method](sub, eq)
-                    acc[method].append(by_index[pick.index]["score"] if pick else 0.0)
-        for method in ("SC", "M1 MAX", "M1 SUM"):
-            out[method].append(mean(acc[method]) if acc[method] else 0.0)
+# --- accuracy against the number of pairs (summary.json's curve, the report's Fig. 4, Table A6) ---------
+def num_pairs(problems: dict) -> int:
+    """The largest number of TR-TA pairs of a problem in the run."""
+    return max((len(p["pairs"]) for p in problems.values()), default=0)
+
+
+def fig4_sizes(n_max: int, sizes: list | None = None) -> list[int]:
+    """Numbers of pairs of the curve (Fig. 4): the given ones, else 16, 32, ... up to all (the paper's
+    16 ... 256), or 1, 2, 4, ... all for runs with fewer than 32 pairs."""
+    if sizes:
+        return sorted({int(s) for s in sizes if 1 <= int(s) <= n_max})
+    start = 16 if n_max >= 32 else 1
+    out, s = [], start
+    while s < n_max:
+        out.append(s)
+        s *= 2
+    return out + [n_max] if n_max else []
+
+
+def subsample(problems: dict, view: str, eq, size: int, repeats: int, rng: random.Random) -> dict[str, np.ndarray]:
+    """SC / M1 MAX / M1 SUM scores with `size` random pairs per problem: {method: array (repeats, problems)}.
+
+    Each repeat draws, for every problem independently, `size` of its pairs without replacement (all of
+    them when it has fewer). Problems are taken in sorted order, so a seeded `rng` reproduces the table.
+    """
+    tps = sorted(tp for tp, p in problems.items() if p["pairs"])
+    out = {m: np.zeros((repeats, len(tps))) for m in VOTED}
+    for r in range(repeats):
+        for j, tp in enumerate(tps):
+            prob = problems[tp]
+            cands = candidates_for(prob, view)
+            # kept in pair order: ties break as in the full table, so all pairs reproduce it exactly
+            sub = sorted(rng.sample(cands, min(size, len(cands))), key=lambda c: c.index)
+            for m in VOTED:
+                pick = METHODS[m](sub, eq)
+                out[m][r, j] = prob["pairs"][pick.index].score if pick else 0.0
     return out
+
+
+def accuracy_vs_pairs(problems: dict, view: str, eq, sizes: list[int], repeats: int = 20, seed: int = 0,
+                      resamples: int = stats.RESAMPLES) -> list[Fig4Point]:
+    """Accuracy against the number of TR-TA pairs (Fig. 4, left): per number of pairs, the accuracy of SC /
+    M1 MAX / M1 SUM (each problem's score averaged over `repeats` random subsets of that many pairs; all
+    pairs: one) with 95% bootstrap intervals over problems, and M1 against SC at the same number of pairs:
+    the relative improvement M1 / SC − 1 and the difference M1 − SC, with paired intervals.
+
+    The one computation of it: summary.json's ``curve`` (its estimates) and the report's Fig. 4 use it.
+    """
+    rng = random.Random(seed)
+    n_max = num_pairs(problems)
+    points = []
+    for size in sizes:
+        sub = subsample(problems, view, eq, size, repeats if size < n_max else 1, rng)
+        per = {m: sub[m].mean(axis=0) for m in VOTED}
+        points.append(Fig4Point(
+            n=int(per["SC"].size), pairs=size,
+            accuracy={m: stats.bootstrap_mean(per[m], resamples=resamples, seed=seed) for m in VOTED},
+            relative={m: stats.relative_improvement(per[m], per["SC"], resamples=resamples, seed=seed)
+                      for m in ("M1 MAX", "M1 SUM")},
+            difference={m: stats.paired_difference(per[m], per["SC"], resamples=resamples, seed=seed)
+                        for m in ("M1 MAX", "M1 SUM")}))
+    return points

@@ -222,6 +222,7 @@ def summarize_eval(results: dict, keys: list[str], problems: list[dict], seed: i
     base), and the paired bootstrap interval of every model pair's difference (tuned - base, and tuned -
     tuned: e.g. LbT-DPO - correctness-DPO), all seeded."""
     from .. import stats
+    from ..results import PairedComparison
 
     resamples = resamples or stats.RESAMPLES
     first = next(iter(results))
@@ -248,8 +249,7 @@ def summarize_eval(results: dict, keys: list[str], problems: list[dict], seed: i
     for i, a in enumerate(names):  # every later model against every earlier one: tuned - base, tuned - tuned
         for b in names[:i]:
             d = stats.paired_difference(results[a]["scores"], results[b]["scores"], resamples=resamples, seed=seed)
-            comparisons.append({"a": a, "b": b, **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties,
-                                "text": d.text(), "excludes_zero": d.excludes_zero()})
+            comparisons.append(PairedComparison.of(a, b, d).to_dict())
     answers = {f"greedy: {name}": r["answers"] for name, r in results.items() if r.get("answers")}
     return {"num_problems": len(keys), "reference_model": first, "rows": rows, "comparisons": comparisons,
             "seed": seed, "resamples": resamples, "answers": answers}
@@ -281,14 +281,13 @@ def eval_table(summary: dict) -> str:
 
 
 def comparison_table(summary: dict) -> str:
-    """Paired differences of greedy accuracy: a - b over the problems both answered, with its interval."""
-    lines = [f"| comparison ({summary['num_problems']} problems) | difference (accuracy points) [95% paired CI] | "
-             "wins / losses / ties | paired problems | reading |", "|---|---|---|---|---|"]
-    for c in summary.get("comparisons", []):
-        reading = "resolved: the interval excludes 0" if c["excludes_zero"] else "not resolved: the interval contains 0"
-        lines.append(f"| {c['a']} − {c['b']} | {c['text']} | {c['wins']} / {c['losses']} / {c['ties']} | {c['n']} | "
-                     f"{reading} |")
-    return "\n".join(lines) + "\n"
+    """Paired differences of greedy accuracy: a - b over the problems both answered, with its interval
+    (`lbt_dspy.tables.comparison_table`)."""
+    from ..results import PairedComparison
+    from ..tables import comparison_table as render
+
+    return render([PairedComparison.from_dict(c) for c in summary.get("comparisons", [])],
+                  f"comparison ({summary['num_problems']} problems)")
 
 
 def console_text(summary: dict) -> str:

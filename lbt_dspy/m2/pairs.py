@@ -203,11 +203,10 @@ def load_run_samples(run_dir: str | Path, config: PairConfig) -> tuple[list[dict
                            "dataset_type/dataset_cfg changed?)")
         samples = []
         for i, pair in sorted(prob["pairs"].items()):
-            per, combined = lbt_scores(pair["exam"])  # the aggregation the M1 module and results use
+            per, combined = lbt_scores(pair.exam)  # the aggregation the M1 module and results use
             lbt = combined if config.student == COMBINED else per.get(config.student)
-            samples.append(Sample(int(i), pair.get("rationale") or "", pair.get("answer") or "",
-                                  float(pair["score"]), lbt))
-        students = sorted({s for pair in prob["pairs"].values() for s in pair["exam"]})
+            samples.append(Sample(int(i), pair.rationale or "", pair.answer or "", float(pair.score), lbt))
+        students = sorted({s for pair in prob["pairs"].values() for s in pair.exam})
         out.append({"tp": key, "question": tp["question"], "reference": str(tp.get("answer", "")),
                     "samples": samples, "students": students})
     if config.student != COMBINED:

@@ -8,7 +8,9 @@ from statistics import mean
 
 from ..errors import LbtError
 from ..model_output import answers_section, output_table
+from ..results import M3Round, PairedComparison
 from ..store import RunStore
+from ..tables import comparison_table
 from .formats import YES, render_examples
 from .metrics import summary as metric_summary
 
@@ -31,28 +33,7 @@ def summarize(run_dir: str | Path) -> dict:
         c = configs.setdefault(rec["config"], {"students": rec["students"], "rounds": {}})
         r = rec["record"]
         ev = {k.rsplit("/", 1)[1]: v for k, v in evals.items() if k.startswith(f"{rec['config']}/{r['round']}/")}
-        news = r.get("new", [])
-        c["rounds"][r["round"]] = {
-            "f1": {name: e["f1"] for name, e in ev.items()},
-            "accuracy": {name: e["accuracy"] for name, e in ev.items()},
-            "n_test": {name: e["n"] for name, e in ev.items()},
-            "train_score": r["beam"][0]["score"],
-            "beam_scores": [b["score"] for b in r["beam"]],
-            "best_demos": r["beam"][0]["demos"],
-            "calls": r["calls"],
-            "eval_calls": sum(e.get("calls", 0) for e in ev.values()),
-            "eval_cached": (sum(e["cached"] for e in ev.values()) if all("cached" in e for e in ev.values())
-                            else None),  # runs recorded before cache counting
-            "seconds": r.get("seconds"),
-            "candidates": len(r["candidates"]),
-            "new_sets": len(news),
-            "dropped": r.get("dropped", {}),
-            "reflections": len(r.get("reflections", [])),
-            "reasons": sum(len(x["reasons"]) for x in r.get("reflections", [])),
-            "failures": {x["student"]: len(x["failed"]) for x in r.get("exams", [])},
-            "exam_answered": sum(x["answered"] for x in r.get("exams", [])),
-            "init_fallback": r.get("init_fallback"),
-        }
+        c["rounds"][r["round"]] = M3Round.from_record(r, ev).to_dict()
     baselines: dict[str, dict] = {}
     zero = [e for k, e in evals.items() if k.startswith("baseline/zero_shot/")]
     for e in zero:
@@ -132,21 +113,17 @@ def evidence(evals: dict, labels: list, configs: dict, cfg: dict) -> dict:
         for b in against:
             d = stats.paired_metric_difference(_f1, labels, preds[f"{name}/{last}"], preds[b], resamples=resamples,
                                                seed=seed)
-            comps.append({"a": f"{name} round {last}", "b": b.replace("baseline/", "").replace("/", " round "),
-                          **d.to_dict(), "wins": d.wins, "losses": d.losses, "ties": d.ties, "text": d.text(),
-                          "excludes_zero": d.excludes_zero()})
+            comps.append(PairedComparison.of(f"{name} round {last}", b.replace("baseline/", "").replace("/", " round "),
+                                             d).to_dict())
     return {"n": len(labels), "seed": seed, "resamples": resamples, "intervals": intervals, "comparisons": comps}
 
 
 def evidence_table(s: dict) -> str:
     """Markdown: the paired comparisons of `evidence` (test F1, the teacher classifies)."""
     ev = s.get("evidence") or {}
-    rows = [f"| comparison ({ev.get('n', 0)} test items) | F1 difference (points) [95% paired CI] | "
-            "wins / losses / ties | reading |", "|---|---|---|---|"]
-    for c in ev.get("comparisons", []):
-        reading = "resolved: the interval excludes 0" if c["excludes_zero"] else "not resolved: the interval contains 0"
-        rows.append(f"| {c['a']} − {c['b']} | {c['text']} | {c['wins']} / {c['losses']} / {c['ties']} | {reading} |")
-    return "\n".join(rows) + "\n"
+    return comparison_table([PairedComparison.from_dict(c) for c in ev.get("comparisons", [])],
+                            f"comparison ({ev.get('n', 0)} test items)", differences=[("F1", "F1 difference (points)")],
+                            paired=False)
 
 
 def interval_table(s: dict) -> str:
