@@ -79,7 +79,7 @@ def api_pass(m1: M1, items: list[dict]) -> float:
     t = time.perf_counter()
     preds = asyncio.run(all_problems())
     wall = time.perf_counter() - t
-    calls = sum(len(p.candidates) + sum(len(e["scores"]) for c in p.candidates for e in c.exam.values())
+    calls = sum(len(p.pairs) + sum(len(e["scores"]) for c in p.pairs for e in c.exam.values())
                 for p in preds)
     return calls / wall
 
@@ -117,7 +117,7 @@ def main() -> None:
             (a if which == "a" else b).append(api_pass(m1, data.teaching) if which == "a" else cli_pass(args, api_base))
         t = time.perf_counter()
         pred = m1(**data.teaching[1])
-        one = (len(pred.candidates) * (1 + 9)) / (time.perf_counter() - t)
+        one = (len(pred.pairs) * (1 + 9)) / (time.perf_counter() - t)
     finally:
         srv.stdin.close()
         srv.wait(10)

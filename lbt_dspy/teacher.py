@@ -9,6 +9,7 @@ import dspy
 from .adapter import TemplateAdapter
 from .model_output import predict_or_unparsed
 from .records import OUTPUT_FLAGS, prediction_record
+from .renamed import renamed_argument
 from .runner import parallel, recorded
 from .signatures import SolveProblem
 
@@ -19,7 +20,7 @@ class Teacher(dspy.Module):
     Args:
         lm: The teacher's `dspy.LM` (its sampling settings apply; temperature > 0 for diversity).
         adapter: The prompt format; the paper's math prompt by default.
-        num_pairs: How many TR-TA pairs `forward` returns (``num_samples`` is the earlier name).
+        num_pairs: How many TR-TA pairs `forward` returns (``num_samples``: the earlier name, warns).
         num_threads: Samples in flight at once when called on its own (inside `M1` or a run, theirs bound them:
             `lbt_dspy.runner`).
 
@@ -38,13 +39,12 @@ class Teacher(dspy.Module):
         super().__init__()
         self.lm = lm
         self.adapter = adapter or TemplateAdapter()
-        self.num_pairs = num_samples if num_samples is not None else num_pairs
+        if num_samples is not None:
+            renamed_argument("Teacher", "num_samples", "num_pairs")
+            num_pairs = num_samples
+        self.num_pairs = num_pairs
         self.num_threads = num_threads
         self.solve = dspy.Predict(SolveProblem)
-
-    @property
-    def num_samples(self) -> int:  # the earlier name
-        return self.num_pairs
 
     def sample(self, question: str, index: int) -> dspy.Prediction:
         """The `index`-th TR-TA pair for `question` (its own rollout id, so pairs differ and each caches)."""

@@ -4,7 +4,7 @@ Example:
     >>> from programs.math_m1 import math_m1  # doctest: +SKIP
     >>> with math_m1("configs/math181_paper.yaml") as (m1, data):  # doctest: +SKIP
     ...     pred = m1(**data.teaching[0])
-    ...     print(pred.answer, [c.lbt_score for c in pred.candidates])
+    ...     print(pred.answer, [c.lbt_score for c in pred.pairs])
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def m3_config(tmp_path, api_base: str, **over) -> dict:
     for name in ("train", "test"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = {"model": "fake", "api_base": api_base, "api_key_env": "FAKE_API_KEY"}
-    cfg = {"task": "jsonl", "question": "Is the text positive?", "task_cfg": {"data_dir": str(tmp_path)},
+    cfg = {"dataset_type": "jsonl", "question": "Is the text positive?", "dataset_cfg": {"data_dir": str(tmp_path)},
            "teacher_model_cfg": {"model_type": "openai", "model_cfg": model},
            "student_model_cfgs": [{"model_type": "openai", "model_cfg": {**model, "name": "student-a"}}],
            "num_examples": 2, "rounds": 3, "beam_size": 1, "minibatch_size": 4, "reflections_per_set": 1,

@@ -149,7 +149,7 @@ def _run_m3_records() -> dict:
         test = [{"label": 1, "text": f"pos-{i}"} for i in range(1, 5)] + [{"label": 0, "text": "neg-9"}]
         (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
         cfg = M3Config.from_dict({
-            "task": "jsonl", "question": QUESTION, "task_cfg": {"data_dir": str(tmp)},
+            "dataset_type": "jsonl", "question": QUESTION, "dataset_cfg": {"data_dir": str(tmp)},
             "student_model_cfgs": [{"model_type": "openai", "model_cfg": {"model": "a"}},
                                    {"model_type": "openai", "model_cfg": {"model": "b"}}],
             "num_examples": 4, "rounds": 2, "beam_size": 2, "minibatch_size": 12, "reflections_per_set": 2,

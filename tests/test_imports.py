@@ -176,7 +176,9 @@ def test_reading_a_run_does_not_import_the_run(reader):
 
 def test_the_m1_package_init_runs_only_the_pure_selection_rules():
     # `M1Config` checks exam_budget_cfg with lbt_dspy.m1.adaptive; that import runs lbt_dspy/m1/__init__.py.
-    assert _closure(_graph(), "lbt_dspy.m1") == {"lbt_dspy.m1.select"}
+    # (and lbt_dspy.renamed, the earlier names: a leaf that imports nothing of lbt_dspy)
+    assert _closure(_graph(), "lbt_dspy.m1") == {"lbt_dspy.m1.select", "lbt_dspy.renamed"}
+    assert _closure(_graph(), "lbt_dspy.renamed") == set()
 
 
 def _message(cycles) -> str:

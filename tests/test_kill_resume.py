@@ -85,7 +85,7 @@ def _m3_cfg(tmp_path, api_base):
     test = [{"label": 1, "text": f"pos-{i}"} for i in range(4, 24)] + [{"label": 0, "text": f"neg-{i}"} for i in range(20)]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
     model = {"model": "fake", "api_base": api_base, "api_key_env": "FAKE_API_KEY"}
-    cfg = {"task": "jsonl", "question": "Is the text positive?", "task_cfg": {"data_dir": str(tmp_path)},
+    cfg = {"dataset_type": "jsonl", "question": "Is the text positive?", "dataset_cfg": {"data_dir": str(tmp_path)},
            "teacher_model_cfg": {"model_type": "openai", "model_cfg": model},
            "student_model_cfgs": [{"model_type": "openai", "model_cfg": {**model, "name": "student-a"},
                                    "sample_cfg": {"temperature": 0.3}},

@@ -71,7 +71,7 @@ def test_m1_module_composes_teacher_students_and_exam(fake_server):
         entry = fake_config(fake_server.api_base)["teacher_model_cfg"]
         lm = pool.lm(entry, {"temperature": 0.7})
         adapter = TemplateAdapter(stub_teaching_items=[])
-        m1 = M1(Teacher(lm=lm, adapter=adapter, num_samples=3),
+        m1 = M1(Teacher(lm=lm, adapter=adapter, num_pairs=3),
                 LbTScore([Student(lm=lm, adapter=adapter)], FunctionalExamMaker(bank, 2, 1), MathScorer()))
         pred = m1(item=teach[0])
     assert len(pred.candidates) == 3
@@ -160,7 +160,7 @@ def test_lbt_score_is_a_metric_for_dspy_evaluate(fake_server, tmp_path):
     with ModelPool(cache=False) as pool:
         lm = pool.lm(fake_config(fake_server.api_base)["teacher_model_cfg"], {"temperature": 0.0})
         adapter = TemplateAdapter(stub_teaching_items=[])
-        teacher = Teacher(lm=lm, adapter=adapter, num_samples=1)
+        teacher = Teacher(lm=lm, adapter=adapter, num_pairs=1)
         lbt = LbTScore([Student(lm=lm, adapter=adapter)], FunctionalExamMaker(bank, 2, 1), MathScorer())
 
         class Solve(dspy.Module):
@@ -181,7 +181,7 @@ def test_lbt_score_is_a_metric_for_dspy_evaluate(fake_server, tmp_path):
     m1 = M1(teacher, lbt)
     m1.teacher.solve.demos = [dspy.Example(question="2+2?", rationale="2 and 2 make 4.", answer="4")]
     m1.save(str(tmp_path / "m1.json"))
-    again = M1(Teacher(lm=lm, adapter=adapter, num_samples=1), lbt)
+    again = M1(Teacher(lm=lm, adapter=adapter, num_pairs=1), lbt)
     assert not again.teacher.solve.demos
     again.load(str(tmp_path / "m1.json"))
     assert [d["answer"] for d in again.teacher.solve.demos] == ["4"]  # what the program learnt comes back

@@ -6,12 +6,12 @@ import pytest
 
 from lbt_dspy.cli import main
 from lbt_dspy.errors import LbtError
-from lbt_dspy.m2.pairs import PairConfig, Sample, build_pairs, choose_pairs, load_pairs, save_pairs, score_samples
+from lbt_dspy.m2.pairs import PairConfig, ScoredPair, build_pairs, choose_pairs, load_pairs, save_pairs, score_pairs
 from lbt_dspy.store import RunStore
 
 
 def scored(*scores):
-    return [Sample(i, f"r{i}", f"a{i}", 0.0, None, s) for i, s in enumerate(scores)]
+    return [ScoredPair(i, f"r{i}", f"a{i}", 0.0, None, s) for i, s in enumerate(scores)]
 
 
 def idx(pairs):
@@ -60,17 +60,17 @@ def test_random_selection_is_seeded():
 
 
 def test_identical_texts_make_no_pair():
-    s = [Sample(0, "same", "4", 1.0, None, 1.0), Sample(1, "same", "4", 0.0, None, 0.0)]
+    s = [ScoredPair(0, "same", "4", 1.0, None, 1.0), ScoredPair(1, "same", "4", 0.0, None, 0.0)]
     assert choose_pairs(s, PairConfig())[0] == []
     assert len(choose_pairs(s, PairConfig(skip_identical=False))[0]) == 1
 
 
 def test_scores_lbt_and_correctness_only():
-    s = [Sample(0, "r", "a", 1.0, 1 / 3), Sample(1, "r", "a", 0.0, 1.0), Sample(2, "r", "a", 1.0, None)]
-    both = score_samples([Sample(**vars(x)) for x in s], PairConfig())
+    s = [ScoredPair(0, "r", "a", 1.0, 1 / 3), ScoredPair(1, "r", "a", 0.0, 1.0), ScoredPair(2, "r", "a", 1.0, None)]
+    both = score_pairs([ScoredPair(**vars(x)) for x in s], PairConfig())
     assert [x.index for x in both] == [0, 1]  # no exam, no LbT score: dropped
     assert both[0].score == pytest.approx(0.5 + 1 / 6) and both[1].score == pytest.approx(0.5)
-    corr = score_samples([Sample(**vars(x)) for x in s], PairConfig(correctness_only=True))
+    corr = score_pairs([ScoredPair(**vars(x)) for x in s], PairConfig(correctness_only=True))
     assert [x.score for x in corr] == [1.0, 0.0, 1.0]
 
 

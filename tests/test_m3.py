@@ -348,6 +348,33 @@ def test_tasks_read_repo_data_and_jsonl(tmp_path):
         load_task("jsonl", question="Q", train_file=tmp_path / "bad.jsonl", test_file=tmp_path / "te.jsonl")
 
 
+def test_earlier_keys_task_and_task_cfg_are_read_with_one_line_notices(caplog):
+    """``task: liar`` named the dataset before ``task`` meant what the problems are (`lbt_dspy.tasks`), as in
+    `lbt m1` configs; an old `lbt m3` config still runs, with one line per renamed key."""
+    with caplog.at_level("WARNING", logger="lbt_dspy"):
+        cfg = M3Config.from_dict({"task": "fallacy", "task_cfg": {"data_dir": "d"}}, "old.yaml")
+    assert (cfg.task, cfg.dataset_type, cfg.dataset_cfg) == ("classification", "fallacy", {"data_dir": "d"})
+    notices = [r.getMessage() for r in caplog.records]
+    assert notices == ["old.yaml: key 'task: fallacy' is now 'dataset_type: fallacy' (read as it; docs/names.md)",
+                       "old.yaml: key 'task_cfg' is now 'dataset_cfg' (read as it; docs/names.md)"]
+    with pytest.raises(LbtError, match="task must be one of classification"):
+        M3Config.from_dict({"task": "math"})
+
+
+def test_earlier_python_names_warn_once_and_still_work():
+    import warnings
+
+    import lbt_dspy
+    import lbt_dspy.m3 as m3
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert lbt_dspy.LbtConfig is lbt_dspy.M1Config and m3.LbTConfig is m3.LbTOptimizerConfig
+        assert lbt_dspy.Candidate is lbt_dspy.Pair
+    assert [str(w.message).split(" (")[0] for w in seen] == [
+        "LbtConfig is now M1Config", "LbTConfig is now LbTOptimizerConfig", "Candidate is now Pair"]
+    assert all(w.category is DeprecationWarning for w in seen)
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(LbtError, match="unknown key 'beam_sise' \\(did you mean 'beam_size'\\?\\)"):
         M3Config.from_dict({"beam_sise": 2})
@@ -357,8 +384,8 @@ def test_config_errors_name_the_key(tmp_path):
         M3Config.from_dict({"init_method": "trian"})
     with pytest.raises(LbtError, match="unknown baseline 'zeroshot'"):
         M3Config.from_dict({"baselines": ["zeroshot"]})
-    with pytest.raises(LbtError, match="task_cfg.train: unknown key"):
-        M3Config.from_dict({"task_cfg": {"train": "x"}})
+    with pytest.raises(LbtError, match="dataset_cfg.train: unknown key"):
+        M3Config.from_dict({"dataset_cfg": {"train": "x"}})
     path = tmp_path / "c.yaml"
     path.write_text("rounds: [1\n")
     with pytest.raises(LbtError, match="invalid YAML"):
@@ -385,7 +412,7 @@ def _task_files(tmp_path):
 def test_run_writes_history_report_and_resumes(world, tmp_path):
     _task_files(tmp_path)
     cfg = M3Config.from_dict({
-        "task": "jsonl", "question": QUESTION, "task_cfg": {"data_dir": str(tmp_path)},
+        "dataset_type": "jsonl", "question": QUESTION, "dataset_cfg": {"data_dir": str(tmp_path)},
         "student_model_cfgs": [{"model_type": "openai", "model_cfg": {"model": "a"}},
                                {"model_type": "openai", "model_cfg": {"model": "b"}}],
         "num_examples": 4, "rounds": 2, "beam_size": 2, "minibatch_size": 12, "reflections_per_set": 2,

@@ -34,7 +34,7 @@ class M1(dspy.Module):
         >>> m1 = M1(Teacher(lm=teacher_lm, num_pairs=8),  # doctest: +SKIP
         ...         LbTScore([Student(lm=student_lm)], FunctionalExamMaker(bank), MathScorer()), num_threads=16)
         >>> pred = m1(**data.teaching[0])            # question=..., unique_id=...  # doctest: +SKIP
-        >>> pred.answer, [c.lbt_score for c in pred.candidates]  # doctest: +SKIP
+        >>> pred.answer, [p.lbt_score for p in pred.pairs]  # doctest: +SKIP
         >>> pred = await m1.acall(**data.teaching[0])  # doctest: +SKIP
     """
 
@@ -59,9 +59,9 @@ class M1(dspy.Module):
         """Args: the teaching item's fields: ``question`` and whatever the exam maker reads (e.g.
         ``unique_id``); ``item=`` takes them as one mapping.
 
-        Returns a `dspy.Prediction`: ``answer``, ``rationale`` and index (``pair``) of the picked pair, and ``candidates``, every
-        pair (`Pair`: ``rationale``, ``answer``, ``lbt_score``, ``per_student``, ``exam`` with ``questions``,
-        ``answers`` and ``scores`` per student; ``v_score`` for code).
+        Returns a `dspy.Prediction`: ``answer``, ``rationale`` and index (``pair``) of the picked pair, and ``pairs``,
+        every pair (`Pair`: ``rationale``, ``answer``, ``lbt_score``, ``per_student``, ``exam`` with ``questions``,
+        ``answers`` and ``scores`` per student; ``v_score`` for code). ``candidates``: the earlier name of ``pairs``.
         """
         item = {**dict(item or {}), **item_fields, **({"question": question} if question is not None else {})}
         if "question" not in item:
@@ -77,7 +77,8 @@ class M1(dspy.Module):
                 p.v_score = self.lbt_score.scorer.score(p.answer, reference)
         best = self.select(pairs)
         return dspy.Prediction(answer=best.answer if best else "", rationale=best.rationale if best else "",
-                               pair=best.index if best else None, candidates=pairs, exam_budget=budget)
+                               pair=best.index if best else None, pairs=pairs, candidates=pairs,
+                               exam_budget=budget)
 
     async def aforward(self, question: str | None = None, item: dict | None = None, **item_fields) -> dspy.Prediction:
         # The engines are synchronous HTTP clients: forward runs in a worker thread, its calls in the pool.

@@ -87,8 +87,9 @@ class PairConfig:
 
 
 @dataclass
-class Sample:
-    """One TR-TA sample of a problem, with its parts of the score."""
+class ScoredPair:
+    """One TR-TA pair of a problem, with its parts of the preference score: correctness, LbT score, and their
+    weighted sum (`score_pairs`)."""
 
     index: int
     rationale: str
@@ -99,7 +100,7 @@ class Sample:
 
 
 # --- pair choice (pure, testable on hand-made samples) -----------------------------------------------
-def choose_pairs(samples: list[Sample], config: PairConfig, rng_key: str = "") -> tuple[list[tuple], int]:
+def choose_pairs(samples: list[ScoredPair], config: PairConfig, rng_key: str = "") -> tuple[list[tuple], int]:
     """The (chosen, rejected) sample pairs of one problem, and how many qualified before the cap.
 
     `samples` must carry their `score`. Pairs whose score difference is <= `config.threshold` are never
@@ -142,11 +143,11 @@ def _order(pair: tuple) -> tuple:
     return (-_gap(pair), pair[0].index, pair[1].index)
 
 
-def _same_text(a: Sample, b: Sample) -> bool:
+def _same_text(a: ScoredPair, b: ScoredPair) -> bool:
     return a.rationale.strip() == b.rationale.strip() and a.answer.strip() == b.answer.strip()
 
 
-def score_samples(samples: list[Sample], config: PairConfig) -> list[Sample]:
+def score_pairs(samples: list[ScoredPair], config: PairConfig) -> list[ScoredPair]:
     """Fill in each sample's score; samples without an LbT score are dropped when the LbT weight is > 0."""
     wc, wl = config.weights()
     out = []
@@ -205,7 +206,7 @@ def load_run_samples(run_dir: str | Path, config: PairConfig) -> tuple[list[dict
         for i, pair in sorted(prob["pairs"].items()):
             per, combined = lbt_scores(pair.exam)  # the aggregation the M1 module and results use
             lbt = combined if config.student == COMBINED else per.get(config.student)
-            samples.append(Sample(int(i), pair.rationale or "", pair.answer or "", float(pair.score), lbt))
+            samples.append(ScoredPair(int(i), pair.rationale or "", pair.answer or "", float(pair.score), lbt))
         students = sorted({s for pair in prob["pairs"].values() for s in pair.exam})
         out.append({"tp": key, "question": tp["question"], "reference": str(tp.get("answer", "")),
                     "samples": samples, "students": students})
@@ -239,14 +240,14 @@ def build_pairs(run_dirs: list[str | Path], config: PairConfig | None = None) ->
                                          "samples": [], "runs": []})
             for s in prob["samples"]:  # unique indices across pooled runs
                 text = render_completion(adapter, prob["question"], s.rationale, s.answer, prefill)
-                g["samples"].append((Sample(len(g["samples"]), s.rationale, s.answer, s.correct, s.lbt),
+                g["samples"].append((ScoredPair(len(g["samples"]), s.rationale, s.answer, s.correct, s.lbt),
                                      text, str(run_dir), s.index))
             g["runs"].append(str(run_dir))
     records, per_problem = [], []
     wc, wl = config.weights()
     for (tp, _), g in sorted(groups.items(), key=lambda kv: kv[0]):
         meta = {s.index: (text, run, orig) for s, text, run, orig in g["samples"]}
-        samples = score_samples([s for s, *_ in g["samples"]], config)
+        samples = score_pairs([s for s, *_ in g["samples"]], config)
         kept, qualifying = choose_pairs(samples, config, rng_key=tp)
         per_problem.append({"tp": tp, "samples": len(g["samples"]), "scored": len(samples),
                             "qualifying": qualifying, "kept": len(kept)})

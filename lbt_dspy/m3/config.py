@@ -9,6 +9,7 @@ same ``model_type`` / ``model_cfg`` convention as `lbt m1`.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -18,6 +19,24 @@ from ..registry import did_you_mean
 from ..renamed import renamed
 
 BASELINES = ("zero_shot", "random", "self")
+DATASETS = ("liar", "fallacy", "jsonl")
+log = logging.getLogger("lbt_dspy")
+
+
+def _earlier_keys(raw, source: str):
+    """An `lbt m3` config written with the earlier keys (``task: liar``, ``task_cfg``) read as ``dataset_type`` /
+    ``dataset_cfg``, with a one-line notice each (docs/names.md)."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    if raw.get("task") in DATASETS and "dataset_type" not in raw:
+        log.warning("%s: key 'task: %s' is now 'dataset_type: %s' (read as it; docs/names.md)", source, raw["task"],
+                    raw["task"])
+        raw["dataset_type"] = raw.pop("task")
+    if "task_cfg" in raw and "dataset_cfg" not in raw:
+        log.warning("%s: key 'task_cfg' is now 'dataset_cfg' (read as it; docs/names.md)", source)
+        raw["dataset_cfg"] = raw.pop("task_cfg")
+    return raw
 
 
 def _choice(key: str, val, allowed) -> None:
@@ -101,7 +120,7 @@ class M3Config(LbTOptimizerConfig):
     models, task, baselines and execution. Build with `M3Config.from_yaml(path)`.
 
     Example:
-        >>> cfg = M3Config.from_dict({"rounds": 2, "task": "liar"})
+        >>> cfg = M3Config.from_dict({"rounds": 2, "dataset_type": "liar"})
         >>> cfg.num_examples, cfg.beam_size, cfg.init_method
         (8, 4, 'gen')
     """
@@ -121,8 +140,12 @@ class M3Config(LbTOptimizerConfig):
     teacher_prefill: bool = _help("Start the teacher's answers with '<START>\\nText:' / '<START>' (steers small "
                                   "models; ignored by plain chat endpoints). Not in the paper.", default=False)
     # --- task ---
-    task: str = _help("liar, fallacy (data/<task>) or jsonl (task_cfg.train_file / test_file).", default="liar")
-    task_cfg: dict = _help("data_dir, or train_file + test_file, of {label, text} JSONL rows.", default_factory=dict)
+    task: str = _help("What the problems are (`lbt_dspy.tasks`): classification, the task `lbt m3` runs.",
+                      default="classification")
+    dataset_type: str = _help("Where the examples come from: liar, fallacy (data/<name>) or jsonl "
+                              "(dataset_cfg.train_file / test_file). Earlier name: task.", default="liar")
+    dataset_cfg: dict = _help("data_dir, or train_file + test_file, of {label, text} JSONL rows. Earlier name: "
+                              "task_cfg.", default_factory=dict)
     train_size: int = _help("Random subset of the training set used as the pool (null: all of it).", default=None)
     test_size: int = _help("Random subset of the test set for F1 (null: all of it).", default=None)
     # --- evaluation and baselines ---
@@ -140,7 +163,8 @@ class M3Config(LbTOptimizerConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("task", self.task, ("liar", "fallacy", "jsonl"))
+        _choice("task", self.task, ("classification",))
+        _choice("dataset_type", self.dataset_type, DATASETS)
         for b in self.baselines:
             if b not in BASELINES:
                 raise ValueError(f"baselines: unknown baseline {b!r}{did_you_mean(b, BASELINES)}; "
@@ -155,14 +179,14 @@ class M3Config(LbTOptimizerConfig):
                 raise ValueError(f"{key} must be >= 1 (or null)")
         if not self.student_model_cfgs:
             raise ValueError("student_model_cfgs is empty")
-        for key in self.task_cfg:
+        for key in self.dataset_cfg:
             if key not in ("data_dir", "train_file", "test_file"):
-                raise ValueError(f"task_cfg.{key}: unknown key"
+                raise ValueError(f"dataset_cfg.{key}: unknown key"
                                  f"{did_you_mean(key, ['data_dir', 'train_file', 'test_file'])}")
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "M3Config":
-        return dataclass_from_dict(cls, raw, source)
+        return dataclass_from_dict(cls, _earlier_keys(raw, source), source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "M3Config":

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 

@@ -88,7 +88,7 @@ def run_m3(cfg: M3Config, output_path: str | Path, progress: bool = True, log_di
         models: Ready LMs (tests); None builds them from `cfg` with a `ModelPool`.
     """
     t0 = time.monotonic()
-    task = load_task(cfg.task, cfg.question, **cfg.task_cfg)
+    task = load_task(cfg.dataset_type, cfg.question, **cfg.dataset_cfg)
     train = subsample(task.train, cfg.train_size, f"{cfg.seed}/train")
     test = subsample(task.test, cfg.test_size, f"{cfg.seed}/test")
     store = RunStore(output_path, cfg.to_dict())

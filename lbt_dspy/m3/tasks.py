@@ -59,7 +59,7 @@ def load_task(name: str, question: str | None = None, data_dir: str | Path | Non
         if not question:
             raise LbtError("question: a jsonl task needs the classifier's question")
         if not (train_file and test_file) and not data_dir:
-            raise LbtError("task_cfg: a jsonl task needs train_file and test_file (or data_dir)")
+            raise LbtError("dataset_cfg: a jsonl dataset needs train_file and test_file (or data_dir)")
     root = Path(data_dir) if data_dir else DATA_DIR / name
     train_path = Path(train_file) if train_file else root / "train.jsonl"
     test_path = Path(test_file) if test_file else root / "test.jsonl"
