@@ -120,6 +120,26 @@ def dspy_floor(n: int = 2000) -> float:
     return 1000 * (time.perf_counter() - t) / n
 
 
+def predict_floor(n: int = 1000) -> float:
+    """ms per call of the one DSPy module a student runs (`dspy.Predict` of the paper's signature with its
+    adapter and a demo) on the same scripted engine: DSPy's own cost per call before lbt adds anything."""
+    import dspy
+
+    from lbt_dspy.adapter import TemplateAdapter
+    from lbt_dspy.signatures import SolveProblem
+
+    lm = dspy.LM("openai/scripted", engine=OpenAICompatEngine("scripted", api_key="x"), cache=False, num_retries=0)
+    solve = dspy.Predict(SolveProblem)
+    demo = dspy.Example(question="Tom has 3 apples. Tom buys 2 more apples. How many?", rationale="3 + 2 = 5.",
+                        answer="5")
+    with dspy.context(lm=lm, adapter=TemplateAdapter(stub_teaching_items=[])):
+        solve(question="warm up", demos=[demo])
+        t = time.perf_counter()
+        for i in range(n):
+            solve(question=f"Tom has {i} apples. Tom buys 2 more apples. How many?", demos=[demo])
+    return 1000 * (time.perf_counter() - t) / n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", type=int, default=40, help="teaching problems")
@@ -145,6 +165,9 @@ def main() -> None:
     first = results[rows[0][0]]
     print(f"\nbare dspy.LM call on the same engine (DSPy's floor): {floor:.3f} ms/call; the pipeline costs "
           f"{first['ms'] / floor:.1f}x that (a ratio from one run: robust to a busy machine, unlike the ms)")
+    module = predict_floor()
+    print(f"one dspy.Predict call (the student's module, its adapter, a demo) on the same engine: {module:.3f} "
+          f"ms/call, {module / floor:.1f}x the bare call; the pipeline costs {first['ms'] / module:.1f}x that")
     worst = max(r["ms"] for r in results.values())
     ratio = first["ms"] / floor
     print(f"framework time per LM call: {first['ms']:.3f} ms (worst row {worst:.3f} ms); "

@@ -53,3 +53,19 @@ def test_scorer_scores_extracted_answers():
     assert scorer.score(scorer.extract("... [[Final Answer]]: $0.5$"), "\\frac{1}{2}") == 1.0
     assert scorer.score(scorer.extract("... [[Final Answer]]: $0.25$"), "\\frac{1}{2}") == 0.0
     assert scorer.score("garbage }{ \\frac{", "1") == 0.0  # hostile output scores 0, never raises
+
+
+@pytest.mark.parametrize("a,b", [("5", "5"), ("5", "6"), ("-3", "-3"), ("05", "5"), ("7", "-7"), ("+4", "4"),
+                                 ("10", "1"), ("123456789012345678", "123456789012345679"), ("0", "-0"),
+                                 ("5", "5.0"), ("0.333333", "0.3333333"), ("1000", "1e3"), ("1,000", "1000"),
+                                 ("\\frac{1}{2}", "0.5"), ("2", "2.0000001")])
+def test_the_integer_shortcut_agrees_with_math_verify(a, b):
+    """Two integers are compared without math-verify's parse (most of the framework's time per call in
+    eval/bench_overhead.py); every pair here is also decided by math-verify alone, and the two agree."""
+    from math_verify import verify
+
+    from lbt_dspy.scoring import math as m
+
+    gold, pred = m._parse(a, None), m._parse(b, None)
+    alone = bool(gold and pred and verify(gold, pred)) or m._norm_text(a) == m._norm_text(b)
+    assert m.answers_equivalent(a, b) == alone
