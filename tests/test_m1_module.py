@@ -150,20 +150,24 @@ def test_num_threads_bounds_calls_in_flight_and_a_pairs_exam_goes_out_together(m
     monkeypatch.setattr(fake_openai, "scripted_answer", lambda prompt, nth=0: plain(prompt, nth) if
                         prompt.count("[[Question]]") >= 2 else f"Sample {nth} of many.\n\n[[Final Answer]]:\n{nth}\n")
     teach, bank = make_families(1, 3, seed=2)
-    with FakeOpenAI(delay=0.1) as srv:
-        in_flight, peak, lock = [0], [0], threading.Lock()
-        orig = srv.httpd.RequestHandlerClass.do_POST
+    from lbt_dspy.models import OpenAICompatEngine
 
-        def counting(handler):
+    # Calls in flight are counted where they are made (the engine): a server handler still finishing a sent
+    # answer while the client's next call arrives would count one too many.
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    orig = OpenAICompatEngine._complete
+
+    def counting(engine, request):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            return orig(engine, request)
+        finally:
             with lock:
-                in_flight[0] += 1
-                peak[0] = max(peak[0], in_flight[0])
-            try:
-                orig(handler)
-            finally:
-                with lock:
-                    in_flight[0] -= 1
-        srv.httpd.RequestHandlerClass.do_POST = counting
+                in_flight[0] -= 1
+    monkeypatch.setattr(OpenAICompatEngine, "_complete", counting)
+    with FakeOpenAI(delay=0.1) as srv:
         with ModelPool(cache=False) as pool:
             lm = pool.lm(fake_config(srv.api_base)["teacher_model_cfg"], {"temperature": 0.7})
             adapter = TemplateAdapter(stub_teaching_items=[])
