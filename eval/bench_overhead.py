@@ -89,7 +89,7 @@ def config(args, prefill: str, **over) -> M1Config:
         model_cfg["tokenizer"] = str(checkpoint_path())
     model = {"model_type": "openai", "model_cfg": model_cfg}
     cfg.update(teacher_model_cfg=model, student_model_cfgs=[model], cache=False, num_retries=0,
-               concurrency=args.concurrency, num_rationales=args.pairs,
+               concurrency=args.concurrency, num_pairs=args.pairs,
                dataset_cfg={"num_families": args.families, "num_variants": 3, "seed": 0},
                exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 3})
     cfg.update(over)

@@ -92,7 +92,7 @@ def make_config(args, model: str, api_base: str) -> dict:
                  "tokenizer": args.tokenizer or model, "timeout": 600}
     entry = {"model_type": "openai", "model_cfg": model_cfg}
     cfg.update(teacher_model_cfg=entry, student_model_cfgs=[entry], cache=False, num_retries=2,
-               num_rationales=args.pairs, dataset_cfg={"num_families": args.families, "num_variants": 3, "seed": 0},
+               num_pairs=args.pairs, dataset_cfg={"num_families": args.families, "num_variants": 3, "seed": 0},
                exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 1})
     cfg["general_student_sample_cfg"] = {**cfg["general_student_sample_cfg"], "max_new_tokens": args.max_tokens}
     return cfg
@@ -105,7 +105,7 @@ def prefill_run_dir(cfg: M1Config, path: Path) -> None:
     for n, tp in enumerate(parts.data.teaching):
         k = tp_key(tp, n)
         store.append("greedy", {"key": k, "tp": k, "rationale": "", "answer": tp["answer"], "score": 1.0})
-        for i in range(cfg.num_rationales):
+        for i in range(cfg.num_pairs):
             rationale = f"Pair {i}: read the numbers, apply the operation, check the result: {tp['answer']}."
             store.append("teach", {"key": f"{k}/{i}", "tp": k, "pair": i, "rationale": rationale,
                                    "answer": tp["answer"], "score": 1.0})
@@ -119,7 +119,7 @@ def exam_requests(cfg: M1Config, engine: OpenAICompatEngine) -> list[dict]:
     out = []
     for n, tp in enumerate(parts.data.teaching):
         k = tp_key(tp, n)
-        for i in range(cfg.num_rationales):
+        for i in range(cfg.num_pairs):
             rationale = f"Pair {i}: read the numbers, apply the operation, check the result: {tp['answer']}."
             demo = dspy.Example(question=tp["question"], rationale=rationale, answer=tp["answer"])
             for ep in exams[k]:

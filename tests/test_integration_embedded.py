@@ -17,7 +17,7 @@ def test_tiny_m1_on_a_vllm_entry_lbt_starts_on_the_cpu(tmp_path, capsys):
     cfg = yaml.safe_load(open("configs/demo.yaml"))
     entry = {"model_type": "vllm", "model_cfg": {"model": str(checkpoint_path()), "name": "smollm2-135m"}}
     cfg.update(teacher_model_cfg=entry, student_model_cfgs=[entry],
-               dataset_cfg={"num_families": 2, "num_variants": 2, "seed": 0}, num_rationales=2,
+               dataset_cfg={"num_families": 2, "num_variants": 2, "seed": 0}, num_pairs=2,
                exam_maker_cfg={"num_exam_questions": 2, "num_repetitions": 1}, concurrency=4)
     cfg["teacher_sample_cfg"]["max_new_tokens"] = 48
     cfg["general_student_sample_cfg"]["max_new_tokens"] = 48

@@ -241,7 +241,7 @@ def test_the_demo_config_finishes_end_to_end_on_odd_answers(tmp_path):
     """`make demo`'s config, all its calls (problems x (1 greedy + pairs + pairs x exam problems)), against a scripted
     server whose odd answers repeat: exit 0, the table printed, every call made once and recorded, no warnings."""
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    pairs, exam = cfg["num_rationales"], cfg["exam_maker_cfg"]["num_exam_questions"]
+    pairs, exam = cfg["num_pairs"], cfg["exam_maker_cfg"]["num_exam_questions"]
     total = cfg["dataset_cfg"]["num_families"] * (1 + pairs + pairs * exam)
     with FakeOpenAI(odd=0.3) as srv:
         entry = {"model_type": "openai", "model_cfg": {"model": "smollm2", "name": "smollm2-135m",

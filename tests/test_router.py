@@ -196,7 +196,7 @@ def test_two_embedded_servers_one_killed_mid_run(tmp_path):
     with VLLMServer(ckpt, kv_cache_gib=1) as s1, VLLMServer(ckpt, kv_cache_gib=1) as s2:
         model = {"model_type": "vllm", "model_cfg": {
             "model": ckpt, "api_base": [s1.api_base, s2.api_base], "timeout": 120}}
-        cfg.update(teacher_model_cfg=model, student_model_cfgs=[model], num_rationales=2, concurrency=4,
+        cfg.update(teacher_model_cfg=model, student_model_cfgs=[model], num_pairs=2, concurrency=4,
                    dataset_cfg={"num_families": 2, "num_variants": 3, "seed": 0}, num_retries=2, cache=False,
                    exam_maker_cfg={"num_exam_questions": 3, "num_repetitions": 1})
         for key in ("teacher_sample_cfg", "general_student_sample_cfg"):
