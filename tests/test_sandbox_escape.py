@@ -251,9 +251,12 @@ def _tagged(tag: str) -> list[tuple[int, int]]:
 def test_sandbox_dies_with_its_host(tmp_path, sig, how, chain):
     tag = str(tmp_path / "hosttmp")
     os.mkdir(tag)
+    # SIGINT as a terminal delivers it, even when these tests run in a background job (a shell without job control
+    # starts those with SIGINT ignored, and an ignored disposition is inherited)
     host = subprocess.Popen([sys.executable, "-c", HOST.format(root=str(Path(__file__).resolve().parents[1])), how,
                              chain],
-                            env={**os.environ, "TMPDIR": tag}, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "TMPDIR": tag}, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     want = 3 * (2 if how == "many" else 1)  # each program, its setsid child and grandchild, as the sandbox uid
     deadline = time.monotonic() + 60
     while sum(uid >= 1 << 30 for _, uid in _tagged(tag)) < want and time.monotonic() < deadline:
