@@ -132,11 +132,6 @@ def using_pool(pool: CallPool):
         _POOL.reset(token)
 
 
-def current_pool(default: CallPool | None = None) -> CallPool | None:
-    """The pool of the enclosing scope (a run, an outer module), else `default`."""
-    return _POOL.get() or default
-
-
 _OWN_POOLS: "weakref.WeakKeyDictionary[object, CallPool]" = weakref.WeakKeyDictionary()
 _OWN_LOCK = threading.Lock()
 

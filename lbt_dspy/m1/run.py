@@ -92,10 +92,13 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
                 def greedy_answer(k, tp):
                     with record_scope(recorder, tp=k, stage="greedy"):
                         return greedy.sample(tp["question"], 0)
+                def failed_call(exc: Exception) -> bool:  # counted by the recorder; a rerun retries it
+                    return recorder.is_call_failure(exc) or backend_down(exc) is not None or isinstance(exc, Stopped)
+
                 try:
                     parallel([lambda k=k, tp=tp: greedy_answer(k, tp) for k, tp in zip(keys, tps)])
                 except Exception as exc:
-                    if not (recorder.is_call_failure(exc) or backend_down(exc) or isinstance(exc, Stopped)):
+                    if not failed_call(exc):
                         raise  # failed calls are counted; their problems' M1 is still tried below
 
                 def solve(item):
@@ -107,7 +110,7 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
                             budgets[k] = m1(item=tp).exam_budget
                     except Exception as exc:
                         failed_tps.add(k)
-                        if not (recorder.is_call_failure(exc) or backend_down(exc) or isinstance(exc, Stopped)):
+                        if not failed_call(exc):
                             raise  # not a failed LM call (those are counted; a rerun resumes the problem)
 
                 branches(solve, list(zip(keys, tps)), limit=max(1, min(len(tps), cfg.concurrency)))
