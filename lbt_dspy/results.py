@@ -2,6 +2,7 @@
 
 - `PairExam`: one TR-TA pair of a problem and the exam its students took on it (M1's records).
 - `MethodAccuracy`: a method's accuracy in one student view (or the same in every view), with its 95% interval.
+- `CodeScore`: a code method's mean hidden-test S-score (the paper's Table 3 rows), over problems or on one.
 - `PairedComparison`: a − b on the same problems (or test items): the paired difference, its interval and
   wins / losses / ties.
 - `Fig4Point`: SC and M1 at one point of Fig. 4: with k pairs per problem, or on one difficulty level.
@@ -150,6 +151,70 @@ class MethodAccuracy:
         """The rows of summary.json's ``table`` (the inverse of `table`)."""
         return [cls(method, None if view == ALL else view, c["accuracy"], c["correct"], c["n"])
                 for method, cells in table.items() for view, c in cells.items()]
+
+
+@dataclass(frozen=True)
+class CodeScore:
+    """A code method's hidden-test S-score: its mean over the problems where it is defined (a row of the code
+    table, the paper's Table 3), or its pick's on one problem (then ``pair`` says which TR-TA pair it took).
+
+    Args:
+        method: ``"Greedy"``, ``"Avg."`` (all TAs: a random pick) or ``"M1 MAX"``.
+        view: The student view of an M1 pick (a student, or ``"combined"``); None for methods that use no
+            LbT score.
+        visible: Only among the TAs that pass all visible tests (the paper's "(V=1)" rows).
+        s_score: The S-score (None: the method is defined on no problem, e.g. no TA with V-score 1).
+        v_score: The V-score of the same picks.
+        n: Problems where the method is defined; of: problems.
+        pair: On one problem, the index of the pair the method picked (None for Greedy and Avg.).
+        interval: The S-score's 95% bootstrap interval over the problems, when computed.
+
+    Example:
+        >>> row = CodeScore("M1 MAX", "stu", visible=True, s_score=0.6, v_score=1.0, n=3, of=4)
+        >>> row.label(), row.label(views=2), CodeScore.from_dict(row.to_dict()) == row
+        ('M1 MAX (V=1)', 'M1 MAX [stu] (V=1)', True)
+    """
+
+    method: str
+    view: str | None = None
+    visible: bool = False
+    s_score: float | None = None
+    v_score: float | None = None
+    n: int = 0
+    of: int = 0
+    pair: int | None = None
+    interval: Interval | None = None
+
+    def label(self, views: int = 1) -> str:
+        """The row's name as the tables print it: the method, its view in brackets when the run has several
+        `views`, then " (V=1)" for `visible`."""
+        view = f" [{self.view}]" if self.view is not None and views > 1 else ""
+        return self.method + view + (" (V=1)" if self.visible else "")
+
+    def same(self, other: "CodeScore") -> bool:
+        """Whether `other` is the same method, view and visibility (another problem's or the table's row)."""
+        return (self.method, self.view, self.visible) == (other.method, other.view, other.visible)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["interval"] = None if self.interval is None else self.interval.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "CodeScore":
+        return cls(**{**_fields(cls, d), "interval": interval_of(d.get("interval"))})
+
+
+def find_code_score(rows: Iterable[CodeScore], method: str, view: str | None = None,
+                    visible: bool = False) -> CodeScore | None:
+    """The row of `method` in `view` (None: methods without LbT score), `visible` or not; None if absent.
+
+    Example:
+        >>> rows = [CodeScore("Avg."), CodeScore("Avg.", visible=True, s_score=0.5)]
+        >>> find_code_score(rows, "Avg.", visible=True).s_score
+        0.5
+    """
+    return next((r for r in rows if (r.method, r.view, r.visible) == (method, view, visible)), None)
 
 
 @dataclass(frozen=True)

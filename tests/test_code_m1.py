@@ -16,8 +16,8 @@ from lbt_dspy.exam import exam_makers
 from lbt_dspy.exam.similar import SimilarExamMaker, tokenize
 from lbt_dspy.m1 import run_m1
 from lbt_dspy.m1.report import accuracy_table, code_table, write_report
-from lbt_dspy.m1.results import code_summary, summarize
-from lbt_dspy.results import PairExam
+from lbt_dspy.m1.results import code_summary, code_table_rows, summarize
+from lbt_dspy.results import PairExam, find_code_score
 from lbt_dspy.scoring.code import CodeScorer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,26 +139,32 @@ def test_code_summary_baselines_and_m1_max():
         "p3": _problem([(1.0, 0.4, [1, 0]), (1.0, 1.0, [0, 1])], greedy_s=1.0),
     }
     code = code_summary(problems, ["stu"])
-    assert code["methods"] == ["Greedy", "Avg.", "Avg. (V=1)", "M1 MAX", "M1 MAX (V=1)"]
-    p1, p2, p3 = (code["problems"][k] for k in ("p1", "p2", "p3"))
-    assert p1["scores"]["Avg."] == pytest.approx((0.6 + 0.2 + 0.9 + 0.0) / 4)
-    assert p1["scores"]["Avg. (V=1)"] == pytest.approx(0.75)
-    assert p1["picks"]["M1 MAX"] == 2 and p1["scores"]["M1 MAX"] == 0.9
-    assert p1["picks"]["M1 MAX (V=1)"] == 2 and p1["num_v1"] == 2
-    assert p2["scores"]["Avg. (V=1)"] is None and p2["scores"]["M1 MAX (V=1)"] is None
-    assert p2["picks"]["M1 MAX"] == 0 and p2["scores"]["M1 MAX"] == 0.3
-    assert p3["picks"]["M1 MAX"] == 0 and p3["scores"]["M1 MAX"] == 0.4
-    t = code["table"]
-    assert t["Greedy"]["n"] == 2 and t["Greedy"]["mean"] == pytest.approx(0.75)
-    assert t["Avg. (V=1)"]["n"] == 2 and t["Avg. (V=1)"]["mean"] == pytest.approx((0.75 + 0.7) / 2)
-    assert t["M1 MAX"]["mean"] == pytest.approx((0.9 + 0.3 + 0.4) / 3) and t["M1 MAX"]["of"] == 3
-    assert t["M1 MAX"]["v_mean"] == pytest.approx(2 / 3)
+    assert [r.label() for r in code_table_rows(code)] == ["Greedy", "Avg.", "Avg. (V=1)", "M1 MAX", "M1 MAX (V=1)"]
+    p1, p2, p3 = (code_table_rows(code, k) for k in ("p1", "p2", "p3"))
+
+    def row(rows, method, visible=False):
+        return find_code_score(rows, method, "stu" if method == "M1 MAX" else None, visible)
+
+    assert row(p1, "Avg.").s_score == pytest.approx((0.6 + 0.2 + 0.9 + 0.0) / 4)
+    assert row(p1, "Avg.", True).s_score == pytest.approx(0.75)
+    assert row(p1, "M1 MAX").pair == 2 and row(p1, "M1 MAX").s_score == 0.9
+    assert row(p1, "M1 MAX", True).pair == 2 and code["problems"]["p1"]["num_v1"] == 2
+    assert row(p2, "Avg.", True).s_score is None and row(p2, "M1 MAX", True).s_score is None
+    assert row(p2, "M1 MAX").pair == 0 and row(p2, "M1 MAX").s_score == 0.3
+    assert row(p3, "M1 MAX").pair == 0 and row(p3, "M1 MAX").s_score == 0.4
+    t = code_table_rows(code)
+    assert row(t, "Greedy").n == 2 and row(t, "Greedy").s_score == pytest.approx(0.75)
+    assert row(t, "Avg.", True).n == 2 and row(t, "Avg.", True).s_score == pytest.approx((0.75 + 0.7) / 2)
+    assert row(t, "M1 MAX").s_score == pytest.approx((0.9 + 0.3 + 0.4) / 3) and row(t, "M1 MAX").of == 3
+    assert row(t, "M1 MAX").v_score == pytest.approx(2 / 3)
     table = code_table({"code": code})
     assert "| Avg. (V=1) | 0.725 | 1.000 | 2/3 |" in table
-    # per-problem "-" and two students give one M1 row per student view
+    # per-problem "-" and two students give one M1 row per student view, labelled with its view
     two = code_summary({"p2": _problem([(0.0, 0.3, [0])])}, ["s1", "s2"])
-    assert "M1 MAX [s1]" in two["methods"] and "M1 MAX (V=1) [s2]" not in two["methods"]
-    assert "M1 MAX [s2] (V=1)" in two["methods"]
+    labels = [r.label(len(two["views"])) for r in code_table_rows(two)]
+    assert "M1 MAX [s1]" in labels and "M1 MAX (V=1) [s2]" not in labels
+    assert "M1 MAX [s2] (V=1)" in labels
+    assert {(r.method, r.view, r.visible) for r in code_table_rows(two)} >= {("M1 MAX", "s2", True)}
 
 
 def test_math_runs_have_no_code_section():
@@ -204,9 +210,11 @@ def test_m1_code_run_scores_v_and_s_and_reports_the_code_table(fake_server, tmp_
     summary = summarize(run)
     code = summary["code"]
     assert set(code["problems"]) == set(by_id)
-    for row in code["problems"].values():
+    for tp in code["problems"]:
         # the scripted students fail after a broken demo, so M1 MAX never does worse than a random TA
-        assert row["scores"]["M1 MAX"] >= row["scores"]["Avg."] - 1e-9
+        rows = code_table_rows(code, tp)
+        m1, avg = find_code_score(rows, "M1 MAX", "fake-student"), find_code_score(rows, "Avg.")
+        assert m1.s_score >= avg.s_score - 1e-9
     assert summary["problems"][0]["code"]["s_scores"]
     report = write_report(run, summary).read_text()
     assert "## Code (S-score)" in report and "| M1 MAX (V=1) |" in report and "HumanEval/3" in report

@@ -9,6 +9,7 @@ from conftest import fake_config
 
 from lbt_dspy.config import M1Config
 from lbt_dspy.errors import LbtError
+from lbt_dspy.results import CodeScore
 from lbt_dspy.tasks import CodeTask, MathTask, task_for, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,5 +82,6 @@ def test_a_code_run_reports_no_voted_methods(fake_server, tmp_path, monkeypatch,
     assert main(["m1", str(cfg), "--output-path", str(run), "-q"]) == 0
     summary = summarize(run)
     assert summary["code"] is not None and not {"SC", "M1 SUM"} & set(summary["table"])
-    assert json.loads(json.dumps(summary["code"]["methods"]))[:3] == ["Greedy", "Avg.", "Avg. (V=1)"]
+    rows = [CodeScore.from_dict(r) for r in json.loads(json.dumps(summary["code"]["rows"]))]
+    assert [r.label() for r in rows[:3]] == ["Greedy", "Avg.", "Avg. (V=1)"]
     assert "mean S-score" in capsys.readouterr().out

@@ -11,17 +11,18 @@ written by an older version renders the same tables).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
 from .. import stats
 from ..plotting import bars_with_intervals, figure, line_with_band, pyplot, save
 from ..model_output import answers_section, output_table
-from ..results import Fig4Point, MethodAccuracy, PairedComparison, TableA6
+from ..results import CodeScore, Fig4Point, MethodAccuracy, PairedComparison, TableA6
 from ..store import RunStore
 from ..tables import Column, markdown_table
 from ..tables import comparison_table as render_comparisons
-from .results import V1, VOTED, summarize
+from .results import VOTED, code_table_rows, summarize
 
 METHOD_ORDER = ["Greedy", "SC", "M1 MAX", "M1 SUM", "AVG"]
 # (a, b) of "a - b": the comparisons a user of M1 makes (the paper's Improv. is M1 SUM - SC).
@@ -69,27 +70,33 @@ def evidence(run_dir: str | Path, summary: dict, *, a6_pairs: int | None = None,
 
 
 def code_evidence(summary: dict, cfg: dict) -> dict:
-    """Code runs: interval of each method's mean S-score over the problems where it is defined, and the
-    paired M1 MAX - Avg. (and - Greedy) differences over the problems where both are defined."""
+    """Code runs: the code table's rows (`CodeScore`) with the interval of each method's mean S-score over the
+    problems where it is defined, and the paired M1 MAX − Avg. (and − Greedy) differences over the problems
+    where both are defined."""
     code = summary["code"]
     seed, resamples = int(cfg.get("seed", 0)), int(cfg.get("bootstrap_resamples", stats.RESAMPLES))
-    per = {m: {tp: row["scores"][m] for tp, row in code["problems"].items() if row["scores"].get(m) is not None}
-           for m in code["methods"]}
-    intervals = {m: stats.bootstrap_mean([v[tp] for tp in sorted(v)], resamples=resamples, seed=seed).to_dict()
-                 for m, v in per.items()}
-    m1 = [m for m in code["methods"] if m.startswith("M1 MAX") and not m.endswith(V1)]
-    main = m1[-1] if m1 else None
+    views = len(code["views"])
+    per = {tp: code_table_rows(code, tp) for tp in code["problems"]}
+    rows = code_table_rows(code)
+
+    def scores(j):  # {problem: S-score} of row j where it is defined
+        return {tp: got[j].s_score for tp, got in per.items() if got[j].s_score is not None}
+
+    rows = [replace(r, interval=stats.bootstrap_mean([v[tp] for tp in sorted(v)], resamples=resamples, seed=seed))
+            for r, v in ((r, scores(j)) for j, r in enumerate(rows))]
+    main = [j for j, r in enumerate(rows) if r.method == "M1 MAX" and not r.visible][-1:]  # the last view's
     pairs = []
     if main:
-        pairs = [(main, "Avg."), (main + V1, "Avg." + V1), (main, "Greedy")]
+        j = main[0]
+        find = {(r.method, r.visible): i for i, r in enumerate(rows) if r.method != "M1 MAX"}
+        pairs = [(j, find[("Avg.", False)]), (j + 1, find[("Avg.", True)]), (j, find[("Greedy", False)])]
     comps = []
     for a, b in pairs:
-        if a not in per or b not in per:
-            continue
-        d = stats.paired_difference(per[a], per[b], resamples=resamples, seed=seed)
+        d = stats.paired_difference(scores(a), scores(b), resamples=resamples, seed=seed)
         if d.n:
-            comps.append(PairedComparison.of(a, b, d, scale=1, digits=3, unit="").to_dict())
-    return {"seed": seed, "resamples": resamples, "scores": per, "intervals": intervals, "comparisons": comps}
+            comps.append(PairedComparison.of(rows[a].label(views), rows[b].label(views), d, scale=1, digits=3,
+                                             unit="").to_dict())
+    return {"seed": seed, "resamples": resamples, "rows": [r.to_dict() for r in rows], "comparisons": comps}
 
 
 def interval_note(ev: dict, n: int) -> str:
@@ -213,31 +220,36 @@ def _s(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _code_rows(summary: dict) -> list[CodeScore]:
+    """The code table's rows: with their intervals once the report's evidence is in `summary`."""
+    ev = summary.get("evidence") or {}
+    return [CodeScore.from_dict(r) for r in ev["rows"]] if ev.get("rows") else code_table_rows(summary["code"])
+
+
 def code_table(summary: dict) -> str:
     """Code runs: the mean hidden-test S-score of each method (Table 3's rows), over the problems where
     it is defined ("-" rows, e.g. Avg. (V=1), skip problems without a TA passing the visible tests); with
     evidence, the mean's 95% bootstrap interval over those problems."""
-    code = summary["code"]
-    ivs = (summary.get("evidence") or {}).get("intervals") or {}
-    rows = [f"| method | mean S-score | mean V-score | problems (of {summary.get('num_problems', '?')}) | "
-            "95% CI of the S-score |", "|---|---|---|---|---|"]
-    for m in code["methods"]:
-        c = code["table"][m]
-        iv = _iv(ivs.get(m))
-        ci = "-" if iv is None or iv.n == 0 else f"[{iv.low:.3f}, {iv.high:.3f}]"
-        rows.append(f"| {m} | {_s(c['mean'])} | {_s(c.get('v_mean'))} | {c['n']}/{c['of']} | {ci} |")
-    return "\n".join(rows) + "\n"
+    views = len(summary["code"]["views"])
+
+    def ci(r: CodeScore) -> str:
+        return "-" if r.interval is None or r.interval.n == 0 else f"[{r.interval.low:.3f}, {r.interval.high:.3f}]"
+
+    return markdown_table(_code_rows(summary), [
+        Column("method", lambda r: r.label(views)), Column("mean S-score", lambda r: _s(r.s_score)),
+        Column("mean V-score", lambda r: _s(r.v_score)),
+        Column(f"problems (of {summary.get('num_problems', '?')})", lambda r: f"{r.n}/{r.of}"),
+        Column("95% CI of the S-score", ci)])
 
 
 def code_problem_table(summary: dict) -> str:
     """Code runs: S-score per problem and method, with each problem's number of TAs with V-score 1."""
     code = summary["code"]
-    methods = code["methods"]
-    rows = ["| problem | TAs with V=1 | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-    for tp, row in code["problems"].items():
-        cells = [_s(row["scores"].get(m)) for m in methods]
-        rows.append(f"| {tp} | {row['num_v1']}/{len(row['v_scores'])} | " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+    views = len(code["views"])
+    columns = [Column("problem", lambda p: p[0]), Column("TAs with V=1", lambda p: f"{p[1]['num_v1']}/{len(p[1]['v_scores'])}")]
+    columns += [Column(r.label(views), lambda p, j=j: _s(CodeScore.from_dict(p[1]["rows"][j]).s_score))
+                for j, r in enumerate(code_table_rows(code))]
+    return markdown_table(list(code["problems"].items()), columns)
 
 
 CODE_NOTE = (
@@ -453,9 +465,10 @@ def _write_code_report(run_dir: Path, summary: dict, store: RunStore, ev: dict) 
     """report.md for a code run: the S-score table (overall and per problem), paired comparisons, PNGs."""
     code = summary["code"]
     n = summary["num_problems"]
-    methods = [m for m in code["methods"] if code["table"][m]["mean"] is not None]
+    rows = [r for r in _code_rows(summary) if r.s_score is not None]
+    methods = [r.label(len(code["views"])) for r in rows]
     fig, ax = figure(max(6, 1.1 * len(methods)), 4)
-    bars_with_intervals(ax, methods, [_iv(ev["intervals"][m]) for m in methods], scale=1.0)
+    bars_with_intervals(ax, methods, [r.interval for r in rows], scale=1.0)
     ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("mean S-score (hidden tests), 95% CI")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
@@ -20,7 +21,7 @@ from ..errors import LbtError
 from ..scoring import exam_scorers
 from ..lbt_score import lbt_scores
 from ..model_output import OutputCounts
-from ..results import ALL, Fig4Point, MethodAccuracy, PairExam
+from ..results import ALL, CodeScore, Fig4Point, MethodAccuracy, PairExam
 from ..tasks import task_for
 from .select import METHODS, Pair, m1_max
 from ..store import RunStore
@@ -171,17 +172,16 @@ def summarize(run_dir: str | Path) -> dict:
 
 
 # --- code: picks judged by the hidden tests (S-score) -----------------------------------------------
-V1 = " (V=1)"
-
-
-def code_methods(views: list[str]) -> list[str]:
-    """Row labels of the code table: the paper's baselines and M1 (MAX), per student view."""
-    m1 = ["M1 MAX" + (f" [{v}]" if len(views) > 1 else "") for v in views] or ["M1 MAX"]
-    return ["Greedy", "Avg.", "Avg." + V1] + [x for m in m1 for x in (m, m + V1)]
+def code_rows(views: list[str]) -> list[CodeScore]:
+    """The rows of the code table, in order: the paper's baselines (Greedy, Avg., Avg. (V=1)), then M1 MAX and
+    M1 MAX (V=1) in each student view (``combined`` when the run has no exam records yet)."""
+    m1 = [CodeScore("M1 MAX", view, visible) for view in (views or [COMBINED]) for visible in (False, True)]
+    return [CodeScore("Greedy"), CodeScore("Avg."), CodeScore("Avg.", visible=True)] + m1
 
 
 def code_problem(problem: dict, views: list[str]) -> dict:
-    """S-scores of one code problem by method (None where undefined, e.g. no TA with V-score 1).
+    """S-scores of one code problem: every TA's (``s_scores``, ``v_scores``, ``num_v1``) and each method's
+    (``rows``: `CodeScore`s of `code_rows`, S-score None where undefined, e.g. no TA with V-score 1).
 
     Greedy: the greedy answer's S-score. Avg.: mean S-score of all TAs. Avg. (V=1): mean S-score of
     the TAs passing all visible tests. M1 MAX: S-score of the TA with the best LbT score (ties: higher
@@ -191,45 +191,53 @@ def code_problem(problem: dict, views: list[str]) -> dict:
     pairs = sorted(problem["pairs"].items())
     s = {i: pair.s_score for i, pair in pairs}
     v = {i: pair.score for i, pair in pairs}
-    v1 = [i for i, _ in pairs if v[i] >= 1]
+    every = [i for i, _ in pairs]
+    v1 = [i for i in every if v[i] >= 1]
 
     def avg(idx):
         vals = [s[i] for i in idx if s[i] is not None]
         return mean(vals) if vals else None
 
     greedy = problem.get("greedy") or {}
-    every = [i for i, _ in pairs]
-    scores = {"Greedy": greedy.get("s_score"), "Avg.": avg(every), "Avg." + V1: avg(v1)}
-    v_scores = {"Greedy": greedy.get("score"), "Avg.": mean(v.values()) if v else None,
-                "Avg." + V1: 1.0 if v1 else None}
-    picks = {}
-    for view, label in zip(views or [COMBINED], code_methods(views)[3::2]):
-        cands = candidates_for(problem, view)
-        for name, pool in ((label, cands), (label + V1, [c for c in cands if v[c.index] >= 1])):
-            # the `M1` module's code pick: answers not voted, ties to the higher V-score, then the earlier pair
-            pick = m1_max(pool, None, tie_break=lambda c: c.v_score)
-            best = None if pick is None else pick.index
-            picks[name] = best
-            scores[name] = None if best is None else s[best]
-            v_scores[name] = None if best is None else v[best]
-    return {"s_scores": [s[i] for i in every], "v_scores": [v[i] for i in every],
-            "num_v1": len(v1), "scores": scores, "v": v_scores, "picks": picks}
+    rows = []
+    for row in code_rows(views):
+        if row.method == "Greedy":
+            s_score, v_score, pick = greedy.get("s_score"), greedy.get("score"), None
+        elif row.method == "Avg.":
+            idx = v1 if row.visible else every
+            s_score, pick = avg(idx), None
+            v_score = (1.0 if v1 else None) if row.visible else (mean(v.values()) if v else None)
+        else:  # the `M1` module's code pick: answers not voted, ties to the higher V-score, then the earlier pair
+            cands = [c for c in candidates_for(problem, row.view) if not row.visible or v[c.index] >= 1]
+            best = m1_max(cands, None, tie_break=lambda c: c.v_score)
+            pick = None if best is None else best.index
+            s_score, v_score = (None, None) if pick is None else (s[pick], v[pick])
+        rows.append(replace(row, s_score=s_score, v_score=v_score, pair=pick, n=int(s_score is not None), of=1))
+    return {"s_scores": [s[i] for i in every], "v_scores": [v[i] for i in every], "num_v1": len(v1),
+            "rows": [r.to_dict() for r in rows]}
 
 
 def code_summary(problems: dict, views: list[str]) -> dict | None:
-    """The code table (when teacher records carry ``s_score``): per problem and the mean per method
-    over the problems where the method is defined; None for runs without S-scores (math)."""
+    """The code table (when teacher records carry ``s_score``): ``rows``, each method's mean over the
+    problems where it is defined (`CodeScore`), and per problem `code_problem`; None for runs without
+    S-scores (math)."""
     if not any(pair.s_score is not None for p in problems.values() for pair in p["pairs"].values()):
         return None
-    methods = code_methods(views)
     per = {tp: code_problem(prob, views) for tp, prob in sorted(problems.items())}
-    table = {}
-    for m in methods:
-        vals = [row["scores"][m] for row in per.values() if row["scores"].get(m) is not None]
-        v_vals = [row["v"][m] for row in per.values() if row["v"].get(m) is not None]
-        table[m] = {"mean": mean(vals) if vals else None, "n": len(vals), "of": len(per),
-                    "v_mean": mean(v_vals) if v_vals else None}
-    return {"methods": methods, "table": table, "problems": per}
+    by_problem = [[CodeScore.from_dict(r) for r in row["rows"]] for row in per.values()]
+    table = []
+    for j, row in enumerate(code_rows(views)):  # every problem's rows are `code_rows`, in this order
+        s_vals = [rows[j].s_score for rows in by_problem if rows[j].s_score is not None]
+        v_vals = [rows[j].v_score for rows in by_problem if rows[j].v_score is not None]
+        table.append(replace(row, s_score=mean(s_vals) if s_vals else None, v_score=mean(v_vals) if v_vals else None,
+                             n=len(s_vals), of=len(per)))
+    return {"views": views, "rows": [r.to_dict() for r in table], "problems": per}
+
+
+def code_table_rows(code: dict, problem: str | None = None) -> list[CodeScore]:
+    """The `CodeScore` rows of `code_summary`'s result: the table's, or one problem's."""
+    rows = code["rows"] if problem is None else code["problems"][problem]["rows"]
+    return [CodeScore.from_dict(r) for r in rows]
 
 
 # --- accuracy against the number of pairs (summary.json's curve, the report's Fig. 4, Table A6) ---------
