@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dspy
 
 OUTPUT_FLAGS = ("completion", "unparsed", "cut_off")
 
@@ -29,8 +30,8 @@ def prediction_record(pred, **meta) -> dict:
 
 
 def _get(pred, name):
-    try:
-        return pred.get(name) if isinstance(pred, dict) else getattr(pred, name, None)
+    try:  # a dict, or a dspy.Prediction (whose `get` reads its fields without raising for a missing one)
+        return pred.get(name) if isinstance(pred, (dict, dspy.Example)) else getattr(pred, name, None)
     except (AttributeError, KeyError):
         return None
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import queue
 import threading
 import weakref
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import partial
 from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
@@ -48,14 +49,17 @@ class CallPool:
 
     Each call runs in a copy of the submitter's context (DSPy settings, the record scope). Once a call
     meets `BackendDown` (an endpoint's open circuit breaker), the calls still queued are not started.
+    Its threads are daemon threads, started as calls need them (a call never keeps the process alive).
 
     Args:
         num_threads: Calls in flight at most.
 
     Example:
         >>> pool = CallPool(4)
-        >>> [f.result() for f in pool.submit_all([lambda: 1, lambda: 2])]
+        >>> pool.run_all([lambda: 1, lambda: 2])
         [1, 2]
+        >>> pool.submit(lambda: 3).result()
+        3
     """
 
     def __init__(self, num_threads: int = 16):
@@ -63,11 +67,10 @@ class CallPool:
             raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
         self.num_threads = num_threads
         self.down: BaseException | None = None
-        self._lock = threading.Lock()
-
-    @cached_property
-    def _executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(self.num_threads, thread_name_prefix="lbt-call")
+        self._lock = threading.Lock()  # one submitter at a time; guards the fields below
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # threads waiting for a call
+        self._threads = 0
 
     def __deepcopy__(self, memo):  # copies of a program (DSPy's optimizers, Module.load) share its pool
         return self
@@ -85,30 +88,132 @@ class CallPool:
         self.close()
 
     def close(self) -> None:
-        """Let its threads go once their calls are done (a pool of a run, not of a module)."""
-        if "_executor" in self.__dict__:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            del self.__dict__["_executor"]
+        """Cancel the calls not started and let the threads go once their calls are done (a pool of a run,
+        not of a module). A later call starts new threads."""
+        with self._lock:
+            old, threads = self._queue, self._threads
+            self._queue, self._idle, self._threads = queue.SimpleQueue(), threading.Semaphore(0), 0
+        while True:
+            try:
+                call = old.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                call.cancel()
+        for _ in range(threads):
+            old.put(None)
 
     def submit(self, fn: Callable[[], Any]) -> Future:
-        ctx = contextvars.copy_context()
-        return self._executor.submit(self._run, ctx, fn)
+        """``fn()`` in the pool, as a `Future`."""
+        future: Future = Future()
+        with self._lock:
+            self._put(_Call(fn, future))
+        return future
 
     def submit_all(self, fns: Iterable[Callable[[], Any]]) -> list[Future]:
         """Submit calls back to back (no other submitter interleaves), e.g. one pair's exam problems."""
+        fns = list(fns)
+        futures = [Future() for _ in fns]
         with self._lock:
-            return [self.submit(fn) for fn in fns]
+            for fn, future in zip(fns, futures):
+                self._put(_Call(fn, future))
+        return futures
 
-    def _run(self, ctx, fn):
-        if self.down is not None:
-            raise Stopped(str(self.down))
-        try:
-            return ctx.run(_as_worker, fn)
-        except BaseException as exc:
-            down = backend_down(exc)
-            if down is not None and self.down is None:
-                self.down = down
-            raise
+    def run_all(self, fns: Iterable[Callable[[], Any]]) -> list:
+        """The results of calls submitted back to back (no other submitter interleaves), in order, once all
+        are done; then the first failure, if any, is raised (a backend that went down first), so every
+        call that could finish did, and was recorded, before an error propagates."""
+        fns = list(fns)
+        if not fns:
+            return []
+        batch = _Batch(len(fns))
+        with self._lock:
+            for i, fn in enumerate(fns):
+                self._put(_Call(fn, batch, i))
+        batch.done.wait()
+        if batch.failed:
+            errors = [e for e in batch.errors if e is not None]
+            raise next((backend_down(e) for e in errors if backend_down(e) is not None), None) or errors[0]
+        return batch.results
+
+    def _put(self, call: "_Call") -> None:  # under self._lock
+        self._queue.put(call)
+        if self._idle.acquire(blocking=False):  # a waiting thread takes it
+            return
+        if self._threads < self.num_threads:
+            self._threads += 1
+            threading.Thread(target=self._work, args=(self._queue, self._idle), daemon=True,
+                             name=f"lbt-call-{self._threads}").start()
+
+    def _work(self, calls: queue.SimpleQueue, idle: threading.Semaphore) -> None:
+        while True:
+            call = calls.get()
+            if call is None:  # the pool was closed
+                return
+            call.run(self)
+            idle.release()
+
+
+class _Batch:
+    """The results of `CallPool.run_all`: filled as its calls finish; `done` once all did."""
+
+    __slots__ = ("results", "errors", "failed", "left", "lock", "done")
+
+    def __init__(self, n: int):
+        self.results: list = [None] * n
+        self.errors: list = [None] * n
+        self.failed = False
+        self.left = n
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def finish(self, i: int, value, error: BaseException | None) -> None:
+        self.results[i] = value
+        if error is not None:
+            self.errors[i] = error
+            self.failed = True
+        with self.lock:
+            self.left -= 1
+            last = not self.left
+        if last:
+            self.done.set()
+
+
+class _Call:
+    """One call of a `CallPool`: ``fn`` in a copy of the submitter's context, its result delivered to a
+    `Future` or to slot `index` of a `_Batch`."""
+
+    __slots__ = ("fn", "ctx", "to", "index")
+
+    def __init__(self, fn: Callable[[], Any], to, index: int | None = None):
+        self.fn, self.ctx, self.to, self.index = fn, contextvars.copy_context(), to, index
+
+    def run(self, pool: CallPool) -> None:
+        if self.index is None and not self.to.set_running_or_notify_cancel():
+            return  # a cancelled future
+        value = error = None
+        if pool.down is not None:
+            error = Stopped(str(pool.down))
+        else:
+            try:
+                value = self.ctx.run(_as_worker, self.fn)
+            except BaseException as exc:
+                error = exc
+                down = backend_down(exc)
+                if down is not None and pool.down is None:
+                    pool.down = down
+        if self.index is not None:
+            self.to.finish(self.index, value, error)
+        elif error is not None:
+            self.to.set_exception(error)
+        else:
+            self.to.set_result(value)
+
+    def cancel(self) -> None:
+        if self.index is None:
+            self.to.cancel()
+        else:
+            self.to.finish(self.index, None, CancelledError())
 
 
 _IN_WORKER: contextvars.ContextVar[bool] = contextvars.ContextVar("lbt_in_worker", default=False)
@@ -160,7 +265,7 @@ def parallel(calls: Iterable[Callable[[], Any]], *, owner: object = None, num_th
     if _IN_WORKER.get():  # already one of the pool's calls: waiting on the pool from inside could starve it
         return [call() for call in calls]
     pool = _POOL.get() or own_pool(owner if owner is not None else parallel, num_threads)
-    return gather(pool.submit_all(calls))
+    return pool.run_all(calls)
 
 
 def map_calls(fn: Callable[[Any], Any], items: Iterable, *, owner: object = None, num_threads: int = 16,
@@ -187,14 +292,15 @@ def map_calls(fn: Callable[[Any], Any], items: Iterable, *, owner: object = None
 def branches(fn: Callable[[Any], Any], items: Iterable, *, scope: Callable[[Any], dict] | None = None,
              limit: int | None = None) -> list:
     """``[fn(item) for item in items]``, each item in a thread of its own (the caller's context copied;
-    ``record_scope(**scope(item))`` around it when given). For steps that make several calls and wait on
-    them: a branch waits without holding a slot of the pool, so nested steps never starve it. At most
-    `limit` branches run at once. Every branch finishes before the first failure (a backend that went down
-    first) is raised, so what could be recorded was."""
+    ``record_scope(**scope(item))`` around it when given); the last item in the caller's thread. For steps
+    that make several calls and wait on them: a branch waits without holding a slot of the pool, so nested
+    steps never starve it. At most `limit` branches run at once. Every branch finishes before the first
+    failure (a backend that went down first) is raised, so what could be recorded was."""
     items = list(items)
     results: list = [None] * len(items)
     errors: list = [None] * len(items)
     gate = threading.BoundedSemaphore(limit) if limit else None
+    finished = threading.Semaphore(0)
 
     def run(i, item):
         try:
@@ -208,24 +314,59 @@ def branches(fn: Callable[[Any], Any], items: Iterable, *, scope: Callable[[Any]
         finally:
             if gate:
                 gate.release()
+            finished.release()
 
-    if len(items) == 1 and gate is None:
-        run(0, items[0])
-    else:
-        threads = []
-        for i, item in enumerate(items):
-            if gate:
-                gate.acquire()
-            t = threading.Thread(target=contextvars.copy_context().run, args=(run, i, item),
-                                 name="lbt-branch", daemon=True)
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join()
+    for i, item in enumerate(items):
+        if gate:
+            gate.acquire()
+        if i == len(items) - 1:  # the caller would only wait: it takes the last branch itself
+            contextvars.copy_context().run(run, i, item)
+        else:
+            _BRANCH_THREADS.start(partial(contextvars.copy_context().run, run, i, item))
+    for _ in items:
+        finished.acquire()
     failed = [e for e in errors if e is not None]
     if failed:
         raise next((backend_down(e) for e in failed if backend_down(e) is not None), None) or failed[0]
     return results
+
+
+class _BranchThreads:
+    """Daemon threads for `branches`: an idle one takes the next branch, else a new one starts (a branch never
+    waits for a thread, so nested branches cannot starve); a thread idle for `idle_seconds` ends."""
+
+    def __init__(self, idle_seconds: float = 60.0):
+        self.idle_seconds = idle_seconds
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads free for a task (waiting for one, or about to)
+
+    def start(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            self._tasks.put(task)
+            if self._idle:
+                self._idle -= 1
+                return
+        threading.Thread(target=self._work, name="lbt-branch", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle and self._tasks.empty():
+                        self._idle -= 1
+                        return
+                continue
+            try:
+                task()
+            finally:
+                with self._lock:
+                    self._idle += 1
+
+
+_BRANCH_THREADS = _BranchThreads()
 
 
 def gather(futures: list[Future]) -> list:
@@ -274,15 +415,17 @@ class Recorder:
 
     def generate(self, stage: str, fields: dict, make: Callable[[], dict]) -> dict:
         names = KEY_FIELDS[stage]
-        missing = [n for n in names if n not in fields]
-        if missing:
-            raise RuntimeError(f"a {stage} generation outside its scope: no {', '.join(missing)}")
-        key = "/".join(str(fields[n]) for n in names)
+        try:
+            values = [fields[n] for n in names]
+        except KeyError:
+            missing = [n for n in names if n not in fields]
+            raise RuntimeError(f"a {stage} generation outside its scope: no {', '.join(missing)}") from None
+        key = "/".join(map(str, values))
         rec = self.records[stage].get(key)
         if rec is not None:
             return rec
         try:
-            rec = {"key": key, **{n: fields[n] for n in names}, **make()}
+            rec = {"key": key, **dict(zip(names, values)), **make()}
             if self.annotate:
                 rec.update(self.annotate(stage, rec))
         except Exception as exc:  # a failed call is not a result: counted, never recorded

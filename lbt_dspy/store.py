@@ -78,12 +78,15 @@ def os_error(exc: OSError, path: Path | str, what: str = "write") -> LbtError:
     return LbtEnvironmentError(f"{path}: cannot {what}: {exc.strerror or exc}")
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # one encoder, not one per record
+
+
 def encode_line(record: dict) -> bytes:
     """One record as one JSON line in UTF-8. NaN/Infinity are refused (not JSON); a string no UTF-8 can
     hold (a lone surrogate, e.g. from a ``\\ud800`` escape in a dataset) is written as its JSON escape, so
     it loads back unchanged instead of crashing the write."""
     try:
-        text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        text = _ENCODE(record)
     except ValueError as exc:
         raise LbtError(f"record {str(record.get('key'))[:80]!r}: {exc} (NaN/Infinity cannot be recorded)") from None
     try:
@@ -288,16 +291,16 @@ class RunStore:
             if self.closed:
                 raise LbtError(f"{self.path}: this run store was closed (another writer in this process took over)")
             fd = self._fds.get(stage)
-            file = self.path / f"{stage}.jsonl"
             try:
                 if fd is None:
                     self._set_aside_torn_tail(stage)
-                    fd = self._fds[stage] = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    fd = self._fds[stage] = os.open(self.path / f"{stage}.jsonl",
+                                                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
                 written = _write(fd, line)
                 if written != len(line):  # only a full disk cuts a write to a regular file short
                     raise OSError(errno.ENOSPC, "short write")
             except OSError as exc:
-                self._broken = os_error(exc, file, "append a record")
+                self._broken = os_error(exc, self.path / f"{stage}.jsonl", "append a record")
                 raise self._broken from None
 
     def close(self) -> None:
