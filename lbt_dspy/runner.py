@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Iterable
 
+import dspy
 from tqdm.auto import tqdm
 
 from .counting import CallCounter
@@ -44,12 +45,81 @@ class Stopped(Exception):
     """A queued call that was not started because its pool stopped (its backend is down)."""
 
 
+class _Threads:
+    """Daemon threads that run tasks in the order given: an idle thread takes the next task, else a new one
+    starts, up to `limit` (None: no limit, so a task never waits for a thread); a thread idle for
+    `idle_seconds` ends. Its threads hold no reference to its user (an unused `CallPool` is collected).
+
+    Args:
+        limit: Threads at most.
+        idle_seconds: How long an idle thread waits for a task before it ends.
+        name: The threads' name.
+    """
+
+    def __init__(self, limit: int | None = None, idle_seconds: float = 60.0, name: str = "lbt"):
+        self.limit, self.idle_seconds, self.name = limit, idle_seconds, name
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0  # alive
+        self._idle = 0  # free, and no queued task counted for them
+        self._backlog = 0  # queued tasks with no thread counted for them (all `limit` threads busy)
+        self._closed = False
+
+    def start(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            self._tasks.put(task)
+            if self._idle:
+                self._idle -= 1
+                return
+            if self.limit is not None and self._threads >= self.limit:
+                self._backlog += 1  # the next thread to finish a task takes it
+                return
+            self._threads += 1
+        threading.Thread(target=self._work, name=self.name, daemon=True).start()
+
+    def close(self) -> list:
+        """Stop: the tasks not started are returned (to cancel); running ones finish, then their threads end."""
+        with self._lock:
+            self._closed = True
+            waiting = []
+            while True:
+                try:
+                    waiting.append(self._tasks.get_nowait())
+                except queue.Empty:
+                    break
+            for _ in range(self._threads):
+                self._tasks.put(None)
+        return waiting
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._closed or (self._idle and self._tasks.empty()):
+                        self._idle -= not self._closed
+                        self._threads -= 1
+                        return
+                continue
+            if task is None:  # closed
+                return
+            try:
+                task()
+            finally:
+                with self._lock:
+                    if self._backlog:
+                        self._backlog -= 1
+                    else:
+                        self._idle += 1
+
+
 class CallPool:
     """A bounded pool for LM calls: at most `num_threads` in flight, started in submission order.
 
     Each call runs in a copy of the submitter's context (DSPy settings, the record scope). Once a call
     meets `BackendDown` (an endpoint's open circuit breaker), the calls still queued are not started.
-    Its threads are daemon threads, started as calls need them (a call never keeps the process alive).
+    Its threads are daemon threads, started as calls need them and ended after a minute without one.
 
     Args:
         num_threads: Calls in flight at most.
@@ -66,11 +136,14 @@ class CallPool:
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
         self.num_threads = num_threads
-        self.down: BaseException | None = None
-        self._lock = threading.Lock()  # one submitter at a time; guards the fields below
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # threads waiting for a call
-        self._threads = 0
+        self._state = _PoolState()
+        self._lock = threading.Lock()  # one submitter at a time
+        self._threads = _Threads(num_threads, name="lbt-call")
+
+    @property
+    def down(self) -> BaseException | None:
+        """The `BackendDown` a call met, if one did (calls queued after it are not started)."""
+        return self._state.down
 
     def __deepcopy__(self, memo):  # copies of a program (DSPy's optimizers, Module.load) share its pool
         return self
@@ -91,23 +164,16 @@ class CallPool:
         """Cancel the calls not started and let the threads go once their calls are done (a pool of a run,
         not of a module). A later call starts new threads."""
         with self._lock:
-            old, threads = self._queue, self._threads
-            self._queue, self._idle, self._threads = queue.SimpleQueue(), threading.Semaphore(0), 0
-        while True:
-            try:
-                call = old.get_nowait()
-            except queue.Empty:
-                break
+            old, self._threads = self._threads, _Threads(self.num_threads, name="lbt-call")
+        for call in old.close():
             if call is not None:
                 call.cancel()
-        for _ in range(threads):
-            old.put(None)
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         """``fn()`` in the pool, as a `Future`."""
         future: Future = Future()
         with self._lock:
-            self._put(_Call(fn, future))
+            self._threads.start(_Call(fn, self._state, future))
         return future
 
     def submit_all(self, fns: Iterable[Callable[[], Any]]) -> list[Future]:
@@ -116,7 +182,7 @@ class CallPool:
         futures = [Future() for _ in fns]
         with self._lock:
             for fn, future in zip(fns, futures):
-                self._put(_Call(fn, future))
+                self._threads.start(_Call(fn, self._state, future))
         return futures
 
     def run_all(self, fns: Iterable[Callable[[], Any]]) -> list:
@@ -129,29 +195,21 @@ class CallPool:
         batch = _Batch(len(fns))
         with self._lock:
             for i, fn in enumerate(fns):
-                self._put(_Call(fn, batch, i))
+                self._threads.start(_Call(fn, self._state, batch, i))
         batch.done.wait()
         if batch.failed:
             errors = [e for e in batch.errors if e is not None]
             raise next((backend_down(e) for e in errors if backend_down(e) is not None), None) or errors[0]
         return batch.results
 
-    def _put(self, call: "_Call") -> None:  # under self._lock
-        self._queue.put(call)
-        if self._idle.acquire(blocking=False):  # a waiting thread takes it
-            return
-        if self._threads < self.num_threads:
-            self._threads += 1
-            threading.Thread(target=self._work, args=(self._queue, self._idle), daemon=True,
-                             name=f"lbt-call-{self._threads}").start()
 
-    def _work(self, calls: queue.SimpleQueue, idle: threading.Semaphore) -> None:
-        while True:
-            call = calls.get()
-            if call is None:  # the pool was closed
-                return
-            call.run(self)
-            idle.release()
+class _PoolState:
+    """What a pool's calls share with it: the backend failure that stopped it (outlives `CallPool.close`)."""
+
+    __slots__ = ("down",)
+
+    def __init__(self):
+        self.down: BaseException | None = None
 
 
 class _Batch:
@@ -183,25 +241,25 @@ class _Call:
     """One call of a `CallPool`: ``fn`` in a copy of the submitter's context, its result delivered to a
     `Future` or to slot `index` of a `_Batch`."""
 
-    __slots__ = ("fn", "ctx", "to", "index")
+    __slots__ = ("fn", "ctx", "state", "to", "index")
 
-    def __init__(self, fn: Callable[[], Any], to, index: int | None = None):
-        self.fn, self.ctx, self.to, self.index = fn, contextvars.copy_context(), to, index
+    def __init__(self, fn: Callable[[], Any], state: _PoolState, to, index: int | None = None):
+        self.fn, self.ctx, self.state, self.to, self.index = fn, contextvars.copy_context(), state, to, index
 
-    def run(self, pool: CallPool) -> None:
+    def __call__(self) -> None:
         if self.index is None and not self.to.set_running_or_notify_cancel():
             return  # a cancelled future
         value = error = None
-        if pool.down is not None:
-            error = Stopped(str(pool.down))
+        if self.state.down is not None:
+            error = Stopped(str(self.state.down))
         else:
             try:
                 value = self.ctx.run(_as_worker, self.fn)
             except BaseException as exc:
                 error = exc
                 down = backend_down(exc)
-                if down is not None and pool.down is None:
-                    pool.down = down
+                if down is not None and self.state.down is None:
+                    self.state.down = down
         if self.index is not None:
             self.to.finish(self.index, value, error)
         elif error is not None:
@@ -235,6 +293,24 @@ def using_pool(pool: CallPool):
         yield pool
     finally:
         _POOL.reset(token)
+
+
+@contextmanager
+def run_settings():
+    """DSPy settings for the calls of a run (``lbt m1``, ``lbt exam``, ``lbt m2 eval``), inherited by its pool's
+    threads: no trace of `Predict` calls (what DSPy's optimizers collect while compiling; a run compiles
+    nothing) and no per-module or per-LM history (a run's modules are its own; `dspy.inspect_history()` still
+    shows the last calls). DSPy keeps each of these lists up to 10,000 entries, and past that drops the oldest
+    with a ``pop(0)`` of the whole list on every call; their entries (prompts, responses, demos) also stay
+    alive for the garbage collector to scan again and again.
+
+    Example:
+        >>> with run_settings():
+        ...     dspy.settings.max_trace_size, dspy.settings.max_history_size
+        (0, 0)
+    """
+    with dspy.context(max_trace_size=0, max_history_size=0):
+        yield
 
 
 _OWN_POOLS: "weakref.WeakKeyDictionary[object, CallPool]" = weakref.WeakKeyDictionary()
@@ -331,42 +407,7 @@ def branches(fn: Callable[[Any], Any], items: Iterable, *, scope: Callable[[Any]
     return results
 
 
-class _BranchThreads:
-    """Daemon threads for `branches`: an idle one takes the next branch, else a new one starts (a branch never
-    waits for a thread, so nested branches cannot starve); a thread idle for `idle_seconds` ends."""
-
-    def __init__(self, idle_seconds: float = 60.0):
-        self.idle_seconds = idle_seconds
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0  # threads free for a task (waiting for one, or about to)
-
-    def start(self, task: Callable[[], None]) -> None:
-        with self._lock:
-            self._tasks.put(task)
-            if self._idle:
-                self._idle -= 1
-                return
-        threading.Thread(target=self._work, name="lbt-branch", daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            try:
-                task = self._tasks.get(timeout=self.idle_seconds)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle and self._tasks.empty():
-                        self._idle -= 1
-                        return
-                continue
-            try:
-                task()
-            finally:
-                with self._lock:
-                    self._idle += 1
-
-
-_BRANCH_THREADS = _BranchThreads()
+_BRANCH_THREADS = _Threads(name="lbt-branch")  # no limit: a branch never waits for a thread
 
 
 def gather(futures: list[Future]) -> list:
@@ -528,9 +569,10 @@ def run_jobs(store: RunStore, stage: str, jobs: list[Job], concurrency: int = 16
         running = {}
 
         def refill():
-            while todo and len(running) < concurrency:
-                job = todo.popleft()
-                running[pool.submit(job.call)] = job
+            with run_settings():  # the calls run with the run's DSPy settings (their context is copied)
+                while todo and len(running) < concurrency:
+                    job = todo.popleft()
+                    running[pool.submit(job.call)] = job
 
         refill()
         try:

@@ -23,7 +23,7 @@ from ..config import M1Config
 from ..errors import LbtError, backend_down
 from ..models import ModelPool
 from ..models.vllm_server import hit_rate
-from ..runner import CallPool, Recorder, Stopped, branches, parallel, record_scope, using_pool
+from ..runner import CallPool, Recorder, Stopped, branches, parallel, record_scope, run_settings, using_pool
 from ..store import RunStore
 from .results import RECORD_FIELDS, tp_key  # tp_key lives in results (readers need it without the run)
 
@@ -87,7 +87,7 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
         budgets, failed_tps = {}, set()
         run_pool = CallPool(cfg.concurrency)  # every LM call of the run, `concurrency` at a time
         try:
-            with using_pool(run_pool):
+            with using_pool(run_pool), run_settings():
                 # The greedy baseline, then M1 on every problem (problems side by side, their calls in one pool).
                 def greedy_answer(k, tp):
                     with record_scope(recorder, tp=k, stage="greedy"):
