@@ -240,9 +240,12 @@ def main() -> None:
     print(f"\nbare dspy.LM call on the same engine (DSPy's floor): {floor:.3f} ms/call wall, {floor_cpu:.3f} ms CPU "
           f"(best of {len(floors)} measurements between the rows)")
     print(f"framework time per LM call: {first['ms']:.3f} ms (worst row {worst:.3f} ms); target < 2 ms: "
-          f"{'met' if worst < 2 else 'NOT met'}; within 3x of the bare call: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU, "
-          f"{'met' if min(ratio, cpu_ratio) <= 3 else 'NOT met'} (dspy.Predict with the adapter and a demo alone: "
-          f"{predict:.2f}x)")
+          f"{'met' if worst < 2 else 'NOT met'}")
+    # CPU per call on both sides: the pipeline's 16 threads use every CPU, the floor one, so a wall-clock ratio
+    # flatters the pipeline on a multi-core machine (and a loaded one inflates the floor's wall time)
+    print(f"within 3x of the bare call: {cpu_ratio:.2f}x (CPU time per call), {'met' if cpu_ratio <= 3 else 'NOT met'}; "
+          f"wall time {ratio:.2f}x; dspy.Predict with the adapter and a demo alone: {predict:.2f}x, "
+          f"everything lbt adds to one exam call: +{(steps[-1][1] - steps[2][1]) / base:.2f}x")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ The modules (`Teacher`, `Student`, `LbTScore`, `M1`) say only what is independen
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import queue
 import threading
@@ -215,14 +216,14 @@ class _PoolState:
 class _Batch:
     """The results of `CallPool.run_all`: filled as its calls finish; `done` once all did."""
 
-    __slots__ = ("results", "errors", "failed", "left", "lock", "done")
+    __slots__ = ("results", "errors", "failed", "last", "finished", "done")
 
     def __init__(self, n: int):
         self.results: list = [None] * n
         self.errors: list = [None] * n
         self.failed = False
-        self.left = n
-        self.lock = threading.Lock()
+        self.last = n - 1
+        self.finished = itertools.count()  # next() is atomic: each call takes its own number, no lock
         self.done = threading.Event()
 
     def finish(self, i: int, value, error: BaseException | None) -> None:
@@ -230,10 +231,7 @@ class _Batch:
         if error is not None:
             self.errors[i] = error
             self.failed = True
-        with self.lock:
-            self.left -= 1
-            last = not self.left
-        if last:
+        if next(self.finished) == self.last:
             self.done.set()
 
 
@@ -448,7 +446,6 @@ class Recorder:
         self.records = {stage: store.load(stage) for stage in KEY_FIELDS}
         self.calls = CallCounter()  # LM calls this run made (a replayed record is none), by stage
         self._failures: set[int] = set()
-        self._lock = threading.Lock()
 
     def is_call_failure(self, exc: BaseException) -> bool:
         """Whether `exc` is a failed generation this recorder counted (not a bug or bad input)."""
@@ -470,14 +467,12 @@ class Recorder:
             if self.annotate:
                 rec.update(self.annotate(stage, rec))
         except Exception as exc:  # a failed call is not a result: counted, never recorded
-            with self._lock:
-                self._failures.add(id(exc))
+            self._failures.add(id(exc))  # (a set's add and a dict's item assignment are atomic: no lock)
             self.calls.add(stage, failed=True, error=f"{key}: {type(exc).__name__}: {exc}")
             log.debug("call failed: %s: %s", key, exc)
             raise
         self.store.append(stage, rec)  # written as soon as it is made
-        with self._lock:
-            self.records[stage][key] = rec
+        self.records[stage][key] = rec
         self.calls.add(stage, pred=rec)
         if self.on_new:
             self.on_new(stage)
