@@ -132,3 +132,17 @@ def test_a_run_keeps_no_dspy_trace_or_module_history_and_its_pool_inherits_that(
         seen = parallel([lambda: (dspy.settings.max_trace_size, dspy.settings.max_history_size)] * 2)
     assert seen == [(0, 0), (0, 0)]
     assert dspy.settings.max_trace_size > 0  # outside a run DSPy's defaults stand
+
+
+def test_the_sandbox_modules_earlier_name_still_imports_and_warns():
+    import warnings
+
+    import lbt_dspy.sandbox
+    import lbt_dspy.sandbox.process
+    import lbt_dspy.sandbox.run  # noqa: F401  (the earlier name: a command's run is `run.py` elsewhere)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert lbt_dspy.sandbox.run is lbt_dspy.sandbox.process
+    assert [w.category for w in seen] == [DeprecationWarning]
+    assert str(seen[0].message).startswith("run is now lbt_dspy.sandbox.process")

@@ -216,10 +216,10 @@ def test_world_writable_host_directories_keep_nothing(tmp_path):
 # ---------------------------------------------------------------------------------------------
 HOST = """import sys
 sys.path.insert(0, {root!r})
-import lbt_dspy.sandbox.run
+import lbt_dspy.sandbox.process
 from lbt_dspy.sandbox import SandboxLimits, run_many, run_python
 if sys.argv[2] == "lifeline-only":  # no parent-death signal: the lifeline pipe alone must do it
-    lbt_dspy.sandbox.run._prctl = None
+    lbt_dspy.sandbox.process._prctl = None
 limits = SandboxLimits(cpu_seconds=120, wall_seconds=120)
 prog = "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    os.fork()\\ntime.sleep(100)\\n"
 if sys.argv[1] == "many":
@@ -390,7 +390,7 @@ def test_a_cgroup_the_program_cannot_join_turns_cgroups_off(monkeypatch, made_cg
 
 
 def test_no_cgroup_is_left_behind(monkeypatch, made_cgroups):
-    from lbt_dspy.sandbox import run as sandbox_run
+    from lbt_dspy.sandbox import process as sandbox_run
 
     programs = ["print(1)",  # ok
                 "import os\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(30)\n",  # a stray

@@ -13,8 +13,9 @@ sandboxes). :func:`isolation` says which layers are active here; ``docs/sandbox.
 each layer stops and what none of them can.
 
 Modules: :mod:`.limits` (limits and results), :mod:`.modes` (layers, probe, filesystem view),
-:mod:`.cgroup` (the per-run memory cgroup), :mod:`.run` (one run), :mod:`.bootstrap` (the child
-side: setup, guards, the calls harness).
+:mod:`.cgroup` (the per-run memory cgroup), :mod:`.process` (one run's process: start, kill, clean-up),
+:mod:`.bootstrap` (the child side: setup, guards, the calls harness). ``lbt_dspy.sandbox.run``, the earlier name
+of :mod:`.process`, still imports (docs/names.md).
 
 Example:
     >>> r = run_python("print(sum(range(10)))")
@@ -25,6 +26,16 @@ Example:
 from .bootstrap import CallFailed
 from .limits import SandboxLimits, SandboxResult
 from .modes import interpreter
-from .run import isolation, run_many, run_python
+from .process import isolation, run_many, run_python
+from . import process as _process
+
+import sys as _sys
+
+from ..renamed import renamed as _renamed
+
+# The earlier module name (a command's run is `run.py` elsewhere): `import lbt_dspy.sandbox.run` finds this module,
+# and `lbt_dspy.sandbox.run` read from the package warns.
+_sys.modules.setdefault(__name__ + ".run", _process)
+__getattr__ = _renamed(__name__, {"run": ("lbt_dspy.sandbox.process", lambda: _process)})
 
 __all__ = ["SandboxLimits", "SandboxResult", "CallFailed", "run_python", "run_many", "isolation", "interpreter"]

@@ -1,7 +1,7 @@
 """The sandbox's child side: what runs inside the sandboxed interpreter before (and around) user code.
 
 The host compiles this file once and runs the code object as ``python -I -S -B -c <loader>
-<compiled file> <config literal>`` (see :mod:`lbt_dspy.sandbox.run`), so it may import only the
+<compiled file> <config literal>`` (see :mod:`lbt_dspy.sandbox.process`), so it may import only the
 standard library (and nothing slow to import: no ``json``, whose ``re`` costs milliseconds per
 run) and must not import anything from ``lbt_dspy``. Importing it as a module (the host does, for
 :func:`encode_value` and :func:`decode_value`) runs nothing.
