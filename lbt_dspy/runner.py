@@ -8,12 +8,17 @@ The modules (`Teacher`, `Student`, `LbTScore`, `M1`) say only what is independen
   At most ``num_threads`` calls are in flight, started in submission order: a pair's exam problems reach a
   server together, so its prefix cache sees their shared demo together.
 - `branches(fn, items)`: compound steps that each make calls (one pair's exam inside `M1`, one problem of
-  a run), each in a thread of its own that waits on its calls without holding a slot of the pool.
+  a run), each in a thread of its own (reused, never bounded) that waits on its calls without holding a
+  slot of the pool; the last in the caller's thread.
 - `recorded` / `record_scope`: the run directory as a layer. Inside a `record_scope(recorder, tp=...)`,
   every generation is looked up by its key (``tp/pair/student/slot``) first: a finished one is replayed
   from the record, a new one is made, written as soon as it finishes, and returned. Outside a scope,
-  modules just call their LMs.
+  modules just call their LMs. A record is a graded generation (parsed answer, score), so it is made
+  where the grade is known, not at the LM boundary: docs/development.md says why.
 - `run_jobs`: plain jobs keyed in a `RunStore` (``lbt exam``, ``lbt m2 eval``), in the same `CallPool`.
+- `run_settings`: the DSPy settings of a run's calls (no trace, no per-module history).
+
+The threads are daemon threads that end when idle: a call or a branch never keeps the process alive.
 """
 
 from __future__ import annotations
