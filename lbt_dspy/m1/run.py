@@ -85,7 +85,7 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
                 bar.update(1)
         recorder.on_new = tick
         # each vLLM replica's prefix-cache counters, read now and every few seconds (one may die mid-run)
-        watch = PrefixCacheWatch(pool.prefix_cache).__enter__()
+        watch = PrefixCacheWatch(pool.prefix_cache).open()
         budgets, failed_tps = {}, set()
         run_pool = CallPool(cfg.concurrency)  # every LM call of the run, `concurrency` at a time
         try:

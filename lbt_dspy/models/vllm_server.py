@@ -174,9 +174,9 @@ class PrefixCacheWatch:
     """The prefix-cache hit rate of each vLLM replica over a run, and their total.
 
     `read` gives every replica's counters by ``api_base`` (``{"hits", "queries"}``, or None for one not
-    answering: `ModelPool.prefix_cache`). They are read on entering, then every `interval` seconds in a
-    daemon thread, and once more by `result`; each replica keeps its last reading, so one that dies mid-run
-    still counts with what it had served at that reading, and says so.
+    answering: `ModelPool.prefix_cache`). They are read by `open` (or entering a ``with``), then every
+    `interval` seconds in a daemon thread until `close`, and once more by `result`; each replica keeps its last
+    reading, so one that dies mid-run still counts with what it had served at that reading, and says so.
 
     Args:
         read: ``() -> {api_base: counts or None}``.
@@ -200,6 +200,10 @@ class PrefixCacheWatch:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "PrefixCacheWatch":
+        return self.open()
+
+    def open(self) -> "PrefixCacheWatch":
+        """The first reading (the run begins), then one every `interval` seconds until `close`."""
         self.start = self._poll()
         if self.start:  # no vLLM server (a remote endpoint, a scripted one): nothing to watch
             self._thread = threading.Thread(target=self._loop, name="lbt-prefix-cache", daemon=True)
