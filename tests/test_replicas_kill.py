@@ -112,6 +112,12 @@ def _group_alive(pgid: int) -> list[int]:
     return alive
 
 
+def _lines(run, *stages) -> int:
+    """Whole records written so far (a line being appended is not counted until its newline)."""
+    return sum((run / f"{s}.jsonl").read_bytes().count(b"\n") for s in stages or ("greedy", "teach", "exam")
+               if (run / f"{s}.jsonl").exists())
+
+
 def _records(run) -> dict:
     return {s: [json.loads(x)["key"] for x in open(run / f"{s}.jsonl")] if (run / f"{s}.jsonl").exists() else []
             for s in ("greedy", "teach", "exam")}
@@ -144,15 +150,14 @@ def test_two_embedded_replicas_one_sigkilled_mid_run_nothing_lost_both_hit_rates
         groups = [os.getpgid(p) for p in servers]
         first = None
         while proc.poll() is None and time.monotonic() < deadline:
-            n = sum(map(len, _records(run).values())) if run.exists() else 0
-            first = first or (time.monotonic() if n else None)
-            if first and time.monotonic() - first >= 8 and _records(run)["exam"]:
+            first = first or (time.monotonic() if _lines(run) else None)
+            if first and time.monotonic() - first >= 8 and _lines(run, "exam"):
                 break
             time.sleep(0.1)
         assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()}"
         victim = servers[1]
         port = _cmdline(victim)[_cmdline(victim).index("--port") + 1]
-        done_at_kill = sum(map(len, _records(run).values()))
+        done_at_kill = _lines(run)
         os.kill(victim, signal.SIGKILL)
         t_kill = time.monotonic()
         out, err = proc.communicate(timeout=600)
@@ -161,6 +166,9 @@ def test_two_embedded_replicas_one_sigkilled_mid_run_nothing_lost_both_hit_rates
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        gone_by = time.monotonic() + 5  # SIGKILLed processes take a moment to exit
+        while any(_group_alive(g) for g in groups) and time.monotonic() < gone_by:
+            time.sleep(0.1)
         leftovers = {g: _group_alive(g) for g in groups}
         for g, pids in leftovers.items():  # never leave a server behind, whatever failed above
             for p in pids:
