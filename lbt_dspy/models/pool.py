@@ -140,13 +140,10 @@ class ModelPool:
         self._stack.close()
         self._servers.clear()
 
-    def prefix_cache(self) -> dict | None:
-        """Prompt tokens served from the prefix caches of the vLLM servers this pool started, so far
-        (``{"hits", "queries"}``; None when it started none that report them)."""
-        counts = [c for c in (getattr(s, "prefix_cache", lambda: None)() for s in self._servers.values()) if c]
-        if not counts:
-            return None
-        return {"hits": sum(c["hits"] for c in counts), "queries": sum(c["queries"] for c in counts)}
+    def prefix_cache(self) -> dict:
+        """The prefix-cache counters of each vLLM server this pool started, by ``api_base``: prompt tokens so
+        far (``{"hits", "queries"}``), or None for one not answering (`vllm_server.PrefixCacheWatch` reads it)."""
+        return {s.api_base: s.prefix_cache() for s in self._servers.values() if hasattr(s, "prefix_cache")}
 
     def shared_server(self, key, factory):
         """Start (once per key) a server that this pool stops on close."""

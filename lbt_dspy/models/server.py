@@ -131,15 +131,21 @@ class LocalServer:
             return False
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """SIGTERM to the server's process group (15 s to exit), then SIGKILL to whatever is left of it: also
+        when the server process itself already died (killed), whose children (vLLM's engine core and worker)
+        would otherwise outlive it, holding their memory."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, 15)
                 self.proc.wait(timeout=15)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, 9)
-                except ProcessLookupError:
-                    pass
+                pass
+        try:
+            os.killpg(self.proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.proc = None
 
     def __enter__(self) -> "LocalServer":
