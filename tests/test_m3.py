@@ -96,10 +96,12 @@ def world():
     return {"teacher": teacher, "students": [a, b], "engines": {"teacher": t_engine, "a": a_engine, "b": b_engine}}
 
 
-def optimizer(world, **kw):
-    args = dict(num_examples=4, init_method="gen", rounds=1, beam_size=2, minibatch_size=12, reflections_per_set=3,
+OPT_ARGS = dict(num_examples=4, init_method="gen", rounds=1, beam_size=2, minibatch_size=12, reflections_per_set=3,
                 failures_per_reflection=4, expansion_factor=8, score_sample_size=12, num_threads=4, seed=0)
-    args.update(kw)
+
+
+def optimizer(world, **kw):
+    args = {**OPT_ARGS, **kw}
     return LbTOptimizer(students=world["students"], classifier_adapter=ClassifierAdapter(), **args)
 
 
@@ -240,25 +242,73 @@ def test_without_students_the_teacher_is_its_own_student(world):
     assert not world["engines"]["a"].prompts
 
 
-def test_train_init_and_resume_give_the_same_run(world):
+def _without_timing(history):
+    """Round records without what depends on where a run was interrupted: wall time, and how many answers came
+    without a request (DSPy's cache, or the run's records)."""
+    return [{**{k: v for k, v in r.items() if k not in ("seconds", "calls")},
+             "calls": {k: v for k, v in r["calls"].items() if k != "cached"}} for r in history]
+
+
+def test_train_init_and_resume_through_the_record_layer(world, tmp_path):
+    """Compiled inside a record scope, every call is recorded; compiling again in it replays them. An
+    interrupted compile (the students' server went down mid-exam) resumes: nothing finished is asked again, and
+    the rounds and the program are an uninterrupted compile's."""
+    from lbt_dspy.errors import BackendDown
+    from lbt_dspy.runner import Recorder, record_scope
+    from lbt_dspy.store import RunStore
+
     records = []
     opt = optimizer(world, init_method="train", rounds=2, on_round=records.append)
     program = opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
     init = records[0]["beam"][0]["demos"]
     assert sorted(d["label"] for d in init) == ["No", "No", "Yes", "Yes"]
     assert all(d["text"].startswith("pos" if d["label"] == "Yes" else "neg") for d in init)
-    assert [r["round"] for r in records] == [0, 1, 2]
+    assert [r["round"] for r in records] == [0, 1, 2] and opt.history == records
+    uninterrupted = sum(len(e.prompts) for e in world["engines"].values())
 
-    calls_before = len(world["engines"]["teacher"].prompts)
-    resumed = optimizer(world, init_method="train", rounds=2, history=records[:2])
-    program2 = resumed.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
-    assert [r["round"] for r in resumed.history] == [0, 1, 2]
-    assert resumed.history[2]["minibatch"] == records[2]["minibatch"]
-    assert [c["demos"] for c in resumed.history[2]["beam"]] == [c["demos"] for c in records[2]["beam"]]
+    calls = {"n": 0}
+
+    def dies_mid_round_2(messages):  # student b's server dies after 20 answers (round 1 asks it 12)
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise BackendDown("http://student-b", 5)
+        return student_fn({"neg-2", "pos-3"})(messages)
+
+    dying, _ = scripted_lm("student-b", dies_mid_round_2)
+    for engine in world["engines"].values():
+        engine.prompts.clear()
+    store = RunStore(tmp_path / "run", {})
+    recorder = Recorder(store)
+    with pytest.raises(BackendDown), record_scope(recorder, tp="mine"):
+        LbTOptimizer(students=[world["students"][0], dying], classifier_adapter=ClassifierAdapter(),
+                     **{**OPT_ARGS, "init_method": "train", "rounds": 2}).compile(
+            make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    made = len(recorder.records["exam"]) + len(recorder.records["teach"])
+    answered = len(world["engines"]["teacher"].prompts) + len(world["engines"]["a"].prompts) + 20
+    assert made == answered  # every answer that came back was recorded before the error ended the compile
+
+    for engine in world["engines"].values():
+        engine.prompts.clear()
+    resumed = optimizer(world, init_method="train", rounds=2)
+    with record_scope(Recorder(store), tp="mine"):
+        program2 = resumed.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    assert _without_timing(resumed.history) == _without_timing(records)
     assert [(d.text, d.label) for d in program2.program.demos] == [(d.text, d.label) for d in program.program.demos]
-    # Only round 2 ran again (no round-0 scoring, no round-1 calls).
-    assert len(world["engines"]["teacher"].prompts) - calls_before == records[2]["calls"]["teacher_write"] + \
-        records[2]["calls"]["teacher_reflect"] + records[2]["calls"]["score"]
+    # Only what was not recorded reached the "servers": the uninterrupted compile's calls, less those recorded.
+    asked = sum(len(e.prompts) for e in world["engines"].values())
+    assert asked == uninterrupted - made
+    assert sum(r["calls"]["cached"] for r in resumed.history) == made  # replayed: answered without a request
+    # Compiling again in the same scope replays everything.
+    for engine in world["engines"].values():
+        engine.prompts.clear()
+    with record_scope(Recorder(store), tp="mine"):
+        again = optimizer(world, init_method="train", rounds=2)
+        again.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    assert not any(e.prompts for e in world["engines"].values())
+    assert _without_timing(again.history) == _without_timing(records)
+    assert all(r["calls"]["cached"] == r["calls"]["total"] for r in again.history)
+    with pytest.raises(TypeError, match="record_scope"):
+        optimizer(world, history=records)
 
 
 def test_unparseable_generation_falls_back_to_train_init(world):

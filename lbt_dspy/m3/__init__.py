@@ -7,16 +7,16 @@ teacher's reflections and rewrites; beam search keeps the best sets.
 """
 
 from .adapters import ClassifierAdapter, TeacherAdapter, TurnsAdapter
-from .classify import Classifier, with_demos
 from .config import LbTOptimizerConfig
 from .fields import TaskFields
 from .metrics import accuracy, binary_f1, exact_match, macro_f1, token_f1
 from .optimizer import Candidate, LbTOptimizer
 from .tuned import WithAdapter
+from ..student import with_demos
 from .signatures import Classify, GenerateExamples, ReflectOnFailures, RewriteExamples, make_classifier
 from .tasks import BinaryTask, load_task
 
-__all__ = ["ClassifierAdapter", "TeacherAdapter", "TurnsAdapter", "Classifier", "with_demos", "accuracy", "binary_f1", "Candidate",
+__all__ = ["ClassifierAdapter", "TeacherAdapter", "TurnsAdapter", "with_demos", "accuracy", "binary_f1", "Candidate",
            "LbTOptimizerConfig", "TaskFields", "exact_match", "macro_f1", "token_f1", "WithAdapter", "LbTOptimizer", "Classify", "GenerateExamples", "ReflectOnFailures", "RewriteExamples", "make_classifier",
            "BinaryTask", "load_task"]
 
