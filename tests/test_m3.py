@@ -694,3 +694,50 @@ def test_config_declares_the_hyperparameters_once():
         LbTOptimizer([object()])
     with pytest.raises(LbtError, match="config: score_metric must be one of metric, accuracy, f1"):
         M3Config.from_dict({"score_metric": "auc"})
+
+
+def test_an_m3_run_directory_from_before_the_record_layer_reads_and_resumes(tmp_path, capsys):
+    """tests/fixtures/m3_old_run was written before M3's calls were recorded (summaries only). `lbt report` reads
+    it as it did (the same tables as its report.md); rerun, it is recomputed into the same rounds and test
+    evaluations, now with every call recorded."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from lbt_dspy.cli import main
+    from lbt_dspy.m3.report import baseline_table, calls_table, f1_table, search_table, summarize
+
+    old = Path(__file__).parent / "fixtures" / "m3_old_run"
+    run = tmp_path / "run"
+    shutil.copytree(old, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    s = summarize(run)
+    report = (old / "report.md").read_text()
+    for table in (f1_table(s), f1_table(s, "student-a"), baseline_table(s), calls_table(s), search_table(s)):
+        assert table in report
+    assert main(["select", str(run)]) == 0 and f1_table(s) in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # reading changed nothing
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["dataset_cfg"]["data_dir"] = str(run / "data")  # the directory moved with its data
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    import m3_golden as g  # the scripted LMs the directory was made with
+
+    models = _Models(g._lm("teacher", g._teacher)[0], g._lm("teacher", g._teacher)[0],
+                     [g._lm("student-a", g._student({"pos-1", "pos-2"}))[0],
+                      g._lm("student-b", g._student({"neg-2", "pos-3"}))[0]])
+    calls = run_m3(M3Config.from_dict(saved), run, progress=False, models=models)
+    assert calls["optimize"] and calls["failed"] == 0
+
+    def lines(path, drop=("seconds",)):
+        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in path.read_text().splitlines()]
+
+    for stage in ("rounds", "eval"):
+        got, want = lines(run / f"{stage}.jsonl"), lines(old / f"{stage}.jsonl")
+        if stage == "rounds":
+            got, want = ([{**r, "record": {k: v for k, v in r["record"].items() if k != "seconds"}} for r in x]
+                         for x in (got, want))
+        assert got == want
+    assert len(lines(run / "invocations.jsonl")) == 2
+    assert len(lines(run / "exam.jsonl")) > 0 and len(lines(run / "teach.jsonl")) > 0

@@ -14,7 +14,7 @@ from typing import Any
 import dspy
 
 from ..model_output import OutputIsData
-from .fields import TaskFields, title
+from .fields import TaskFields, strip_markup, title
 from .formats import NO, YES, answer_is_yes, parse_label_word, render_examples
 
 #: The patch's ``prompts/{liar,fallacy}.md``: ``{examples}`` / ``{prediction}`` are the demos and the text to
@@ -122,8 +122,7 @@ class ClassifierAdapter(OutputIsData, dspy.Adapter):
         """No label: a Yes/No answer that starts with neither, an answer naming none of the labels, or nothing."""
         f = self.fields_for(signature)
         if f.yes_no:
-            return parse_label_word(re.split(r"[\s,.!:;]", re.sub(r"^[\s\"'*`#:>\-\[\]]+", "", completion or ""),
-                                             maxsplit=1)[0]) is None
+            return parse_label_word(re.split(r"[\s,.!:;]", strip_markup(completion), maxsplit=1)[0]) is None
         if f.labels:
             return value.get(f.output) not in f.labels
         return not (completion or "").strip()

@@ -11,8 +11,7 @@ import re
 
 import dspy
 
-from .fields import TEXT_LABEL
-from .labels import NO, YES, answer_is_yes, parse_label_word, title, to_label  # noqa: F401  (re-exported)
+from .fields import NO, TEXT_LABEL, YES, answer_is_yes, parse_label_word, title, to_label  # noqa: F401  (re-exported)
 
 START, END = "<START>", "<END>"
 

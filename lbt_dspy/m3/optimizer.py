@@ -28,6 +28,7 @@ from typing import Any, Callable
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 from dspy.utils.usage_tracker import UsageTracker
+from tqdm.auto import tqdm
 
 from ..counting import CallCounter
 from ..errors import backend_down
@@ -121,9 +122,7 @@ def students_of(lms: list, program: dspy.Module, adapter: dspy.Adapter, output: 
     out: list[Student] = []
     for i, lm in enumerate(lms):
         own = isinstance(lm, dspy.Module)
-        student = Student(lm=None if own else lm, adapter=adapter, program=lm if own else program, answer_field=output,
-                          name=None if own else (getattr(lm, "lbt_name", None) or getattr(lm, "model", None)
-                                                 or f"student{i}"))
+        student = Student(None if own else lm, adapter, program=lm if own else program, answer_field=output)
         if student.name in [s.name for s in out]:
             student.name = f"{student.name}#{i}"
         out.append(student)
@@ -266,10 +265,8 @@ class LbTOptimizer(Teleprompter):
                 record["seconds"] = round(time.monotonic() - t0, 2)
                 self.history.append(record)
                 if self.progress:
-                    from tqdm.auto import tqdm
-
                     tqdm.write(f"M3 round {r}: best score {beam[0].score}, {len(record['candidates'])} set(s) scored, "
-                               f"LM calls {record['calls']['total']}, {record['seconds']:.0f} s")
+                               f"{record['calls']['total']} LM calls, {record['seconds']:.0f} s")
                 if self.on_round is not None:
                     self.on_round(record)
         program = with_demos(student, beam[0].demos)
