@@ -34,7 +34,8 @@ class Student(dspy.Module):
         >>> student = Student(lm=lbt_dspy.lm("embedded", temperature=0.7))  # doctest: +SKIP
         >>> demo = dspy.Example(question="2+2?", rationale="2+2=4.", answer="4")
         >>> student(question="3+3?", demos=[demo]).answer  # doctest: +SKIP
-        >>> classifier = Student(lm, adapter=ClassifierAdapter(), program=make_classifier("Lie?"), answer_field="label")  # doctest: +SKIP
+        >>> classifier = Student(lm, ClassifierAdapter(), program=make_classifier("Lie?"),  # doctest: +SKIP
+        ...                      answer_field="label")
         >>> classifier(text="The moon is cheese.", demos=examples).label  # doctest: +SKIP
     """
 

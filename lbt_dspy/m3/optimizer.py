@@ -255,7 +255,7 @@ class LbTOptimizer(Teleprompter):
             if self.scorer == "teacher" else self._students
         self._scoring = LbTScore(scorers, FixedExamMaker(self._score_pool), self._scorer, skip_failed=True)
 
-        self.history = []
+        self.history, beam = [], []
         with bounded(self, self.num_threads):  # every call of the rounds shares one bound (a run's: its own)
             for r in range(self.rounds + 1):
                 t0 = time.monotonic()
@@ -447,8 +447,7 @@ class LbTOptimizer(Teleprompter):
             if self.score_metric == "metric":
                 score = res.score
             else:
-                parts = [self._set_score([pool[i] for i in idx if i in got], [got[i]["answer"] for i in idx if i in got])
-                         for got in answered]
+                parts = [self._set_score([pool[i] for i in got], [got[i]["answer"] for i in got]) for got in answered]
                 score = sum(parts) / len(parts) if parts else None
             scored.append(replace(c, score=score, n_scored=sum(len(got) for got in answered)))
         record["score_sample"] = idx

@@ -27,7 +27,7 @@ FALLACY_QUESTION = "Does this argument contain a logical fallacy, i.e. is its co
 TASKS = {"liar": LIAR_QUESTION, "fallacy": FALLACY_QUESTION}
 
 
-@dataclass
+@dataclass(frozen=True)
 class BinaryTask:
     """A Yes/No task: the question and the train/test examples (``dspy.Example(text, label)``)."""
 

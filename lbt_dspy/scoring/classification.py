@@ -25,8 +25,10 @@ class ClassificationScorer(ExamScorer):
         >>> from lbt_dspy.m3 import TaskFields
         >>> scorer = ClassificationScorer(TaskFields(("text",), "label", ("Yes", "No")))
         >>> example = dspy.Example(text="The moon is cheese.", label="Yes")
-        >>> scorer.extract(" **yes**, surely"), scorer.score("Yes.", scorer.reference(example)), scorer.score("No", example)
-        ('Yes', 1.0, 0.0)
+        >>> scorer.extract(" **yes**, surely"), scorer.score("Yes.", scorer.reference(example))
+        ('Yes', 1.0)
+        >>> scorer.score("No", example)
+        0.0
     """
 
     def __init__(self, fields, metric=None):
