@@ -70,8 +70,8 @@ class LbTScore(dspy.Module):
         scorer: Extracts and scores the students' answers (`MathScorer`, `CodeScorer`; M3: `ClassificationScorer`).
         num_threads: Exam calls in flight at once when called on its own (inside `M1` or a run, theirs bound
             them: `lbt_dspy.runner`).
-        skip_failed: An exam answer whose call failed (after the LM's retries) is left out of the score, with a
-            warning, instead of raising (M3's rounds go on). A backend that is down still raises.
+        skip_failed: An exam answer whose call failed (after the LM's retries) is left out of the score instead of
+            raising (M3's rounds go on; they count it). A backend that is down still raises.
 
     Inside a run (`lbt_dspy.runner.record_scope`) each exam answer is replayed from the run directory when
     recorded there, else made and recorded (stage ``exam``, keyed ``tp/pair/student/slot``).
@@ -147,8 +147,8 @@ class LbTScore(dspy.Module):
         except Exception as exc:
             if not self.skip_failed or backend_down(exc) is not None:
                 raise
-            log.warning("%s: exam problem %d: the call failed (%s: %s); left out", student.name, slot,
-                        type(exc).__name__, str(exc)[:300])
+            log.debug("%s: exam problem %d: the call failed (%s: %s); left out", student.name, slot,
+                      type(exc).__name__, str(exc)[:300])
             return None
 
     def metric(self, example, pred, trace=None) -> float:

@@ -79,7 +79,7 @@ def test_twenty_sigkills(tmp_path):
 
 
 # --- lbt m3 ------------------------------------------------------------------------------------------
-def _m3_cfg(tmp_path, api_base):
+def _m3_cfg(tmp_path, api_base, **over):
     rows = [{"label": 1, "text": f"pos-{i}"} for i in range(16)] + [{"label": 0, "text": f"neg-{i}"} for i in range(16)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     test = [{"label": 1, "text": f"pos-{i}"} for i in range(4, 24)] + [{"label": 0, "text": f"neg-{i}"} for i in range(20)]
@@ -92,7 +92,7 @@ def _m3_cfg(tmp_path, api_base):
                                   {"model_type": "openai",  # its own model name: no request identical to the
                                    "model_cfg": {**model, "model": "fake-b", "name": "student-b"}}],  # teacher's
            "num_examples": 4, "rounds": 3, "beam_size": 2, "minibatch_size": 16, "reflections_per_set": 2,
-           "score_sample_size": 16, "random_draws": 2, "concurrency": 2, "num_retries": 0, "cache": False}
+           "score_sample_size": 16, "random_draws": 2, "concurrency": 2, "num_retries": 0, "cache": False, **over}
     path = tmp_path / "m3.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -156,6 +156,70 @@ def test_twenty_sigkills_m3(tmp_path):
     assert set(requested) == set(reference)
     assert all(requested[b] >= n for b, n in reference.items())
     assert sum(requested.values()) - sum(reference.values()) + cut_off <= 2 * kills
+
+
+def _m3_calls(run) -> list[str]:
+    """The keys of every recorded M3 call; each must be whole and there once."""
+    keys = []
+    for s in ("teach", "exam"):
+        f = run / f"{s}.jsonl"
+        if f.exists():
+            data = f.read_bytes()
+            assert not data or data.endswith(b"\n"), f"{f}: torn last line"
+            keys += [json.loads(x)["key"] for x in data.splitlines()]
+    assert len(keys) == len(set(keys))
+    return keys
+
+
+def test_m3_ctrl_c_stops_within_two_seconds_and_the_rerun_resumes(tmp_path):
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    with FakeOpenAI() as srv:
+        ref = tmp_path / "ref"
+        cfg = _m3_cfg(tmp_path, srv.api_base, rounds=1, baselines=["zero_shot"])
+        subprocess.run(LBT + ["m3", str(cfg), "--output-path", str(ref), "-q"], env=env, check=True, capture_output=True)
+    with FakeOpenAI(delay=1.0) as srv:
+        run = tmp_path / "run"
+        cmd = LBT + ["m3", str(_m3_cfg(tmp_path, srv.api_base, rounds=1, baselines=["zero_shot"])), "--output-path",
+                     str(run), "-q"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while len(srv.requests) < 4 and proc.poll() is None:  # two calls done, two slow ones in flight
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        stopped = time.monotonic() - t0
+        err = proc.stderr.read().strip()
+        assert rc == 130 and stopped < 2.0, (stopped, err)
+        assert err.splitlines()[-1] == "lbt: interrupted; finished records are kept: rerun the same command to resume"
+        kept = len(_m3_calls(run))
+        assert kept >= 2
+        srv.delay = 0
+        asked = len(srv.requests)
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+        assert len(srv.requests) - asked == len(_m3_calls(ref)) - kept  # the rerun asked only what was not kept
+    assert sorted(_m3_calls(run)) == sorted(_m3_calls(ref))
+    assert _m3_records(run) == _m3_records(ref)
+
+
+def test_m3_a_dead_server_stops_the_run_within_seconds_with_one_line(tmp_path):
+    """M3 goes on past a failed call (left out of a round, asked again by the rerun), but not past a dead server:
+    the breaker's one line, exit code 1, the finished calls kept."""
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    run = tmp_path / "run"
+    with FakeOpenAI(delay=0.02) as srv:
+        cmd = LBT + ["m3", str(_m3_cfg(tmp_path, srv.api_base)), "--output-path", str(run), "-q"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while len(_m3_calls(run)) < 30 and proc.poll() is None:
+            time.sleep(0.005)
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+        t_dead = time.monotonic()
+        rc = proc.wait(timeout=120)
+        elapsed = time.monotonic() - t_dead
+        err = proc.stderr.read().strip()
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"lbt: error: {srv.api_base}: backend down") and "rerun the same command" in err
+    assert elapsed < 60 and len(_m3_calls(run)) >= 30
 
 
 # --- one writer per run, a dead server fails fast, Ctrl-C stops at once ---------------------------------

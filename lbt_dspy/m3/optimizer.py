@@ -31,7 +31,7 @@ from dspy.utils.usage_tracker import UsageTracker
 from tqdm.auto import tqdm
 
 from ..counting import CallCounter
-from ..errors import backend_down
+from ..errors import LbtEnvironmentError, backend_down
 from ..exam import FixedExamMaker
 from ..lbt_score import LbTScore
 from ..model_output import predict_or_unparsed
@@ -264,6 +264,9 @@ class LbTOptimizer(Teleprompter):
                 record["calls"] = calls_record(self._calls)
                 record["seconds"] = round(time.monotonic() - t0, 2)
                 self.history.append(record)
+                if record["calls"]["failed"]:
+                    log.warning("M3 round %d: %d LM call(s) failed after retries (left out of the round; a rerun in "
+                                "the same record scope asks them again)", r, record["calls"]["failed"])
                 if self.progress:
                     tqdm.write(f"M3 round {r}: best score {beam[0].score}, {len(record['candidates'])} set(s) scored, "
                                f"{record['calls']['total']} LM calls, {record['seconds']:.0f} s")
@@ -466,7 +469,7 @@ class LbTOptimizer(Teleprompter):
     # --- LM calls ----------------------------------------------------------------------------------
     def _examine(self, lbt: LbTScore, candidates: list[Candidate], slots: list, step: str, role: str) -> list:
         """`lbt` (an exam) of every candidate's set on `slots`, side by side, recorded as ``<step>/<candidate>``;
-        its calls counted as `role`. Raises when every call failed."""
+        its calls counted as `role`. Raises `LbtEnvironmentError` when every call failed."""
         def one(cand):
             with requests() as made, record_scope(pair=f"{step}/{cand.id}"):
                 res = lbt(demos=cand.demos, slots=slots)
@@ -479,8 +482,8 @@ class LbTOptimizer(Teleprompter):
 
         results = branches(one, candidates)
         if slots and not any(by_slot for res in results for by_slot in res.records.values()):
-            raise RuntimeError(f"M3: every classification call failed ({role}, round {step.split('/')[0]}); "
-                               "see the warnings above")
+            raise LbtEnvironmentError(f"M3: every {role} call of round {step.split('/')[0]} failed after retries; "
+                                      "rerun the same command to retry")
         return results
 
     def _normalize(self, examples: list, what: str) -> list:
@@ -516,7 +519,7 @@ class LbTOptimizer(Teleprompter):
             if backend_down(exc) is not None:
                 raise
             self._calls.add(role, failed=True)
-            log.warning("M3 teacher call failed: %s: %s", type(exc).__name__, str(exc)[:300])
+            log.debug("M3 teacher call failed: %s: %s", type(exc).__name__, str(exc)[:300])
             return None
         self._calls.add(role, cached=not made[0], pred=rec)
         return rec["answer"]
