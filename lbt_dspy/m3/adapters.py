@@ -8,13 +8,12 @@ its own prompts, so both adapters render the patch's prompts verbatim and parse 
 from __future__ import annotations
 
 import re
-import typing
 from typing import Any
 
 import dspy
 
 from ..model_output import OutputIsData
-from .fields import TaskFields, strip_markup, title
+from .fields import TaskFields, literal_labels, strip_markup, title
 from .formats import NO, YES, answer_is_yes, parse_label_word, render_examples
 
 #: The patch's ``prompts/{liar,fallacy}.md``: ``{examples}`` / ``{prediction}`` are the demos and the text to
@@ -90,11 +89,7 @@ class ClassifierAdapter(OutputIsData, dspy.Adapter):
     def fields_for(self, signature) -> TaskFields:
         inputs = self.input_fields or tuple(signature.input_fields)
         output = self.output_field or list(signature.output_fields)[-1]
-        labels = self.labels
-        if labels is None:
-            ann = signature.output_fields[output].annotation if output in signature.output_fields else None
-            labels = (tuple(str(a) for a in typing.get_args(ann)) if typing.get_origin(ann) is typing.Literal
-                      else (YES, NO))
+        labels = self.labels if self.labels is not None else (literal_labels(signature, output) or (YES, NO))
         return TaskFields(inputs, output, labels or None)
 
     def format(self, signature, demos: list, inputs: dict[str, Any]) -> list[dict[str, Any]]:

@@ -79,7 +79,8 @@ def _is_yes_no(value) -> bool:
     return isinstance(value, (bool, int)) and value in _YES_NO_VALUES
 
 
-def _literal_labels(signature, field: str) -> tuple | None:
+def literal_labels(signature, field: str) -> tuple | None:
+    """The labels of a ``Literal[...]`` output field, else None."""
     annotation = signature.output_fields[field].annotation if field in signature.output_fields else None
     if typing.get_origin(annotation) is typing.Literal:
         return tuple(str(a) for a in typing.get_args(annotation))
@@ -147,7 +148,7 @@ class TaskFields:
         elif all(_is_yes_no(v) for v in values):
             found = (YES, NO)
         else:
-            found = _literal_labels(last, output_field)
+            found = literal_labels(last, output_field)
             if found is None:
                 distinct = sorted({str(v).strip() for v in values})
                 repeated = len(distinct) <= MAX_LABELS and len(distinct) * 2 <= len(values)

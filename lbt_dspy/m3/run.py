@@ -1,25 +1,22 @@
 """`lbt m3 CFG`: optimise in-context examples the LbT way, evaluate test F1 after every round, with baselines.
 
-Configurations (each an `LbTOptimizer` run with the same teacher and seeds):
+Configurations (each an `LbTOptimizer` run with the same teacher and seeds): ``LbT`` (the configured students
+take the exams) and ``self`` (the teacher is its own only student: APO-style self-reflection; when the configured
+students are exactly the classifying teacher, ``self`` *is* the LbT run and is not run twice). Baselines without
+optimisation: zero-shot, K random training examples, and "always Yes" (no LM call). Test F1 is the teacher's
+(the paper's measure), and the students' too with ``eval_students``: each, taught by the set, takes the test
+set as an exam (`LbTScore`).
 
-- ``LbT``: the configured students take the exams.
-- ``self``: the teacher is its own only student (APO-style self-reflection; baseline ``self``). When the
-  configured students are exactly the classifying teacher, ``self`` *is* the LbT run and is not run twice.
-
-Baselines without optimisation: zero-shot, K random training examples, and "always Yes" (no LM call). Test F1
-is the teacher's (the paper's measure), and the students' too with ``eval_students``: the LbT score of the set
-on the test set (`LbTScore`), the teacher (or a student) taught by it.
-
-The run is the optimizer and the test evaluations inside a `record_scope`, as `lbt m1` runs `M1`: every LM call
-is replayed from the run directory when recorded there, else made and appended as soon as it finishes
-(``teach.jsonl``: the teacher's answers, ``exam.jsonl``: every classification; keyed ``<configuration>/<round>/
-<step>/...``, the baselines' ``baseline/<name>/...``). A killed run resumes and never asks again for a finished
-call; its rounds are an uninterrupted run's. Summaries, rewritten as they are recomputed: ``rounds.jsonl`` (one
-record per configuration and round: candidates, scores, reflections, rewrites, which student failed where, LM
-calls), ``eval.jsonl`` (test F1 of the best set per round, and baselines); ``best_program_<configuration>.json``
-(DSPy's JSON); ``invocations.jsonl`` (one line per finished invocation); ``report.md``, ``summary.json`` and PNGs
-(`report.write_report`). A run directory written before the calls were recorded (summaries only) reads as
-before; its rerun recomputes it.
+The optimizer and the test evaluations run inside a `record_scope`, as `lbt m1` runs `M1`: every LM call is
+replayed from the run directory when recorded there, else made and appended as soon as it finishes
+(``teach.jsonl``: the teacher's answers; ``exam.jsonl``: every classification; keyed ``<configuration>/<round>/
+<step>/...``, the baselines ``baseline/<name>/...``). A killed run resumes, never asks again for a finished call,
+and its rounds are an uninterrupted run's. Summaries, rewritten as they are recomputed: ``rounds.jsonl`` (per
+configuration and round: candidates, scores, reflections, rewrites, which student failed where, LM calls),
+``eval.jsonl`` (test F1 of each round's best set, and of the baselines); also ``best_program_<configuration>.json``
+(DSPy's JSON), ``invocations.jsonl`` (one line per finished invocation), and `report.write_report`'s report.md,
+summary.json and PNGs. A directory from before the calls were recorded (summaries only) reads as it did; its
+rerun recomputes it.
 """
 
 from __future__ import annotations
