@@ -741,3 +741,57 @@ def test_an_m3_run_directory_from_before_the_record_layer_reads_and_resumes(tmp_
         assert got == want
     assert len(lines(run / "invocations.jsonl")) == 2
     assert len(lines(run / "exam.jsonl")) > 0 and len(lines(run / "teach.jsonl")) > 0
+
+
+def test_an_example_set_s_lbt_score_is_the_students_exam_on_labelled_examples(world):
+    """The parts M3 shares with M1: `Student`s running the tuned program (their answer, the label) take an
+    `LbTScore` exam of training examples graded by a `ClassificationScorer`; its records say which student failed
+    on which example. A failed call is left out with skip_failed, raised without."""
+    from lbt_dspy import FixedExamMaker, LbTScore, Student
+    from lbt_dspy.m3.fields import TEXT_LABEL
+    from lbt_dspy.scoring import ClassificationScorer
+
+    program, adapter = make_classifier(QUESTION), ClassifierAdapter()
+    train = [TEXT_LABEL.example(e) for e in TRAIN]
+    students = [Student(lm, adapter, program=program, answer_field="label") for lm in world["students"]]
+    assert [s.name for s in students] == ["student-a", "student-b"] and students[0].input_fields == ("text",)
+    demos = train[:1] + train[6:7]
+    exam = LbTScore(students, FixedExamMaker(train), ClassificationScorer(TEXT_LABEL))
+    res = exam(demos=demos, slots=[1, 2, 3, 8])
+    failed = {name: sorted(train[i].text for i, rec in got.items() if rec["score"] < 1)
+              for name, got in res.records.items()}
+    assert failed == {"student-a": ["pos-1", "pos-2"], "student-b": ["neg-2", "pos-3"]}
+    assert res.per_student == {"student-a": 0.5, "student-b": 0.5} and res.score == 0.5
+    assert res.exam["student-a"]["answers"] == ["No", "No", "Yes", "No"]  # the label, in slot order
+    prompt = world["engines"]["a"].prompts[0]
+    assert "**Text:** pos-0\n**Label:** Yes" in prompt and "**Text:** neg-0\n**Label:** No" in prompt  # taught
+
+    def flaky(messages):
+        if "pos-3" in messages[0]["content"].rsplit("Text: ", 1)[1]:
+            raise RuntimeError("boom")
+        return "Yes"
+
+    lm, _ = scripted_lm("flaky", flaky)
+    flaky_exam = LbTScore([Student(lm, adapter, program=program, answer_field="label")], FixedExamMaker(train),
+                          ClassificationScorer(TEXT_LABEL), skip_failed=True)
+    res = flaky_exam(demos=demos, slots=[1, 3, 8])
+    assert sorted(res.records["flaky"]) == [1, 8] and res.score == 0.5  # pos-3 left out; neg-2 said Yes
+    with pytest.raises(Exception, match="boom"):
+        LbTScore(flaky_exam.students, FixedExamMaker(train), ClassificationScorer(TEXT_LABEL))(demos=demos, slots=[3])
+
+    # A program that is not one Predict (here a program student on its own LM) is taught through a copy of it.
+    class Twice(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = make_classifier(QUESTION)
+
+        def forward(self, text):
+            return self.first(text=text)
+
+    own = Twice()
+    own.set_lm(world["students"][1])
+    student = Student(program=own, adapter=adapter, answer_field="label")
+    assert student.name == "Twice(student-b)"
+    assert student(text="neg-2", demos=demos).label == "Yes" and not own.first.demos  # the program is untouched
+    scorer = ClassificationScorer(TEXT_LABEL, metric=lambda ex, pred, trace=None: 0.25 if pred.label == "Yes" else 1)
+    assert scorer.score(" yes!", train[0]) == 0.25 and scorer.score("No", train[0]) == 1.0
