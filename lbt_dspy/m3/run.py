@@ -172,7 +172,7 @@ def _run(cfg, store, question, train, test, models: _Models, progress: bool) -> 
             configurations = [("LbT", models.students, [s.name for s in students])]
             if "self" in cfg.baselines and not self_is_lbt(cfg):
                 configurations.append(("self", [models.classifier], ["teacher"]))
-            for name, students, student_names in configurations:
+            for name, lms, student_names in configurations:
                 def on_round(record, name=name, student_names=student_names):
                     r, best = record["round"], record["beam"][0]
                     summarize("rounds", {"key": f"{name}/{r}", "config": name, "students": student_names,
@@ -180,7 +180,7 @@ def _run(cfg, store, question, train, test, models: _Models, progress: bool) -> 
                     calls["optimize"] += record["calls"]["total"] - record["calls"]["cached"]
                     calls["cached"] += record["calls"]["cached"]
                     calls["failed"] += record["calls"]["failed"]
-                    evaluate(name, f"{r}/test", f"{name}/{r}", best["demos"],
+                    evaluate(name, f"{r}/test", f"{name}/{r}", [TEXT_LABEL.example(d) for d in best["demos"]],
                              {"config": name, "round": r, "best": best["id"], "train_score": best["score"]})
                     if progress:
                         f1 = summaries["eval"][f"{name}/{r}/teacher"]["f1"]
@@ -189,7 +189,7 @@ def _run(cfg, store, question, train, test, models: _Models, progress: bool) -> 
                                    f"LM calls {record['calls']['total']}, {record['seconds']:.0f} s")
 
                 optimizer = LbTOptimizer(
-                    students=students, config=cfg, teacher_classifier=models.classifier, classifier_adapter=adapter,
+                    students=lms, config=cfg, teacher_classifier=models.classifier, classifier_adapter=adapter,
                     teacher_adapter=TeacherAdapter(STEERING_PREFILLS if cfg.teacher_prefill else None),
                     num_threads=cfg.concurrency, on_round=on_round)
                 with record_scope(recorder, tp=name):
