@@ -55,7 +55,7 @@ def free_port() -> int:
 
 def guarded(cmd: list) -> list:
     """`cmd` run under `server_guard` (POSIX; elsewhere `cmd` itself): its whole process group dies with lbt."""
-    if os.name != "posix":
+    if os.name != "posix" or not sys.executable:
         return cmd
     return [sys.executable, "-I", "-S", str(GUARD), str(os.getpid()), *cmd]
 
