@@ -91,6 +91,16 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _descendants(pid: int) -> list[int]:
+    """`pid`'s children, theirs, and so on (lbt -> the server's guard -> the server -> its engine core...)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         return open(f"/proc/{pid}/cmdline").read().split("\0")
@@ -140,12 +150,13 @@ def test_two_embedded_replicas_one_sigkilled_mid_run_nothing_lost_both_hit_rates
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     groups: list[int] = []
     try:
-        # Both servers up (lbt started them: its children running vLLM's api_server), then the run's first
+        # Both servers up (lbt started them: its guards' children running vLLM's api_server), then the run's first
         # record; 8 s later (the watch has read every replica at least once since), SIGKILL one server process.
         deadline = time.monotonic() + 600
         servers: list[int] = []
         while len(servers) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            servers = [p for p in _children(proc.pid) if "vllm.entrypoints.openai.api_server" in _cmdline(p)]
+            servers = [p for p in _descendants(proc.pid) if "vllm.entrypoints.openai.api_server" in _cmdline(p)
+                       and not any(a.endswith("server_guard.py") for a in _cmdline(p))]
             time.sleep(0.2)
         groups = [os.getpgid(p) for p in servers]
         first = None
