@@ -1,30 +1,36 @@
 """A client that keeps up: calls/s of one ``m1()`` call on a math181 problem and on an arithmetic problem.
 
 A scripted OpenAI-compatible server (tests/fake_openai.py, in its own process) answers every call after
-`--latency` seconds (0.2 s). On math181 it answers in LaTeX (`fake_openai.scripted_math`: the reference,
-an equivalent form only a parse finds equal such as ``\\dfrac``, or another problem's reference), so the
-answer checks really parse; on arithmetic it answers integers (the `_plain_number` shortcut). One
-``m1(**tp)`` is `--pairs` teacher calls then `--pairs` x 9 exam calls (`M1(num_threads=16)`); the bound is
-16 / 0.2 s = 80 calls/s, less the teacher stage's idle slots.
+`--latency` seconds (0.2 s). On math181 it answers in LaTeX (`fake_openai.scripted_math`: the reference, an
+equivalent form only a parse finds equal such as ``\\dfrac`` or ``x = 7``, or another problem's reference), so
+the answer checks really parse; on arithmetic it answers integers (the `_plain_number` shortcut, no parse).
+One ``m1(**tp)`` is `--pairs` teacher calls then `--pairs` x 9 exam calls under ``M1(num_threads=16)``; the
+bound is 16 / 0.2 s = 80 calls/s, less the teacher stage's idle slots.
 
-Each problem is timed with answer checking in this process (``LBT_CHECK_WORKERS=0``: the path before
-issue 23) and with the check pool (`lbt_dspy.scoring.checks`), in the order in, pool, pool, in per problem;
-the ratio pool/in is of the medians over problems, measured in one run. Target: math181 >= 40 calls/s.
+Three ways of checking answers, each timed on its own problems (no problem is timed twice, so no cache is
+warm from an earlier timing), in the order before, cache, workers, workers, cache, before, repeated:
+
+  before   every check parses both answers in the calling thread, nothing cached (the code before issue 23);
+  cache    in the calling process, each answer parsed once and each verdict kept (``LBT_CHECK_WORKERS=0``);
+  workers  the default: checks in worker processes (`lbt_dspy.scoring.math_checks`), cached as well.
+
+It prints the median calls/s of each and the ratio workers/before, measured in one run; also the cost of a
+cold worker (start + math-verify import + first check). Target: math181 >= 40 calls/s with the workers.
 
 Usage:
-    python eval/bench_client.py [--problems 6] [--pairs 8] [--latency 0.2] [--threads 16]
+    python eval/bench_client.py [--rounds 3] [--pairs 8] [--latency 0.2] [--threads 16]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +41,10 @@ os.environ.setdefault("BENCH_FAKE_KEY", "x")
 import lbt_dspy  # noqa: E402
 from lbt_dspy import FunctionalExamMaker, LbTScore, M1, MathScorer, Student, Teacher, TemplateAdapter  # noqa: E402
 from lbt_dspy.data import arith_dataset, math181_dataset  # noqa: E402
-from lbt_dspy.scoring import checks  # noqa: E402
+from lbt_dspy.scoring import math as math_scoring  # noqa: E402
+from lbt_dspy.scoring import math_checks  # noqa: E402
+
+MODES = ("before", "cache", "workers")
 
 SERVER = """
 import json, sys
@@ -46,7 +55,7 @@ for name in ("teaching_problems.jsonl", "exam_problems.jsonl"):
     for line in open({data!r} + "/" + name):
         row = json.loads(line)
         refs[row["problem"]] = row["answer"]
-with FakeOpenAI(delay={latency}, answer=scripted_math(refs)) as srv:
+with FakeOpenAI(delay={latency}, answer=scripted_math(refs), odd={odd}) as srv:
     print(srv.api_base, flush=True)
     sys.stdin.read()
 """
@@ -61,56 +70,90 @@ def program(args, api_base: str, data) -> M1:
               num_threads=args.threads)
 
 
-def one_call(m1: M1, tp: dict, workers: int) -> float:
-    """calls/s of one ``m1(**tp)`` with `workers` check processes (0: checks in this process)."""
-    checks.configure(workers)
-    t = time.perf_counter()
+@contextmanager
+def checking(mode: str):
+    """Answer checks as `mode` says, this process's caches emptied first (the workers, started once, stay)."""
+    math_scoring._checked.cache_clear()
+    math_checks.parse.cache_clear()
+    saved = math_scoring._checked, math_checks.check, math_checks.parse
+    if mode == "cache":  # what LBT_CHECK_WORKERS=0 does
+        math_checks.check = math_checks.check_here
+    if mode == "before":  # no cache: the verdict and both parses made anew for every check, in this thread
+        math_scoring._checked, math_checks.parse = math_checks.check_here, math_checks.parse.__wrapped__
+    try:
+        yield
+    finally:
+        math_scoring._checked, math_checks.check, math_checks.parse = saved
+
+
+def one_call(m1: M1, tp: dict) -> tuple[float, float]:
+    """calls/s of one ``m1(**tp)``, and this process's CPU ms per call."""
+    t, cpu = time.perf_counter(), time.process_time()
     pred = m1(**tp)
-    wall = time.perf_counter() - t
-    return (len(pred.pairs) + sum(len(e["scores"]) for p in pred.pairs for e in p.exam.values())) / wall
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    calls = len(pred.pairs) + sum(len(e["scores"]) for p in pred.pairs for e in p.exam.values())
+    return calls / wall, 1e3 * cpu / calls
+
+
+def cold_worker() -> float:
+    """Seconds from nothing to a first verdict of a fresh worker."""
+    t = time.perf_counter()
+    with math_checks.CheckWorkers(1) as pool:
+        pool.check("\\frac{3}{4}", "0.75")
+    return time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=6, help="problems of each dataset, each timed 4 times")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of 6 timed calls per dataset (2 per mode)")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--odd", type=float, default=0.0, help="fraction of answers a weak model's (fake_openai.ODD_ANSWERS)")
     args = ap.parse_args()
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    srv = subprocess.Popen([sys.executable, "-c", SERVER.format(tests=str(ROOT / "tests"), latency=args.latency,
+    srv = subprocess.Popen([sys.executable, "-c", SERVER.format(tests=str(ROOT / "tests"), latency=args.latency, odd=args.odd,
                                                                 data=str(ROOT / "data" / "math181"))],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    pool_workers = checks.default_workers()
-    rows = []
+    workers = math_checks.default_workers() or 1
+    math_checks.configure(workers)
+    n = 6 * args.rounds + 1
+    order = [MODES[i] for i in (0, 1, 2, 2, 1, 0)] * args.rounds
+    rows, load = [], [os.getloadavg()[0]]
     try:
         api_base = srv.stdout.readline().strip()
-        # math181: the problems with LaTeX references (not plain integers), from the start of the file
-        math = math181_dataset()
-        latex = [tp for tp in math.teaching if not tp["answer"].strip().isdigit()][:args.problems + 1]
-        arith = arith_dataset(num_families=args.problems + 1, num_variants=3, seed=0)
-        for name, data, tps in (("math181", math, latex), ("arith", arith, arith.teaching[:args.problems + 1])):
+        math = math181_dataset()  # the problems whose references are not plain integers: the checks parse
+        latex = [tp for tp in math.teaching if not tp["answer"].strip().lstrip("-").isdigit()][:n]
+        arith = arith_dataset(num_families=n, num_variants=3, seed=0)
+        for name, data, tps in (("math181", math, latex), ("arith", arith, arith.teaching[:n])):
+            if len(tps) < n:
+                raise SystemExit(f"{name}: {len(tps)} problems, {n} needed (--rounds {args.rounds})")
             m1 = program(args, api_base, data)
-            one_call(m1, tps[0], pool_workers)  # warm-up: imports, connections, the check pool's start
-            one_call(m1, tps[0], 0)
-            runs = {0: [], pool_workers: []}
-            for tp in tps[1:]:
-                for w in (0, pool_workers, pool_workers, 0):
-                    runs[w].append(one_call(m1, tp, w))
-            rows.append((name, runs[0], runs[pool_workers]))
+            with checking("workers"):
+                one_call(m1, tps[0])  # warm-up: imports, connections, the workers' start
+            got = {m: [] for m in MODES}
+            for mode, tp in zip(order, tps[1:]):
+                with checking(mode):
+                    got[mode].append(one_call(m1, tp))
+            rows.append((name, got))
+            load.append(os.getloadavg()[0])
+        cold = cold_worker()
     finally:
         srv.stdin.close()
         srv.wait(10)
-        checks.shutdown()
+        math_checks.configure(None)
     print(f"one m1() call: {args.pairs} pairs x 9 exam problems ({args.pairs * 10} calls); latency {args.latency} s; "
-          f"num_threads {args.threads}; {args.problems} problems x 2 timings each; bound "
-          f"{args.threads / args.latency:.0f} calls/s; cores {os.cpu_count()}; load {os.getloadavg()[0]:.2f}")
-    for name, before, after in rows:
-        b, a = statistics.median(before), statistics.median(after)
-        print(f"{name:8s} checks in process: {b:5.1f} calls/s  (min {min(before):.1f}, max {max(before):.1f})")
-        print(f"{name:8s} check pool ({pool_workers} proc): {a:5.1f} calls/s  (min {min(after):.1f}, max {max(after):.1f})"
-              f"   ratio {a / b:.2f}" + ("   (target >= 40)" if name == "math181" else ""))
+          f"num_threads {args.threads}; bound {args.threads / args.latency:.0f} calls/s")
+    print(f"{os.cpu_count()} cores, {workers} check workers; load average {' -> '.join(f'{x:.1f}' for x in load)}; "
+          f"{2 * args.rounds} problems per dataset and mode; a cold worker's first verdict {cold:.2f} s")
+    for name, got in rows:
+        med = {m: statistics.median(x for x, _ in v) for m, v in got.items()}
+        for m in MODES:
+            print(f"  {name:8s} {m:8s} {med[m]:5.1f} calls/s  (each: {', '.join(f'{x:.1f}' for x, _ in got[m])});  "
+                  f"client CPU {statistics.median(c for _, c in got[m]):.1f} ms per call")
+        print(f"  {name:8s} workers/before {med['workers'] / med['before']:.2f}, cache/before "
+              f"{med['cache'] / med['before']:.2f}" + ("   (target: workers >= 40 calls/s)" if name == "math181" else ""))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from functools import lru_cache
 
 log = logging.getLogger("lbt_dspy")
@@ -98,8 +99,8 @@ class CheckWorkers:
         for attempt in (1, 2):
             with self._slots:
                 proc = self._take()
-                if proc is None:  # closed (at exit): in this process
-                    return check_here(reference, answer)
+                if proc is None:  # closed (by `configure`, or at exit): as the module's `check` says now
+                    return check(reference, answer)
                 try:
                     proc.stdin.write(line)
                     proc.stdin.flush()
@@ -144,7 +145,7 @@ class CheckWorkers:
         proc.wait()
 
     def close(self) -> None:
-        """Stop the workers (their stdin closes; one that does not exit in 2 s is killed)."""
+        """Stop the workers: their stdin closes; those not gone within 2 s (busy on a slow check) are killed."""
         with self._lock:
             self._closed = True
             procs, self._procs, self._idle = list(self._procs), set(), []
@@ -153,9 +154,10 @@ class CheckWorkers:
                 proc.stdin.close()
             except OSError:
                 pass
+        deadline = time.monotonic() + 2
         for proc in procs:
             try:
-                proc.wait(2)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -169,6 +171,7 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
+_EXITING = False
 _POOL: CheckWorkers | None = None
 _POOL_LOCK = threading.Lock()
 _WORKERS: int | None = None  # None: default_workers() at the first check
@@ -176,13 +179,14 @@ _WORKERS: int | None = None  # None: default_workers() at the first check
 
 def configure(workers: int | None) -> None:
     """Use `workers` processes for the checks from now on (0: in the calling process; None: the default).
-    Stops the current ones.
+    Stops the current ones unless they are as many.
 
     Example:
         >>> configure(0)  # checks in this process, as before issue 23  # doctest: +SKIP
     """
     global _WORKERS
-    shutdown()
+    if workers != _WORKERS or workers is None:
+        shutdown()
     _WORKERS = workers
 
 
@@ -194,6 +198,8 @@ def check(reference: str, answer: str) -> bool:
         True
     """
     global _POOL, _WORKERS
+    if _EXITING:  # the workers are stopped: only the main thread, whose timeouts hold, may still parse
+        return threading.current_thread() is threading.main_thread() and check_here(reference, answer)
     pool = _POOL
     if pool is None:
         with _POOL_LOCK:
@@ -206,7 +212,7 @@ def check(reference: str, answer: str) -> bool:
 
 
 def shutdown() -> None:
-    """Stop the workers (also at exit); the next check starts new ones."""
+    """Stop the workers (also done at exit); the next check starts new ones."""
     global _POOL
     with _POOL_LOCK:
         pool, _POOL = _POOL, None
@@ -220,7 +226,13 @@ def _forget() -> None:
     _POOL, _POOL_LOCK = None, threading.Lock()
 
 
-atexit.register(shutdown)
+@atexit.register
+def _at_exit() -> None:
+    global _EXITING
+    _EXITING = True
+    shutdown()
+
+
 os.register_at_fork(after_in_child=_forget)
 
 
