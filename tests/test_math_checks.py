@@ -159,3 +159,14 @@ def test_no_hang_at_exit_or_on_ctrl_c(how):
     while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(_gone(p) for p in pids)
+
+
+def test_no_worker_can_start_checks_run_in_process(monkeypatch, caplog):
+    monkeypatch.setattr(math_checks.sys, "executable", "/nonexistent/python")
+    math_checks.configure(2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="lbt_dspy"):
+            assert math_checks.check("\\frac{1}{2}", "0.5") and math_checks.check("\\frac{1}{3}", "0.3333333")
+        assert caplog.text.count("cannot start a math-check worker") == 1 and math_checks._POOL is None
+    finally:
+        math_checks.configure(None)

@@ -98,7 +98,13 @@ class CheckWorkers:
         line = (json.dumps([reference[:MAX_ANSWER_CHARS], answer[:MAX_ANSWER_CHARS]]) + "\n").encode()
         for attempt in (1, 2):
             with self._slots:
-                proc = self._take()
+                try:
+                    proc = self._take()
+                except OSError as exc:  # no process can be started here: checks in this process, as before
+                    log.warning("cannot start a math-check worker (%s): checks run in this process", exc)
+                    if self is _POOL:
+                        configure(0)
+                    return check_here(reference, answer)
                 if proc is None:  # closed (by `configure`, or at exit): as the module's `check` says now
                     return check(reference, answer)
                 try:
