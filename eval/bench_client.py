@@ -14,11 +14,14 @@ warm from an earlier timing), in the order before, cache, workers, workers, cach
   cache    in the calling process, each answer parsed once and each verdict kept (``LBT_CHECK_WORKERS=0``);
   workers  the default: checks in worker processes (`lbt_dspy.scoring.math_checks`), cached as well.
 
-It prints the median calls/s of each and the ratio workers/before, measured in one run; also the cost of a
-cold worker (start + math-verify import + first check). Target: math181 >= 40 calls/s with the workers.
+It prints, per dataset and way, the median calls/s and this process's CPU per LM call, the ratios to
+before, measured in one run; how many checks per call go to math-verify; and the cost of a cold worker
+(start + math-verify import + first check). Target: math181 >= 40 calls/s with the workers.
+``--odd 0.2``: a fifth of the answers a weak model's (`fake_openai.ODD_ANSWERS`). ``--threads 64 --latency
+0.05``: a faster server, where the client's CPU is the bound.
 
 Usage:
-    python eval/bench_client.py [--rounds 3] [--pairs 8] [--latency 0.2] [--threads 16]
+    python eval/bench_client.py [--rounds 3] [--pairs 8] [--latency 0.2] [--threads 16] [--odd 0.0]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from lbt_dspy.scoring import math as math_scoring  # noqa: E402
 from lbt_dspy.scoring import math_checks  # noqa: E402
 
 MODES = ("before", "cache", "workers")
+PARSED: list[int] = []  # per "before" call: the checks that went to math-verify (not settled as text or integers)
 
 SERVER = """
 import json, sys
@@ -79,7 +83,12 @@ def checking(mode: str):
     if mode == "cache":  # what LBT_CHECK_WORKERS=0 does
         math_checks.check = math_checks.check_here
     if mode == "before":  # no cache: the verdict and both parses made anew for every check, in this thread
-        math_scoring._checked, math_checks.parse = math_checks.check_here, math_checks.parse.__wrapped__
+        def uncached(reference: str, answer: str) -> bool:
+            PARSED[-1] += 1
+            return math_checks.check_here(reference, answer)
+
+        PARSED.append(0)
+        math_scoring._checked, math_checks.parse = uncached, math_checks.parse.__wrapped__
     try:
         yield
     finally:
@@ -130,13 +139,16 @@ def main() -> None:
             if len(tps) < n:
                 raise SystemExit(f"{name}: {len(tps)} problems, {n} needed (--rounds {args.rounds})")
             m1 = program(args, api_base, data)
-            with checking("workers"):
-                one_call(m1, tps[0])  # warm-up: imports, connections, the workers' start
+            for mode in ("workers", "before"):  # warm-up: imports, connections, the workers' start
+                with checking(mode):
+                    one_call(m1, tps[0])
+            PARSED.clear()
             got = {m: [] for m in MODES}
             for mode, tp in zip(order, tps[1:]):
                 with checking(mode):
                     got[mode].append(one_call(m1, tp))
-            rows.append((name, got))
+            rows.append((name, got, statistics.median(PARSED)))
+            PARSED.clear()
             load.append(os.getloadavg()[0])
         cold = cold_worker()
     finally:
@@ -147,11 +159,13 @@ def main() -> None:
           f"num_threads {args.threads}; bound {args.threads / args.latency:.0f} calls/s")
     print(f"{os.cpu_count()} cores, {workers} check workers; load average {' -> '.join(f'{x:.1f}' for x in load)}; "
           f"{2 * args.rounds} problems per dataset and mode; a cold worker's first verdict {cold:.2f} s")
-    for name, got in rows:
+    for name, got, parsed in rows:
         med = {m: statistics.median(x for x, _ in v) for m, v in got.items()}
         for m in MODES:
             print(f"  {name:8s} {m:8s} {med[m]:5.1f} calls/s  (each: {', '.join(f'{x:.1f}' for x, _ in got[m])});  "
                   f"client CPU {statistics.median(c for _, c in got[m]):.1f} ms per call")
+        print(f"  {name:8s} checks that parse (math-verify): {parsed:.0f} per call (median); exam answers: "
+              f"{args.pairs * 9}")
         print(f"  {name:8s} workers/before {med['workers'] / med['before']:.2f}, cache/before "
               f"{med['cache'] / med['before']:.2f}" + ("   (target: workers >= 40 calls/s)" if name == "math181" else ""))
 
