@@ -66,7 +66,8 @@ with FakeOpenAI(delay={latency}, answer=scripted_math(refs), odd={odd}) as srv:
 
 
 def program(args, api_base: str, data) -> M1:
-    entry = {"model_type": "openai", "model_cfg": {"model": "fake", "api_base": api_base, "api_key_env": "BENCH_FAKE_KEY"}}
+    entry = {"model_type": "openai",
+             "model_cfg": {"model": "fake", "api_base": api_base, "api_key_env": "BENCH_FAKE_KEY"}}
     adapter = TemplateAdapter(stub_teaching_items=[])
     lm = lbt_dspy.lm(entry, temperature=0.7, max_tokens=64, cache=False)
     return M1(Teacher(lm=lm, adapter=adapter, num_pairs=args.pairs),
@@ -118,13 +119,14 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=16)
-    ap.add_argument("--odd", type=float, default=0.0, help="fraction of answers a weak model's (fake_openai.ODD_ANSWERS)")
+    ap.add_argument("--odd", type=float, default=0.0,
+                    help="fraction of answers a weak model's (fake_openai.ODD_ANSWERS)")
     args = ap.parse_args()
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    srv = subprocess.Popen([sys.executable, "-c", SERVER.format(tests=str(ROOT / "tests"), latency=args.latency, odd=args.odd,
-                                                                data=str(ROOT / "data" / "math181"))],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = SERVER.format(tests=str(ROOT / "tests"), latency=args.latency, odd=args.odd,
+                           data=str(ROOT / "data" / "math181"))
+    srv = subprocess.Popen([sys.executable, "-c", server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     workers = math_checks.default_workers() or 1
     math_checks.configure(workers)
     n = 6 * args.rounds + 1
@@ -166,8 +168,9 @@ def main() -> None:
                   f"client CPU {statistics.median(c for _, c in got[m]):.1f} ms per call")
         print(f"  {name:8s} checks that parse (math-verify): {parsed:.0f} per call (median); exam answers: "
               f"{args.pairs * 9}")
+        target = "   (target: workers >= 40 calls/s)" if name == "math181" else ""
         print(f"  {name:8s} workers/before {med['workers'] / med['before']:.2f}, cache/before "
-              f"{med['cache'] / med['before']:.2f}" + ("   (target: workers >= 40 calls/s)" if name == "math181" else ""))
+              f"{med['cache'] / med['before']:.2f}{target}")
 
 
 if __name__ == "__main__":

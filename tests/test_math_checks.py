@@ -20,7 +20,8 @@ from lbt_dspy.scoring.math_checks import CheckWorkers, check_here
 
 TRICKY = [
     ("\\frac{1}{2}", "0.5"), ("\\frac12", "1/2"), ("\\frac{2}{3}", "0.67"), ("2\\sqrt{3}", "\\sqrt{12}"),
-    ("\\sqrt{2}", "2"), ("[2,5)", "[2, 5)"), ("[2,5)", "(2,5)"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+    ("\\sqrt{2}", "2"), ("[2,5)", "[2, 5)"), ("[2,5)", "(2,5)"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
     ("(1,2)", "(2,1)"), ("90^\\circ", "90"), ("\\text{Evelyn}", "Evelyn"), ("\\text{(C)}", "C"), ("7", "7.0"),
     ("x^2+2x", "x(x+2)"), ("-\\frac{2}{3}", "-2/3"), ("\\frac{3}{4}", "\\dfrac{3}{4}"), ("5", "x = 5"),
     ("y = -2x", "y=-2x"), ("(2,\\infty)", "(2, \\infty)"), ("6+2i", "2i+6"), ("51.6 \\text{ cents}", "51.6"),
@@ -113,10 +114,12 @@ def test_a_worker_killed_mid_check_is_one_retry(workers, caplog):
 
 
 def test_a_stuck_check_is_killed_at_the_deadline(workers, monkeypatch, caplog):
-    monkeypatch.setattr(math_checks, "DEADLINE_S", 0.5)
+    assert workers.check("\\frac{3}{4}", "0.75")  # a worker started (the deadline counts a start too)
+    monkeypatch.setattr(math_checks, "DEADLINE_S", 0.5)  # less than math-verify's own 5 s timeout
     with caplog.at_level(logging.WARNING, logger="lbt_dspy"):
         assert workers.check("\\frac{3}{4}", "10^{10^{10}}") is False
     assert "ran past" in caplog.text and not workers._procs
+    monkeypatch.setattr(math_checks, "DEADLINE_S", 60)
     assert workers.check("\\frac{3}{4}", "0.75")  # a fresh worker takes the next check
 
 

@@ -173,7 +173,9 @@ def default_workers() -> int:
     """``LBT_CHECK_WORKERS`` when set (0: checks in the calling process), else this process's cores, at most 8."""
     env = os.environ.get("LBT_CHECK_WORKERS", "").strip()
     if env:
-        return max(0, int(env))
+        if not env.isdigit():
+            raise ValueError(f"LBT_CHECK_WORKERS must be a whole number (0: no workers), got {env!r}")
+        return int(env)
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
