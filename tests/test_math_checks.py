@@ -173,3 +173,51 @@ def test_no_worker_can_start_checks_run_in_process(monkeypatch, caplog):
         assert caplog.text.count("cannot start a math-check worker") == 1 and math_checks._POOL is None
     finally:
         math_checks.configure(None)
+
+
+def _math181_m1(api_base: str, tps: list[dict]):
+    import lbt_dspy
+    from lbt_dspy import FunctionalExamMaker, LbTScore, M1, Student, Teacher, TemplateAdapter
+    from lbt_dspy.data import math181_dataset
+
+    bank = math181_dataset(limit=40).exam_bank
+    entry = {"model_type": "openai",
+             "model_cfg": {"model": "fake", "api_base": api_base, "api_key_env": "FAKE_API_KEY"}}
+    lm = lbt_dspy.lm(entry, temperature=0.7, max_tokens=64, cache=False)
+    adapter = TemplateAdapter(stub_teaching_items=[])
+    m1 = M1(Teacher(lm=lm, adapter=adapter, num_pairs=4),
+            LbTScore([Student(lm=lm, adapter=adapter)], FunctionalExamMaker(bank, 3, 1), MathScorer()), num_threads=8)
+    # Sorted: alike prompts (alike pairs' exams, the teacher's samples) reach the server, which varies its answers
+    # to a prompt it saw before, in thread order; so what each pair got may differ, not what was answered and scored
+    out = []
+    for p in (m1(**tp) for tp in tps):
+        exams = [c.exam["fake"] for c in p.pairs]
+        out.append((p.answer, sorted(c.answer for c in p.pairs),
+                    sorted(x for e in exams for x in zip(e["questions"], e["answers"], e["scores"]))))
+    return out
+
+
+def test_m1_on_math181_scores_alike_with_and_without_workers(monkeypatch):
+    """One M1 (4 pairs x 3 exam problems) on LaTeX-answered math181 problems: through the workers (from M1's
+    threads) and in process, the same exam answers get the same scores."""
+    from fake_openai import FakeOpenAI, scripted_math
+
+    from lbt_dspy.data import math181_dataset
+
+    monkeypatch.setenv("FAKE_API_KEY", "x")
+    data = math181_dataset(limit=40)
+    tps = [tp for tp in data.teaching if not tp["answer"].isdigit()][:3]
+    refs = {row["question"]: row["answer"] for row in data.teaching + data.exam_bank}
+    runs = []
+    for workers in (2, 0):
+        math_checks.configure(workers)
+        math_scoring._checked.cache_clear()
+        try:
+            with FakeOpenAI(answer=scripted_math(refs)) as srv:  # a fresh server: the same answers again
+                runs.append(_math181_m1(srv.api_base, tps))
+            assert (math_checks._POOL is not None) == (workers > 0)
+        finally:
+            math_checks.configure(None)
+    assert [r[1:] for r in runs[0]] == [r[1:] for r in runs[1]]
+    scores = [s for _, _, taken in runs[0] for _, _, s in taken]
+    assert 0 < sum(scores) < len(scores)  # right and wrong answers both scored
