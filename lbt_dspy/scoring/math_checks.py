@@ -110,8 +110,9 @@ class CheckWorkers:
                 try:
                     proc.stdin.write(line)
                     proc.stdin.flush()
-                    ready, _, _ = select.select([proc.stdout], [], [], DEADLINE_S)
-                    reply = proc.stdout.readline() if ready else None
+                    waiting = select.poll()  # not select(): a busy client's pipes may be past fd 1024
+                    waiting.register(proc.stdout, select.POLLIN)
+                    reply = proc.stdout.readline() if waiting.poll(DEADLINE_S * 1000) else None
                 except (OSError, ValueError):  # the worker is gone (broken pipe) or closed
                     reply = b""
                 except BaseException:  # Ctrl-C while waiting: its reply would answer the next check; retire it
