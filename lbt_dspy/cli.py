@@ -219,9 +219,10 @@ def _run(args) -> int:
         rate = f"; {made / calls['seconds']:.2f} calls/s once the servers were up" if calls.get("seconds") else ""
         print(f"LM calls this run: {made} (greedy {calls['greedy']}, teacher {calls['teach']}, "
               f"students {calls['exam']}); wall time {wall:.0f} s{rate}")
-        cache = calls.get("prefix_cache")
-        if cache and cache.get("rate") is not None:
-            print(f"vLLM prefix cache: {100 * cache['rate']:.1f}% of {cache['queries']:,} prompt tokens served from it")
+        from .models.vllm_server import prefix_cache_lines
+
+        for line in prefix_cache_lines(calls.get("prefix_cache")):  # the total, then each replica
+            print(line)
         if calls["failed"]:
             print(f"lbt: {calls['failed']} call(s) failed {calls['error']}; they were not recorded: "
                   "rerun the same command to retry", file=sys.stderr)

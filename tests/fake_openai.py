@@ -83,6 +83,31 @@ def scripted_answer(prompt: str, nth: int = 0) -> str:
     return f"We compute it step by step and get {value}.\n\n[[Final Answer]]:\n{value}\n"
 
 
+def scripted_math(references: dict[str, str]):
+    """An answer function for ``FakeOpenAI(answer=...)`` on MATH problems (e.g. math181): the prompt's last
+    question is looked up in `references` ({problem text: reference answer}) and answered in LaTeX, boxed and
+    after ``[[Final Answer]]``. A hash of the prompt and `nth` picks the reference as written, an equivalent
+    form that only a parse finds equal (``\\dfrac`` for ``\\frac``, else ``x = 7`` for ``7``), or a wrong answer
+    (another problem's reference). Other prompts get `scripted_answer`."""
+    pool = sorted(set(references.values()))
+
+    def answer(prompt: str, nth: int = 0) -> str:
+        question = prompt.split("[[Question]]:")[-1]
+        ref = next((a for q, a in references.items() if q in question), None)
+        if ref is None:
+            return scripted_answer(prompt, nth)
+        h = int(hashlib.sha256(f"{prompt}#{nth}".encode()).hexdigest(), 16)
+        if h % 3 == 0:  # a third wrong
+            ans = pool[(h // 3) % len(pool)]
+        elif h % 3 == 1:  # a third right as an equivalent form
+            ans = ref.replace("\\frac", "\\dfrac") if "\\frac" in ref else (ref if "=" in ref else f"x = {ref}")
+        else:
+            ans = ref
+        return f"Working through it, we get $\\boxed{{{ans}}}$.\n\n[[Final Answer]]:\n${ans}$\n"
+
+    return answer
+
+
 # What a weak model really says, each an answer (text, finish_reason), never a fault. The last ones were seen in
 # the embedded SmolLM2-135M's records (a runaway "[[Solution]]" loop cut at max_tokens, a new question instead
 # of an answer, an answer in words).
@@ -126,11 +151,13 @@ class FakeOpenAI:
         retry_after: Retry-After header value sent with 429s.
         odd: Fraction of prompts answered with one of `ODD_ANSWERS` instead (the same kind every time a prompt
             is asked); ``odd_kinds`` counts what was sent.
+        answer: ``answer(prompt, nth) -> text`` in place of `scripted_answer` (e.g. `scripted_math`).
     """
 
     def __init__(self, delay: float = 0.0, faults: list | None = None, retry_after: str | None = None,
-                 odd: float = 0.0):
+                 odd: float = 0.0, answer=None):
         self.delay = delay
+        self.answer = answer
         self.faults = list(faults or [])
         self.retry_after = retry_after
         self.odd = odd
@@ -173,7 +200,7 @@ class FakeOpenAI:
                     outer.seen[prompt] = nth + 1
                 kind = odd_kind(prompt, outer.odd)
                 if kind is None:
-                    text, finish = scripted_answer(prompt, nth), "stop"
+                    text, finish = (outer.answer or scripted_answer)(prompt, nth), "stop"
                 else:
                     text, finish = ODD_ANSWERS[kind]
                     with outer.lock:

@@ -1,5 +1,5 @@
-"""Crash safety: `lbt m1` killed with SIGKILL at 20 random points; every rerun resumes, the end result is the
-same as an uninterrupted run, and finished items are never requested again."""
+"""Crash safety: `lbt m1` and `lbt m3` killed with SIGKILL at 20 random points; every rerun resumes, the end result
+is the same as an uninterrupted run, and finished calls are never requested again."""
 
 import json
 import os
@@ -79,7 +79,7 @@ def test_twenty_sigkills(tmp_path):
 
 
 # --- lbt m3 ------------------------------------------------------------------------------------------
-def _m3_cfg(tmp_path, api_base):
+def _m3_cfg(tmp_path, api_base, **over):
     rows = [{"label": 1, "text": f"pos-{i}"} for i in range(16)] + [{"label": 0, "text": f"neg-{i}"} for i in range(16)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     test = [{"label": 1, "text": f"pos-{i}"} for i in range(4, 24)] + [{"label": 0, "text": f"neg-{i}"} for i in range(20)]
@@ -92,7 +92,7 @@ def _m3_cfg(tmp_path, api_base):
                                   {"model_type": "openai",  # its own model name: no request identical to the
                                    "model_cfg": {**model, "model": "fake-b", "name": "student-b"}}],  # teacher's
            "num_examples": 4, "rounds": 3, "beam_size": 2, "minibatch_size": 16, "reflections_per_set": 2,
-           "score_sample_size": 16, "random_draws": 2, "concurrency": 2, "num_retries": 0}
+           "score_sample_size": 16, "random_draws": 2, "concurrency": 2, "num_retries": 0, "cache": False, **over}
     path = tmp_path / "m3.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -107,11 +107,13 @@ def _bodies(requests) -> dict:
 
 
 def _m3_records(run):
-    """Round records without timings, and test F1s: what must not depend on where the run was killed."""
+    """Round records without timings and without how many answers came without a request (a resumed run's
+    replayed calls), and test F1s: what must not depend on where the run was killed."""
     rounds = {}
     for line in open(run / "rounds.jsonl"):
         r = json.loads(line)
-        rec = {k: v for k, v in r["record"].items() if k not in ("seconds", "calls")}
+        rec = {k: v for k, v in r["record"].items() if k != "seconds"}
+        rec["calls"] = {k: v for k, v in rec["calls"].items() if k != "cached"}
         rounds[r["key"]] = json.dumps(rec, sort_keys=True)
     evals = {json.loads(x)["key"]: (json.loads(x)["f1"], json.loads(x)["preds"]) for x in open(run / "eval.jsonl")}
     return rounds, evals
@@ -119,37 +121,105 @@ def _m3_records(run):
 
 @pytest.mark.slow
 def test_twenty_sigkills_m3(tmp_path):
-    """`lbt m3` killed 20 times: rounds and evaluations are recorded once each and equal an uninterrupted
-    run's; answers that arrived before a kill come from DSPy's disk cache (no request is repeated beyond
-    those in flight at a kill)."""
-    env = {**os.environ, "FAKE_API_KEY": "k"}
+    """`lbt m3` killed 20 times, DSPy's cache off: every call is recorded once in the run directory (``teach``,
+    ``exam``), the rerun replays them, and the rounds and evaluations equal an uninterrupted run's; no request
+    is repeated beyond those in flight at a kill."""
+    env = {**os.environ, "FAKE_API_KEY": "k", "DSPY_CACHEDIR": str(tmp_path / "cache")}  # `cache: false` anyway
     with FakeOpenAI() as srv:
         cfg = _m3_cfg(tmp_path, srv.api_base)
-        env_ref = {**env, "DSPY_CACHEDIR": str(tmp_path / "cache_ref")}
-        subprocess.run(LBT + ["m3", str(cfg), "--output-path", str(tmp_path / "ref"), "-q"], env=env_ref, check=True,
+        subprocess.run(LBT + ["m3", str(cfg), "--output-path", str(tmp_path / "ref"), "-q"], env=env, check=True,
                        capture_output=True)
         reference = _bodies(srv.requests)
-    env["DSPY_CACHEDIR"] = str(tmp_path / "cache_run")
     run = tmp_path / "run"
+
+    def recorded():
+        return sum((run / f"{s}.jsonl").read_bytes().count(b"\n") for s in ("teach", "exam")
+                   if (run / f"{s}.jsonl").exists())
+
     with FakeOpenAI(delay=0.02) as srv:
         cmd = LBT + ["m3", str(_m3_cfg(tmp_path, srv.api_base)), "--output-path", str(run), "-q"]
-        # kill points: during start-up, or after 1-10 more requests reached the server (inside rounds)
-        kills = _kill_and_finish(cmd, env, random.Random(3), lambda: len(srv.requests), steps=[0, 1, 3, 5, 10])
+        # kill points: during start-up, or after 1-10 more calls were recorded (inside rounds and evaluations)
+        kills = _kill_and_finish(cmd, env, random.Random(3), recorded, steps=[0, 1, 3, 5, 10])
         requested = _bodies(srv.requests)
     assert kills == 20
-    for stage in ("rounds", "eval"):
+    for stage in ("teach", "exam", "rounds", "eval"):
         keys = [json.loads(x)["key"] for x in open(run / f"{stage}.jsonl")]
         assert len(keys) == len(set(keys))
+    ref_calls = sum(1 for s in ("teach", "exam") for _ in open(tmp_path / "ref" / f"{s}.jsonl"))
+    assert recorded() == ref_calls == sum(reference.values())  # every call once, made once by the reference
     assert _m3_records(run) == _m3_records(tmp_path / "ref")
-    assert (run / "report.md").exists() and (run / "best_program_LbT.json").exists()
+    assert (run / "report.md").exists() and (run / "best_program_LbT.json").read_text() == \
+        (tmp_path / "ref" / "best_program_LbT.json").read_text()
     # the same calls as the uninterrupted run; only those in flight at a kill (at most `concurrency`, 2, each)
     # were asked again
-    # (the uninterrupted run itself may send one prompt twice when two threads ask it at once, before either
-    # answer is cached: the count is compared with the reference's, not with 1)
     cut_off = requested.pop("(cut off)", 0)
     assert set(requested) == set(reference)
     assert all(requested[b] >= n for b, n in reference.items())
     assert sum(requested.values()) - sum(reference.values()) + cut_off <= 2 * kills
+
+
+def _m3_calls(run) -> list[str]:
+    """The keys of every recorded M3 call; each must be whole and there once."""
+    keys = []
+    for s in ("teach", "exam"):
+        f = run / f"{s}.jsonl"
+        if f.exists():
+            data = f.read_bytes()
+            assert not data or data.endswith(b"\n"), f"{f}: torn last line"
+            keys += [json.loads(x)["key"] for x in data.splitlines()]
+    assert len(keys) == len(set(keys))
+    return keys
+
+
+def test_m3_ctrl_c_stops_within_two_seconds_and_the_rerun_resumes(tmp_path):
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    with FakeOpenAI() as srv:
+        ref = tmp_path / "ref"
+        cfg = _m3_cfg(tmp_path, srv.api_base, rounds=1, baselines=["zero_shot"])
+        subprocess.run(LBT + ["m3", str(cfg), "--output-path", str(ref), "-q"], env=env, check=True, capture_output=True)
+    with FakeOpenAI(delay=1.0) as srv:
+        run = tmp_path / "run"
+        cmd = LBT + ["m3", str(_m3_cfg(tmp_path, srv.api_base, rounds=1, baselines=["zero_shot"])), "--output-path",
+                     str(run), "-q"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while len(srv.requests) < 4 and proc.poll() is None:  # two calls done, two slow ones in flight
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        stopped = time.monotonic() - t0
+        err = proc.stderr.read().strip()
+        assert rc == 130 and stopped < 2.0, (stopped, err)
+        assert err.splitlines()[-1] == "lbt: interrupted; finished records are kept: rerun the same command to resume"
+        kept = len(_m3_calls(run))
+        assert kept >= 2
+        srv.delay = 0
+        asked = len(srv.requests)
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+        assert len(srv.requests) - asked == len(_m3_calls(ref)) - kept  # the rerun asked only what was not kept
+    assert sorted(_m3_calls(run)) == sorted(_m3_calls(ref))
+    assert _m3_records(run) == _m3_records(ref)
+
+
+def test_m3_a_dead_server_stops_the_run_within_seconds_with_one_line(tmp_path):
+    """M3 goes on past a failed call (left out of a round, asked again by the rerun), but not past a dead server:
+    the breaker's one line, exit code 1, the finished calls kept."""
+    env = {**os.environ, "FAKE_API_KEY": "k"}
+    run = tmp_path / "run"
+    with FakeOpenAI(delay=0.02) as srv:
+        cmd = LBT + ["m3", str(_m3_cfg(tmp_path, srv.api_base)), "--output-path", str(run), "-q"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while len(_m3_calls(run)) < 30 and proc.poll() is None:
+            time.sleep(0.005)
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+        t_dead = time.monotonic()
+        rc = proc.wait(timeout=120)
+        elapsed = time.monotonic() - t_dead
+        err = proc.stderr.read().strip()
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"lbt: error: {srv.api_base}: backend down") and "rerun the same command" in err
+    assert elapsed < 60 and len(_m3_calls(run)) >= 30
 
 
 # --- one writer per run, a dead server fails fast, Ctrl-C stops at once ---------------------------------

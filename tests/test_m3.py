@@ -96,10 +96,12 @@ def world():
     return {"teacher": teacher, "students": [a, b], "engines": {"teacher": t_engine, "a": a_engine, "b": b_engine}}
 
 
-def optimizer(world, **kw):
-    args = dict(num_examples=4, init_method="gen", rounds=1, beam_size=2, minibatch_size=12, reflections_per_set=3,
+OPT_ARGS = dict(num_examples=4, init_method="gen", rounds=1, beam_size=2, minibatch_size=12, reflections_per_set=3,
                 failures_per_reflection=4, expansion_factor=8, score_sample_size=12, num_threads=4, seed=0)
-    args.update(kw)
+
+
+def optimizer(world, **kw):
+    args = {**OPT_ARGS, **kw}
     return LbTOptimizer(students=world["students"], classifier_adapter=ClassifierAdapter(), **args)
 
 
@@ -240,25 +242,73 @@ def test_without_students_the_teacher_is_its_own_student(world):
     assert not world["engines"]["a"].prompts
 
 
-def test_train_init_and_resume_give_the_same_run(world):
+def _without_timing(history):
+    """Round records without what depends on where a run was interrupted: wall time, and how many answers came
+    without a request (DSPy's cache, or the run's records)."""
+    return [{**{k: v for k, v in r.items() if k not in ("seconds", "calls")},
+             "calls": {k: v for k, v in r["calls"].items() if k != "cached"}} for r in history]
+
+
+def test_train_init_and_resume_through_the_record_layer(world, tmp_path):
+    """Compiled inside a record scope, every call is recorded; compiling again in it replays them. An
+    interrupted compile (the students' server went down mid-exam) resumes: nothing finished is asked again, and
+    the rounds and the program are an uninterrupted compile's."""
+    from lbt_dspy.errors import BackendDown
+    from lbt_dspy.runner import Recorder, record_scope
+    from lbt_dspy.store import RunStore
+
     records = []
     opt = optimizer(world, init_method="train", rounds=2, on_round=records.append)
     program = opt.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
     init = records[0]["beam"][0]["demos"]
     assert sorted(d["label"] for d in init) == ["No", "No", "Yes", "Yes"]
     assert all(d["text"].startswith("pos" if d["label"] == "Yes" else "neg") for d in init)
-    assert [r["round"] for r in records] == [0, 1, 2]
+    assert [r["round"] for r in records] == [0, 1, 2] and opt.history == records
+    uninterrupted = sum(len(e.prompts) for e in world["engines"].values())
 
-    calls_before = len(world["engines"]["teacher"].prompts)
-    resumed = optimizer(world, init_method="train", rounds=2, history=records[:2])
-    program2 = resumed.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
-    assert [r["round"] for r in resumed.history] == [0, 1, 2]
-    assert resumed.history[2]["minibatch"] == records[2]["minibatch"]
-    assert [c["demos"] for c in resumed.history[2]["beam"]] == [c["demos"] for c in records[2]["beam"]]
+    calls = {"n": 0}
+
+    def dies_mid_round_2(messages):  # student b's server dies after 20 answers (round 1 asks it 12)
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise BackendDown("http://student-b", 5)
+        return student_fn({"neg-2", "pos-3"})(messages)
+
+    dying, _ = scripted_lm("student-b", dies_mid_round_2)
+    for engine in world["engines"].values():
+        engine.prompts.clear()
+    store = RunStore(tmp_path / "run", {})
+    recorder = Recorder(store)
+    with pytest.raises(BackendDown), record_scope(recorder, tp="mine"):
+        LbTOptimizer(students=[world["students"][0], dying], classifier_adapter=ClassifierAdapter(),
+                     **{**OPT_ARGS, "init_method": "train", "rounds": 2}).compile(
+            make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    made = len(recorder.records["exam"]) + len(recorder.records["teach"])
+    answered = len(world["engines"]["teacher"].prompts) + len(world["engines"]["a"].prompts) + 20
+    assert made == answered  # every answer that came back was recorded before the error ended the compile
+
+    for engine in world["engines"].values():
+        engine.prompts.clear()
+    resumed = optimizer(world, init_method="train", rounds=2)
+    with record_scope(Recorder(store), tp="mine"):
+        program2 = resumed.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    assert _without_timing(resumed.history) == _without_timing(records)
     assert [(d.text, d.label) for d in program2.program.demos] == [(d.text, d.label) for d in program.program.demos]
-    # Only round 2 ran again (no round-0 scoring, no round-1 calls).
-    assert len(world["engines"]["teacher"].prompts) - calls_before == records[2]["calls"]["teacher_write"] + \
-        records[2]["calls"]["teacher_reflect"] + records[2]["calls"]["score"]
+    # Only what was not recorded reached the "servers": the uninterrupted compile's calls, less those recorded.
+    asked = sum(len(e.prompts) for e in world["engines"].values())
+    assert asked == uninterrupted - made
+    assert sum(r["calls"]["cached"] for r in resumed.history) == made  # replayed: answered without a request
+    # Compiling again in the same scope replays everything.
+    for engine in world["engines"].values():
+        engine.prompts.clear()
+    with record_scope(Recorder(store), tp="mine"):
+        again = optimizer(world, init_method="train", rounds=2)
+        again.compile(make_classifier(QUESTION), trainset=TRAIN, teacher=world["teacher"])
+    assert not any(e.prompts for e in world["engines"].values())
+    assert _without_timing(again.history) == _without_timing(records)
+    assert all(r["calls"]["cached"] == r["calls"]["total"] for r in again.history)
+    with pytest.raises(TypeError, match="record_scope"):
+        optimizer(world, history=records)
 
 
 def test_unparseable_generation_falls_back_to_train_init(world):
@@ -644,3 +694,104 @@ def test_config_declares_the_hyperparameters_once():
         LbTOptimizer([object()])
     with pytest.raises(LbtError, match="config: score_metric must be one of metric, accuracy, f1"):
         M3Config.from_dict({"score_metric": "auc"})
+
+
+def test_an_m3_run_directory_from_before_the_record_layer_reads_and_resumes(tmp_path, capsys):
+    """tests/fixtures/m3_old_run was written before M3's calls were recorded (summaries only). `lbt report` reads
+    it as it did (the same tables as its report.md); rerun, it is recomputed into the same rounds and test
+    evaluations, now with every call recorded."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from lbt_dspy.cli import main
+    from lbt_dspy.m3.report import baseline_table, calls_table, f1_table, search_table, summarize
+
+    old = Path(__file__).parent / "fixtures" / "m3_old_run"
+    run = tmp_path / "run"
+    shutil.copytree(old, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    s = summarize(run)
+    report = (old / "report.md").read_text()
+    for table in (f1_table(s), f1_table(s, "student-a"), baseline_table(s), calls_table(s), search_table(s)):
+        assert table in report
+    assert main(["select", str(run)]) == 0 and f1_table(s) in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # reading changed nothing
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["dataset_cfg"]["data_dir"] = str(run / "data")  # the directory moved with its data
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    import m3_golden as g  # the scripted LMs the directory was made with
+
+    models = _Models(g._lm("teacher", g._teacher)[0], g._lm("teacher", g._teacher)[0],
+                     [g._lm("student-a", g._student({"pos-1", "pos-2"}))[0],
+                      g._lm("student-b", g._student({"neg-2", "pos-3"}))[0]])
+    calls = run_m3(M3Config.from_dict(saved), run, progress=False, models=models)
+    assert calls["optimize"] and calls["failed"] == 0
+
+    def lines(path, drop=("seconds",)):
+        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in path.read_text().splitlines()]
+
+    for stage in ("rounds", "eval"):
+        got, want = lines(run / f"{stage}.jsonl"), lines(old / f"{stage}.jsonl")
+        if stage == "rounds":
+            got, want = ([{**r, "record": {k: v for k, v in r["record"].items() if k != "seconds"}} for r in x]
+                         for x in (got, want))
+        assert got == want
+    assert len(lines(run / "invocations.jsonl")) == 2
+    assert len(lines(run / "exam.jsonl")) > 0 and len(lines(run / "teach.jsonl")) > 0
+
+
+def test_an_example_set_s_lbt_score_is_the_students_exam_on_labelled_examples(world):
+    """The parts M3 shares with M1: `Student`s running the tuned program (their answer, the label) take an
+    `LbTScore` exam of training examples graded by a `ClassificationScorer`; its records say which student failed
+    on which example. A failed call is left out with skip_failed, raised without."""
+    from lbt_dspy import FixedExamMaker, LbTScore, Student
+    from lbt_dspy.m3.fields import TEXT_LABEL
+    from lbt_dspy.scoring import ClassificationScorer
+
+    program, adapter = make_classifier(QUESTION), ClassifierAdapter()
+    train = [TEXT_LABEL.example(e) for e in TRAIN]
+    students = [Student(lm, adapter, program=program, answer_field="label") for lm in world["students"]]
+    assert [s.name for s in students] == ["student-a", "student-b"] and students[0].input_fields == ("text",)
+    demos = train[:1] + train[6:7]
+    exam = LbTScore(students, FixedExamMaker(train), ClassificationScorer(TEXT_LABEL))
+    res = exam(demos=demos, slots=[1, 2, 3, 8])
+    failed = {name: sorted(train[i].text for i, rec in got.items() if rec["score"] < 1)
+              for name, got in res.records.items()}
+    assert failed == {"student-a": ["pos-1", "pos-2"], "student-b": ["neg-2", "pos-3"]}
+    assert res.per_student == {"student-a": 0.5, "student-b": 0.5} and res.score == 0.5
+    assert res.exam["student-a"]["answers"] == ["No", "No", "Yes", "No"]  # the label, in slot order
+    prompt = world["engines"]["a"].prompts[0]
+    assert "**Text:** pos-0\n**Label:** Yes" in prompt and "**Text:** neg-0\n**Label:** No" in prompt  # taught
+
+    def flaky(messages):
+        if "pos-3" in messages[0]["content"].rsplit("Text: ", 1)[1]:
+            raise RuntimeError("boom")
+        return "Yes"
+
+    lm, _ = scripted_lm("flaky", flaky)
+    flaky_exam = LbTScore([Student(lm, adapter, program=program, answer_field="label")], FixedExamMaker(train),
+                          ClassificationScorer(TEXT_LABEL), skip_failed=True)
+    res = flaky_exam(demos=demos, slots=[1, 3, 8])
+    assert sorted(res.records["flaky"]) == [1, 8] and res.score == 0.5  # pos-3 left out; neg-2 said Yes
+    with pytest.raises(Exception, match="boom"):
+        LbTScore(flaky_exam.students, FixedExamMaker(train), ClassificationScorer(TEXT_LABEL))(demos=demos, slots=[3])
+
+    # A program that is not one Predict (here a program student on its own LM) is taught through a copy of it.
+    class Twice(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = make_classifier(QUESTION)
+
+        def forward(self, text):
+            return self.first(text=text)
+
+    own = Twice()
+    own.set_lm(world["students"][1])
+    student = Student(program=own, adapter=adapter, answer_field="label")
+    assert student.name == "Twice(student-b)"
+    assert student(text="neg-2", demos=demos).label == "Yes" and not own.first.demos  # the program is untouched
+    scorer = ClassificationScorer(TEXT_LABEL, metric=lambda ex, pred, trace=None: 0.25 if pred.label == "Yes" else 1)
+    assert scorer.score(" yes!", train[0]) == 0.25 and scorer.score("No", train[0]) == 1.0

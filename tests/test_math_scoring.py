@@ -66,6 +66,6 @@ def test_the_integer_shortcut_agrees_with_math_verify(a, b):
 
     from lbt_dspy.scoring import math as m
 
-    gold, pred = m._parse(a, None), m._parse(b, None)
+    gold, pred = m.math_checks.parse(a, None), m.math_checks.parse(b, None)
     alone = bool(gold and pred and verify(gold, pred)) or m._norm_text(a) == m._norm_text(b)
     assert m.answers_equivalent(a, b) == alone

@@ -204,11 +204,11 @@ def _captured_server(monkeypatch, entry: dict):
     monkeypatch.setattr(vllm_server, "vllm_build", lambda python: "cpu")
     made = []
 
-    def fake_shared(self, key, factory):
-        made.append(factory())
-        return made[-1]
+    def fake_shared(self, items):
+        made.extend(factory() for _, factory in items)
+        return made[-len(items):]
 
-    monkeypatch.setattr(ModelPool, "shared_server", fake_shared)
+    monkeypatch.setattr(ModelPool, "shared_servers", fake_shared)
     with ModelPool() as pool:
         lm = pool.lm(entry, {"do_sample": False, "eos_token_id": [1, 2], "pad_token_id": 1, "batch_size": 8})
     return lm, made[0]

@@ -391,6 +391,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None, *, a6_pairs: 
     store = RunStore(run_dir)
     ev = evidence(run_dir, summary, a6_pairs=a6_pairs, a6_subsets=a6_subsets)
     summary["evidence"] = ev
+    summary["engine"] = read_engine(run_dir)
     store.write_json("summary.json", summary)
     views = summary["views"]
     if summary.get("code"):
@@ -452,7 +453,37 @@ def write_report(run_dir: str | Path, summary: dict | None = None, *, a6_pairs: 
     lines += ["![accuracy by method](accuracy_by_method.png)", "", "![LbT scores](lbt_score_hist.png)", "",
               "![accuracy vs pairs](accuracy_vs_pairs.png)", "",
               "![Fig. 4 relative improvement](fig4_relative_improvement.png)", ""]
-    return store.write_text("report.md", "\n".join(lines))
+    return store.write_text("report.md", "\n".join(lines + engine_section(summary)))
+
+
+def read_engine(run_dir: str | Path) -> dict | None:
+    """``engine.json``: what the engine reported of the last `lbt m1` invocation that finished (its prefix-cache
+    hit rates, per replica and in total); None when there is none (no vLLM server lbt started)."""
+    import json
+
+    from ..errors import LbtError
+
+    path = Path(run_dir) / "engine.json"
+    if not path.exists():
+        return None
+    try:
+        engine = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LbtError(f"{path}: unreadable ({exc}); delete it and rerun `lbt m1` to write it again") from None
+    if not isinstance(engine, dict):
+        raise LbtError(f"{path}: expected a JSON object; delete it and rerun `lbt m1` to write it again")
+    return engine
+
+
+def engine_section(summary: dict) -> list[str]:
+    """report.md's ``## Engine``: the prefix-cache hit rates of the last `lbt m1` invocation, per replica."""
+    from ..models.vllm_server import prefix_cache_lines
+
+    lines = prefix_cache_lines((summary.get("engine") or {}).get("prefix_cache"))
+    if not lines:
+        return []
+    return ["## Engine", "", "The last `lbt m1` invocation on this run directory (`engine.json`):", "", "```",
+            *lines, "```", ""]
 
 
 def _source() -> str:
@@ -496,7 +527,7 @@ def _write_code_report(run_dir: Path, summary: dict, store: RunStore, ev: dict) 
         "![S-score by method](code_s_score.png)", "", "![paired differences](method_differences.png)", "",
         "![LbT scores](lbt_score_hist.png)", "",
     ] + ([answers_section(summary["answers"])] if summary.get("answers") else [])
-    return store.write_text("report.md", "\n".join(lines))
+    return store.write_text("report.md", "\n".join(lines + engine_section(summary)))
 
 
 def _model_label(entry) -> str:

@@ -22,7 +22,7 @@ from ..components import build_components, build_m1, build_teacher
 from ..config import M1Config
 from ..errors import LbtError, backend_down
 from ..models import ModelPool
-from ..models.vllm_server import hit_rate
+from ..models.vllm_server import PrefixCacheWatch
 from ..runner import CallPool, Recorder, Stopped, branches, parallel, record_scope, run_settings, using_pool
 from ..store import RunStore
 from .results import RECORD_FIELDS, tp_key  # tp_key lives in results (readers need it without the run)
@@ -36,7 +36,8 @@ MAX_PAIRS = 65536
 def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_dir: str | None = None,
            pool: ModelPool | None = None) -> dict:
     """Run (or resume) M1 into `output_path`; returns the counts of LM calls made and failed, the seconds they
-    took once the servers were up (``seconds``) and the engine's prefix-cache hit rate (``prefix_cache``).
+    took once the servers were up (``seconds``) and the engine's prefix-cache hit rate, per replica and in total
+    (``prefix_cache``: `PrefixCacheWatch.result`; None without vLLM servers lbt started).
     `pool`: a `ModelPool` whose servers are already started (benchmarks); None: one of its own, closed at the end.
 
     Records: ``greedy`` (teacher, temperature 0), ``teach`` (`num_pairs` TR-TA pairs per TP), ``exam``
@@ -83,7 +84,8 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
             with bar_lock:
                 bar.update(1)
         recorder.on_new = tick
-        cache_before = pool.prefix_cache()
+        # each vLLM replica's prefix-cache counters, read now and every few seconds (one may die mid-run)
+        watch = PrefixCacheWatch(pool.prefix_cache).open()
         budgets, failed_tps = {}, set()
         run_pool = CallPool(cfg.concurrency)  # every LM call of the run, `concurrency` at a time
         try:
@@ -117,10 +119,11 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
         finally:
             bar.close()
             run_pool.close()
+            watch.close()
         if run_pool.down is not None:
             store.close()
             raise run_pool.down
-        prefix_cache = hit_rate(cache_before, pool.prefix_cache())
+        prefix_cache = watch.result()
         seconds = time.monotonic() - t_calls
     counted = recorder.calls
     calls = {stage: counted.of(stage) for stage in ("greedy", "teach", "exam")}

@@ -48,7 +48,8 @@ def train(args, model_args=None, train_dataset=None) -> dict:
     trainer = LbTDPOTrainer(args, model_args, train_dataset)
     before = trainer.pair_metrics() if args.eval_on_train else None
     t0 = time.perf_counter()
-    result = trainer.train()
+    # TRL's own resume: `resume_from_checkpoint: true` continues from the output_dir's last checkpoint-N/
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or None)
     train_wall = time.perf_counter() - t0
     after = trainer.pair_metrics() if args.eval_on_train else None
     saved = trainer.save_outputs()

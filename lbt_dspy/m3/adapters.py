@@ -8,13 +8,12 @@ its own prompts, so both adapters render the patch's prompts verbatim and parse 
 from __future__ import annotations
 
 import re
-import typing
 from typing import Any
 
 import dspy
 
 from ..model_output import OutputIsData
-from .fields import TaskFields, title
+from .fields import TaskFields, literal_labels, strip_markup, title
 from .formats import NO, YES, answer_is_yes, parse_label_word, render_examples
 
 #: The patch's ``prompts/{liar,fallacy}.md``: ``{examples}`` / ``{prediction}`` are the demos and the text to
@@ -90,11 +89,7 @@ class ClassifierAdapter(OutputIsData, dspy.Adapter):
     def fields_for(self, signature) -> TaskFields:
         inputs = self.input_fields or tuple(signature.input_fields)
         output = self.output_field or list(signature.output_fields)[-1]
-        labels = self.labels
-        if labels is None:
-            ann = signature.output_fields[output].annotation if output in signature.output_fields else None
-            labels = (tuple(str(a) for a in typing.get_args(ann)) if typing.get_origin(ann) is typing.Literal
-                      else (YES, NO))
+        labels = self.labels if self.labels is not None else (literal_labels(signature, output) or (YES, NO))
         return TaskFields(inputs, output, labels or None)
 
     def format(self, signature, demos: list, inputs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,8 +117,7 @@ class ClassifierAdapter(OutputIsData, dspy.Adapter):
         """No label: a Yes/No answer that starts with neither, an answer naming none of the labels, or nothing."""
         f = self.fields_for(signature)
         if f.yes_no:
-            return parse_label_word(re.split(r"[\s,.!:;]", re.sub(r"^[\s\"'*`#:>\-\[\]]+", "", completion or ""),
-                                             maxsplit=1)[0]) is None
+            return parse_label_word(re.split(r"[\s,.!:;]", strip_markup(completion), maxsplit=1)[0]) is None
         if f.labels:
             return value.get(f.output) not in f.labels
         return not (completion or "").strip()

@@ -42,8 +42,8 @@ def run_m3_command(args) -> int:
     report = write_report(out_dir, s)
     print(console_text(s), end="")
     print(f"LM calls this run: {calls['optimize'] + calls['eval']} (optimizer {calls['optimize']}, "
-          f"test evaluation {calls['eval']}; {calls['cached']} answered by DSPy's cache); "
-          f"wall time {calls['seconds']:.0f} s")
+          f"test evaluation {calls['eval']}; {calls['cached']} more answered by the run's records or DSPy's "
+          f"cache); wall time {calls['seconds']:.0f} s")
     print(f"report: {report}")
     if calls["failed"]:
         print(f"lbt: {calls['failed']} call(s) failed (left out of scores); rerun the same command to retry",

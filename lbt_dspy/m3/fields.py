@@ -5,7 +5,8 @@ last one that the trainset labels) and at the trainset's values of that output: 
 paper's Yes/No setting (normalised to ``"Yes"``/``"No"``, as the LbT patch does); a handful of repeated values
 (or a ``Literal[...]`` annotation, or ``labels=``) is a label set; anything else is free text, scored by the
 metric. Names are shown to models in title case (``text`` -> ``Text``), so the paper's ``text``/``label``
-program renders exactly as the patch's prompts.
+program renders exactly as the patch's prompts. The label vocabulary of the paper's setting (Yes/No, and how
+datasets and models write them) is here too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,55 @@ from dataclasses import dataclass
 
 import dspy
 
-from .labels import NO, YES, title, to_label
+# --- the paper's labels ----------------------------------------------------------------------------------
+YES, NO = "Yes", "No"
+
+_YES_WORDS = {"yes", "true", "1", "positive"}
+_NO_WORDS = {"no", "false", "0", "negative"}
+
+
+def title(name: str) -> str:
+    """A field name as shown to a model: ``text`` -> ``Text``, ``premise_text`` -> ``Premise text``."""
+    name = name.replace("_", " ").strip()
+    return name[:1].upper() + name[1:]
+
+
+def to_label(value) -> str:
+    """A dataset or model label as ``"Yes"``/``"No"``: 1/True/"yes"... -> Yes, everything else -> No.
+
+    Example:
+        >>> to_label(1), to_label("no"), to_label(" YES."), to_label(0)
+        ('Yes', 'No', 'Yes', 'No')
+    """
+    if isinstance(value, bool):
+        return YES if value else NO
+    if isinstance(value, (int, float)):
+        return YES if value == 1 else NO
+    return parse_label_word(str(value)) or (YES if answer_is_yes(str(value)) else NO)
+
+
+_MARKUP = re.compile(r"^[\s\"'*`#:>\-\[\]]+")
+
+
+def strip_markup(text: str | None) -> str:
+    """`text` without the quotes, bold, bullets and brackets a model may open its answer with."""
+    return _MARKUP.sub("", text or "")
+
+
+def answer_is_yes(completion: str) -> bool:
+    """The patch's rule: the prediction is positive iff the answer starts with "YES" (after markup)."""
+    return strip_markup(completion).upper().startswith("YES")
+
+
+def parse_label_word(word: str) -> str | None:
+    """A label written by the teacher ("Yes", "no", "True", "1"...), or None when it is not one."""
+    w = re.sub(r"[^a-z0-9]", "", (word or "").lower())
+    if w in _YES_WORDS:
+        return YES
+    if w in _NO_WORDS:
+        return NO
+    return None
+
 
 #: Dataset values that make a label set the paper's Yes/No one.
 _YES_NO_VALUES = {0, 1, True, False, "0", "1", "yes", "no"}
@@ -30,7 +79,8 @@ def _is_yes_no(value) -> bool:
     return isinstance(value, (bool, int)) and value in _YES_NO_VALUES
 
 
-def _literal_labels(signature, field: str) -> tuple | None:
+def literal_labels(signature, field: str) -> tuple | None:
+    """The labels of a ``Literal[...]`` output field, else None."""
     annotation = signature.output_fields[field].annotation if field in signature.output_fields else None
     if typing.get_origin(annotation) is typing.Literal:
         return tuple(str(a) for a in typing.get_args(annotation))
@@ -40,9 +90,6 @@ def _literal_labels(signature, field: str) -> tuple | None:
 def normalize_text(value) -> str:
     """Case- and whitespace-insensitive form of a free-text answer (for exact match)."""
     return " ".join(str(value).split()).lower()
-
-
-_MARKUP = re.compile(r"^[\s\"'*`#:>\-\[\]]+")
 
 
 @dataclass(frozen=True)
@@ -101,7 +148,7 @@ class TaskFields:
         elif all(_is_yes_no(v) for v in values):
             found = (YES, NO)
         else:
-            found = _literal_labels(last, output_field)
+            found = literal_labels(last, output_field)
             if found is None:
                 distinct = sorted({str(v).strip() for v in values})
                 repeated = len(distinct) <= MAX_LABELS and len(distinct) * 2 <= len(values)
@@ -117,7 +164,7 @@ class TaskFields:
         text = str(value if value is not None else "").strip()
         if not self.labels:
             return text
-        low = _MARKUP.sub("", text).lower()
+        low = strip_markup(text).lower()
         by_length = sorted(self.labels, key=len, reverse=True)
         for label in by_length:
             if low.startswith(label.lower()):

@@ -11,8 +11,7 @@ import re
 
 import dspy
 
-from .fields import TEXT_LABEL
-from .labels import NO, YES, answer_is_yes, parse_label_word, title, to_label  # noqa: F401  (re-exported)
+from .fields import NO, TEXT_LABEL, YES, answer_is_yes, parse_label_word, title, to_label  # noqa: F401  (re-exported)
 
 START, END = "<START>", "<END>"
 
@@ -132,20 +131,3 @@ def parse_examples(text: str, limit: int | None = None, fields=None) -> list[dsp
         if limit is not None and len(out) >= limit:
             break
     return out
-
-
-def demos_key(demos, fields=None) -> tuple:
-    """What makes two example sets duplicates: the same (text, label) pairs in the same order."""
-    if fields is not None and not (fields.inputs == ("text",) and fields.output == "label"):
-        return fields.key(demos)
-    return tuple((" ".join(str(d["text"]).split()), d["label"]) for d in demos)
-
-
-def demo_dicts(demos, fields=None) -> list[dict]:
-    f = _fields(fields)
-    return [{n: d[n] for n in (*f.inputs, f.output)} for d in demos]
-
-
-def as_demos(rows, fields=None) -> list[dspy.Example]:
-    f = _fields(fields)
-    return [f.example(r) for r in rows]

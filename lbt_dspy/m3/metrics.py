@@ -1,5 +1,5 @@
 """Metrics: binary F1 over "Yes"/"No" labels (the paper's, positive class Yes), accuracy, macro F1, and
-per-example DSPy metrics (`exact_match`, the default of `LbTOptimizer`, and `token_f1`)."""
+per-example DSPy metrics (`exact_match`, what `LbTOptimizer` scores by without a metric, and `token_f1`)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,6 @@ def accuracy(labels: list[str], preds: list[str]) -> float:
     return sum(1 for y, p in zip(labels, preds) if y == p) / len(labels) if labels else 0.0
 
 
-METRICS = {"f1": binary_f1, "accuracy": accuracy}
-
-
 def summary(labels: list[str], preds: list[str | None]) -> dict:
     """F1, accuracy and counts over the answered items (a failed call, None, is left out and counted)."""
     pairs = [(y, p) for y, p in zip(labels, preds) if p is not None]
@@ -49,7 +46,7 @@ def macro_f1(labels: list[str], preds: list[str], label_set=None) -> float:
 # --- per-example metrics, as DSPy optimizers take them: metric(example, pred, trace=None) ------------------
 class exact_match:  # noqa: N801 - used like a function: exact_match(fields)
     """Exact match on the output field: labels compared after `TaskFields.label_of`, free text case- and
-    whitespace-insensitively (the default metric of `LbTOptimizer`).
+    whitespace-insensitively (`TaskFields.same`, which `LbTOptimizer`'s `ClassificationScorer` uses without a metric).
 
     Args:
         fields: A `TaskFields`, or the output field's name (then compared as free text).

@@ -1,16 +1,19 @@
 """`LbTOptimizer`: the paper's M3, a teleprompter that optimises the K in-context examples of a DSPy program.
 
 Any program: its input and output fields are read from its signature, its labels from the trainset (the
-paper's Yes/No, any label set, or free text scored by the metric; `fields.TaskFields`). It is ProTeGi/APO beam search in which the *students* take the exams: in every round each example set in
-the beam is used by every student on a minibatch of training texts; the students' failures (pooled) go to
-the teacher, who gives reasons why the examples led to them (reflection) and rewrites the examples for each
-reason; the new sets, deduplicated, join the beam and every set is scored (by the teacher classifying a train
-sample, as in the paper, or by the students); the best `beam_size` sets survive.
+paper's Yes/No, any label set, or free text scored by the metric; `fields.TaskFields`). It is ProTeGi/APO beam
+search in which the *students* take the exams: in every round each example set in the beam teaches every
+student, who takes an exam on a minibatch of training texts (`LbTScore`, the LbT score of an example set); the
+students' failures (pooled) go to the teacher, who gives reasons why the examples led to them (reflection) and
+rewrites the examples for each reason; the new sets, deduplicated, join the beam and every set is scored (an
+`LbTScore` too: by the teacher classifying a train sample, as in the paper, or by the students); the best
+`beam_size` sets survive.
 
 Every round is a plain dict in `LbTOptimizer.history` (candidates, scores, reflections, which student failed
-on which training example, LM calls) and is handed to `on_round` as soon as it is done, so a run can store
-it and later resume from it (`history=`). All randomness is seeded per round, so a resumed run draws the same
-minibatches as an uninterrupted one, and DSPy's cache answers the calls it already made.
+on which training example, LM calls), also handed to `on_round` as soon as it is done. All randomness is seeded
+per round and every LM call goes through the record layer (`lbt_dspy.runner.recorded`): compiled inside a
+`record_scope`, a rerun replays the calls recorded and makes only the others, and its rounds are an
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -18,21 +21,29 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
+from dspy.utils.usage_tracker import UsageTracker
+from tqdm.auto import tqdm
 
-from .adapters import ClassifierAdapter, TeacherAdapter
 from ..counting import CallCounter
+from ..errors import LbtEnvironmentError, backend_down
+from ..exam import FixedExamMaker
+from ..lbt_score import LbTScore
 from ..model_output import predict_or_unparsed
-from ..runner import map_calls
-from .classify import Classifier, traced_call, with_demos
+from ..records import OUTPUT_FLAGS
+from ..runner import bounded, branches, parallel, record_scope, recorded
+from ..scoring.classification import ClassificationScorer
+from ..student import Student, with_demos
+from .adapters import ClassifierAdapter, TeacherAdapter
 from .config import LbTOptimizerConfig
 from .fields import TEXT_LABEL, TaskFields
 from .formats import NO, YES, parse_examples, parse_reasons, render_examples, render_failures
-from .metrics import accuracy, binary_f1, exact_match, macro_f1
+from .metrics import accuracy, binary_f1, macro_f1
 from .signatures import GenerateExamples, ReflectOnFailures, RewriteExamples
 from .tuned import WithAdapter
 
@@ -41,9 +52,9 @@ log = logging.getLogger("lbt_dspy")
 ROLES = ("teacher_write", "teacher_reflect", "student_exam", "score")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
-    """One set of K examples in the beam search."""
+    """One set of K examples in the beam search, with its score once scored."""
 
     id: str
     demos: list  # dspy.Example with the program's fields, e.g. text=..., label="Yes"/"No"
@@ -60,11 +71,6 @@ class Candidate:
     def to_dict(self) -> dict:
         return {"id": self.id, "parent": self.parent, "origin": self.origin, "reason": self.reason,
                 "score": self.score, "n_scored": self.n_scored, "demos": self.fields.dicts(self.demos)}
-
-    @classmethod
-    def from_dict(cls, d: dict, fields: TaskFields = TEXT_LABEL) -> "Candidate":
-        return cls(d["id"], [fields.example(r) for r in d["demos"]], d.get("parent"), d.get("reason"),
-                   d.get("origin", "init"), d.get("score"), d.get("n_scored", 0), fields)
 
 
 @dataclass(frozen=True)
@@ -91,28 +97,36 @@ class Rewrite:
 
 
 def calls_record(calls: CallCounter) -> dict:
-    """A round's LM calls as its record keeps them: per role (`ROLES`), total, failed, cached, and the answers
-    that were unparsed, cut off or empty."""
+    """A round's LM calls as its record keeps them: per role (`ROLES`), total, failed, cached (answered without a
+    request: DSPy's cache, or the run's records when resumed), and the answers that were unparsed, cut off or
+    empty."""
     snap = calls.snapshot()
     return {**{role: snap["by_kind"].get(role, 0) for role in ROLES}, "total": snap["total"],
             **{k: snap[k] for k in ("failed", "cached", "unparsed", "cut_off", "empty")}}
 
 
-def lm_name(lm, default: str) -> str:
-    """A student's name: the LM's (``lbt_name`` or model), or for a program its class and LM."""
-    if isinstance(lm, dspy.Module):
-        inner = next((p.lm for p in lm.predictors() if p.lm is not None), None)
-        return f"{type(lm).__name__}({lm_name(inner, 'lm')})" if inner is not None else type(lm).__name__
-    return getattr(lm, "lbt_name", None) or getattr(lm, "model", None) or default
+@contextmanager
+def requests():
+    """Counts the LM requests made inside (in every thread it starts): calls DSPy's cache or the run's records
+    answered make none (a server that reports no token usage would also look cached)."""
+    tracker = UsageTracker()
+    count = [0]
+    with dspy.context(usage_tracker=tracker):
+        yield count
+    count[0] = sum(len(v) for v in tracker.usage_data.values())
 
 
-def unique_names(lms: list) -> list[str]:
-    """The students' names for records and reports; a name that repeats gets ``#<index>``."""
-    names: list[str] = []
+def students_of(lms: list, program: dspy.Module, adapter: dspy.Adapter, output: str) -> list[Student]:
+    """`Student`s for LMs (the program runs on them) or programs (they run on their own LMs); a name that
+    repeats gets ``#<index>``."""
+    out: list[Student] = []
     for i, lm in enumerate(lms):
-        name = lm_name(lm, f"student{i}")
-        names.append(f"{name}#{i}" if name in names else name)
-    return names
+        own = isinstance(lm, dspy.Module)
+        student = Student(None if own else lm, adapter, program=lm if own else program, answer_field=output)
+        if student.name in [s.name for s in out]:
+            student.name = f"{student.name}#{i}"
+        out.append(student)
+    return out
 
 
 class LbTOptimizer(Teleprompter):
@@ -126,11 +140,13 @@ class LbTOptimizer(Teleprompter):
 
     Args:
         metric: ``metric(example, pred, trace=None)`` as DSPy optimizers take it: a failure is a score below 1,
-            and (``score_metric="metric"``) a set's score is the mean. None: exact match on the output field
-            (labels compared after `TaskFields.label_of`; free text case- and whitespace-insensitively).
-            `lbt_dspy.m3.metrics.token_f1` scores free text by token F1.
+            and (``score_metric="metric"``) a set's score is the mean. It sees the answer, as a label, in the
+            output field. None: exact match on the output field (labels compared after `TaskFields.label_of`;
+            free text case- and whitespace-insensitively). `lbt_dspy.m3.metrics.token_f1` scores free text by
+            token F1.
         students: Who takes the exams: LMs (the program runs on them) or programs (they run with the demos on
-            their own LMs). None: the classifying teacher is its own only student (APO-style self-reflection).
+            their own LMs); each becomes a `Student`. None: the classifying teacher is its own only student
+            (APO-style self-reflection).
         config: An `LbTOptimizerConfig` (or `M3Config`); keyword arguments override its fields.
         teacher_classifier: The LM that classifies for the teacher (scoring; default: the teacher LM). Give a
             separate greedy LM when the teacher writes with temperature > 0, as the paper does.
@@ -139,11 +155,14 @@ class LbTOptimizer(Teleprompter):
             Given (e.g. `ClassifierAdapter()`, the patch's prompt, which small models follow): the compiled
             program is a `WithAdapter` that runs under it. A `ClassifierAdapter` is bound to the task's fields.
         teacher_adapter: The teacher's prompts (default `TeacherAdapter()`).
-        num_threads: Concurrent LM calls.
-        history: Round records of an interrupted run; compile continues after the last one.
+        num_threads: Concurrent LM calls (inside a run, the run's ``concurrency``).
         on_round: Called with each new round record as soon as the round is done.
-        progress: Show tqdm bars.
+        progress: One line per round.
         **hyperparameters: `LbTOptimizerConfig` fields.
+
+    Every LM call is recorded inside a record scope (`lbt_dspy.runner.record_scope`, keyed ``tp/<round>/...``:
+    the teacher's as ``teach``, the students' and the scorer's as ``exam``), so compiling again in the same scope
+    resumes: what finished is replayed, the rest is made.
 
     Example:
         >>> import dspy
@@ -154,17 +173,22 @@ class LbTOptimizer(Teleprompter):
         >>> tuned(sentence="What a lovely day").sentiment  # doctest: +SKIP
         'positive'
         >>> tuned.save("best.json")  # doctest: +SKIP
+        >>> with record_scope(Recorder(RunStore("runs/sentiment", {})), tp="sentiment"):  # resumable  # doctest: +SKIP
+        ...     tuned = optimizer.compile(program, trainset=train, teacher=teacher_lm)
     """
 
     def __init__(self, metric: Callable | None = None, students: list | None = None, *,
                  config: LbTOptimizerConfig | None = None, teacher_classifier=None,
                  classifier_adapter: dspy.Adapter | None = None, teacher_adapter: dspy.Adapter | None = None,
-                 num_threads: int = 16, history: list[dict] | None = None,
-                 on_round: Callable[[dict], Any] | None = None, progress: bool = False, **hyperparameters):
+                 num_threads: int = 16, on_round: Callable[[dict], Any] | None = None, progress: bool = False,
+                 **hyperparameters):
         super().__init__()
         if metric is not None and not callable(metric):
             raise TypeError(f"metric must be callable (metric(example, pred, trace=None)), got {type(metric).__name__}"
                             "; pass the students as students=[...]")
+        if "history" in hyperparameters:
+            raise TypeError("LbTOptimizer: history= is gone; compile inside lbt_dspy.runner.record_scope(...) to "
+                            "resume (the calls recorded are replayed)")
         known = {f.name for f in fields(LbTOptimizerConfig)}
         unknown = [k for k in hyperparameters if k not in known]
         if unknown:
@@ -181,9 +205,9 @@ class LbTOptimizer(Teleprompter):
         self.classifier_adapter = classifier_adapter
         self.teacher_adapter = teacher_adapter or TeacherAdapter()
         self.num_threads = num_threads
-        self.history: list[dict] = [dict(r) for r in (history or [])]
         self.on_round = on_round
         self.progress = progress
+        self.history: list[dict] = []
         self._calls = CallCounter()
 
     # --- the teleprompter API ----------------------------------------------------------------------
@@ -218,32 +242,37 @@ class LbTOptimizer(Teleprompter):
         if isinstance(adapter, ClassifierAdapter) and adapter.labels is None:
             adapter = adapter.bind(self.fields)
         self._adapter = adapter or dspy.settings.adapter or dspy.ChatAdapter()
-        self._metric = self.metric or exact_match(self.fields)
         self._teacher = teacher_lm
-        self._classifier = self.teacher_classifier or teacher_lm
-        self._students = self.students or [self._classifier]
-        self._student_names = unique_names(self._students)
-        self._clf = Classifier(student, self._adapter, self.num_threads, self.progress, fields=self.fields,
-                               on_call=lambda role, failed, cached, pred=None: self._calls.add(  # this round's counter
-                                   role, failed=failed, cached=cached, pred=pred))
+        classifier = self.teacher_classifier or teacher_lm
+        self._students = students_of(self.students or [classifier], student, self._adapter, self.fields.output)
+        self._scorer = ClassificationScorer(self.fields, self.metric)
         self._question = self.question or self.fields.question(student.predictors()[0].signature)
         self._train = self._normalize(trainset, "trainset")
         self._score_pool = self._normalize(valset, "valset") if valset else self._train
+        # The LbT score of an example set: the students' exam on the training set, and the scorers' on the pool.
+        self._exam = LbTScore(self._students, FixedExamMaker(self._train), self._scorer, skip_failed=True)
+        scorers = students_of([classifier], student, self._adapter, self.fields.output) \
+            if self.scorer == "teacher" else self._students
+        self._scoring = LbTScore(scorers, FixedExamMaker(self._score_pool), self._scorer, skip_failed=True)
 
-        start = len(self.history)
-        if start:
-            beam = [Candidate.from_dict(c, self.fields) for c in self.history[-1]["beam"]]
-        for r in range(start, self.rounds + 1):
-            t0 = time.monotonic()
-            self._calls = CallCounter()
-            record = self._round0() if r == 0 else self._expand_and_select(r, beam)
-            beam = [Candidate.from_dict(c, self.fields) for c in record["beam"]]
-            record["calls"] = calls_record(self._calls)
-            record["seconds"] = round(time.monotonic() - t0, 2)
-            self.history.append(record)
-            if self.on_round is not None:
-                self.on_round(record)
-        program = with_demos(student, beam[0].demos, self.fields)
+        self.history, beam = [], []
+        with bounded(self, self.num_threads):  # every call of the rounds shares one bound (a run's: its own)
+            for r in range(self.rounds + 1):
+                t0 = time.monotonic()
+                self._calls = CallCounter()
+                record, beam = self._round0() if r == 0 else self._expand_and_select(r, beam)
+                record["calls"] = calls_record(self._calls)
+                record["seconds"] = round(time.monotonic() - t0, 2)
+                self.history.append(record)
+                if record["calls"]["failed"]:
+                    log.warning("M3 round %d: %d LM call(s) failed after retries (left out of the round; a rerun in "
+                                "the same record scope asks them again)", r, record["calls"]["failed"])
+                if self.progress:
+                    tqdm.write(f"M3 round {r}: best score {beam[0].score}, {len(record['candidates'])} set(s) scored, "
+                               f"{record['calls']['total']} LM calls, {record['seconds']:.0f} s")
+                if self.on_round is not None:
+                    self.on_round(record)
+        program = with_demos(student, beam[0].demos)
         program._compiled = True
         if self.classifier_adapter is None:
             return program
@@ -257,17 +286,16 @@ class LbTOptimizer(Teleprompter):
         return [r["beam"][0] for r in self.history]
 
     # --- rounds ------------------------------------------------------------------------------------
-    def _round0(self) -> dict:
+    def _round0(self) -> tuple[dict, list[Candidate]]:
         record: dict = {"round": 0, "init_method": self.init_method}
         demos = []
         if self.init_method == "gen":
             attempts = []
             for attempt in range(self.init_attempts):
-                out = self._teacher_call(GenerateExamples, "teacher_write", rollout_id=attempt,
-                                         question=self._question, num_examples=self.num_examples,
-                                         example_kinds=self.fields.example_kinds(),
-                                         example_format=self.fields.example_format())
-                text = out.examples if out is not None else None
+                text = self._teach("teacher_write", f"0/write/{attempt}", GenerateExamples, rollout_id=attempt,
+                                   question=self._question, num_examples=self.num_examples,
+                                   example_kinds=self.fields.example_kinds(),
+                                   example_format=self.fields.example_format())
                 demos = parse_examples(text or "", limit=self.num_examples, fields=self.fields)
                 attempts.append({"response": text, "parsed": len(demos)})
                 if demos:
@@ -278,11 +306,10 @@ class LbTOptimizer(Teleprompter):
                 record["init_fallback"] = "train"
         if not demos:
             demos = self._train_init()
-        cand = Candidate("r0.0", demos, fields=self.fields)
-        self._score([cand], 0, record)
-        record["candidates"] = [cand.to_dict()]
-        record["beam"] = [cand.to_dict()]
-        return record
+        beam = self._score([Candidate("r0.0", demos, fields=self.fields)], 0, record)
+        record["candidates"] = [c.to_dict() for c in beam]
+        record["beam"] = [c.to_dict() for c in beam]
+        return record, beam
 
     def _train_init(self) -> list:
         """K training examples: the patch's K/2 Yes + K/2 No; for other labels, one of each label in turn
@@ -309,30 +336,32 @@ class LbTOptimizer(Teleprompter):
         rng.shuffle(demos)
         return [self.fields.example(d) for d in demos]
 
-    def _expand_and_select(self, r: int, beam: list[Candidate]) -> dict:
+    def _expand_and_select(self, r: int, beam: list[Candidate]) -> tuple[dict, list[Candidate]]:
         rng = random.Random(f"{self.seed}/{r}/expand")
         train = self._train
         batch = rng.sample(range(len(train)), min(self.minibatch_size, len(train)))
         record: dict = {"round": r, "minibatch": batch}
 
-        # 1. Exams: every student classifies the minibatch with every set of the beam.
-        jobs = [(cand, s, idx) for cand in beam for s in range(len(self._students)) for idx in batch]
-        preds = self._clf.many([(c.demos, self._students[s], self.fields.inputs_of(train[i])) for c, s, i in jobs],
-                               "student_exam", f"round {r}: exams", full=True)
+        # 1. Exams: every student, taught by each set of the beam, takes the minibatch (the set's LbT score).
+        results = self._examine(self._exam, beam, batch, f"{r}/exam", "student_exam")
         failures: dict[str, dict[int, dict]] = {c.id: {} for c in beam}
-        exams = {(c.id, s): {"candidate": c.id, "student": self._student_names[s], "failed": [], "answered": 0}
-                 for c in beam for s in range(len(self._students))}
-        for (cand, s, idx), pred in zip(jobs, preds):
-            if pred is None:
-                continue
-            exam = exams[(cand.id, s)]
-            exam["answered"] += 1
-            if self._value(train[idx], pred) < 1:  # a failure: the metric says not (fully) right
-                exam["failed"].append(idx)
-                case = failures[cand.id].setdefault(idx, {"idx": idx, "example": train[idx],
-                                                          "pred": pred[self.fields.output], "students": []})
-                case["students"].append(self._student_names[s])
-        record["exams"] = list(exams.values())
+        exams = []
+        for cand, res in zip(beam, results):
+            for student in self._students:
+                got = res.records[student.name]
+                exam = {"candidate": cand.id, "student": student.name, "failed": [], "answered": 0}
+                for idx in batch:
+                    if idx not in got:  # the call failed
+                        continue
+                    exam["answered"] += 1
+                    if got[idx]["score"] < 1:  # a failure: the metric says not (fully) right
+                        exam["failed"].append(idx)
+                        case = failures[cand.id].setdefault(idx, {
+                            "idx": idx, "example": train[idx], "pred": self._scorer.extract(got[idx]["answer"]),
+                            "students": []})
+                        case["students"].append(student.name)
+                exams.append(exam)
+        record["exams"] = exams
 
         # 2. Reflections: the teacher explains sampled (pooled) failures of each set.
         refl_jobs = []
@@ -343,14 +372,14 @@ class LbTOptimizer(Teleprompter):
             for j in range(self.reflections_per_set):
                 sample = rng.sample(pool, min(self.failures_per_reflection, len(pool)))
                 refl_jobs.append(Reflect(cand, j, sample))
-        outs = map_calls(lambda job: self._teacher_call(
-            ReflectOnFailures, "teacher_reflect", rollout_id=job.index, question=self._question,
-            num_examples=self.num_examples, current_examples=render_examples(job.candidate.demos, self.fields),
-            failures=render_failures(job.failures, self.fields), num_reasons=self.reasons_per_reflection),
-            refl_jobs, owner=self, num_threads=self.num_threads, desc=f"round {r}: reflections", progress=self.progress)
+        outs = parallel([lambda job=job: self._teach(
+            "teacher_reflect", f"{r}/reflect/{job.candidate.id}/{job.index}", ReflectOnFailures, rollout_id=job.index,
+            question=self._question, num_examples=self.num_examples,
+            current_examples=render_examples(job.candidate.demos, self.fields),
+            failures=render_failures(job.failures, self.fields), num_reasons=self.reasons_per_reflection)
+            for job in refl_jobs])
         reflections, rewrite_jobs = [], []
-        for job, out in zip(refl_jobs, outs):
-            text = out.reasons if out is not None else None
+        for job, text in zip(refl_jobs, outs):
             reasons = parse_reasons(text or "")[: self.reasons_per_reflection]
             reflections.append({"candidate": job.candidate.id, "index": job.index,
                                 "failures": [f["idx"] for f in job.failures],
@@ -360,17 +389,17 @@ class LbTOptimizer(Teleprompter):
         record["reflections"] = reflections
 
         # 3. Rewrites: one new set per reason.
-        outs = map_calls(lambda job: self._teacher_call(
-            RewriteExamples, "teacher_write", rollout_id=job.rollout_id(self.reasons_per_reflection),
+        outs = parallel([lambda job=job: self._teach(
+            "teacher_write", f"{r}/rewrite/{job.reflection.candidate.id}/{job.reflection.index}/{job.reason_index}",
+            RewriteExamples, rollout_id=job.rollout_id(self.reasons_per_reflection),
             question=self._question, num_examples=self.num_examples,
             current_examples=render_examples(job.reflection.candidate.demos, self.fields),
             failures=render_failures(job.reflection.failures, self.fields), reason=job.reason,
-            example_kinds=self.fields.example_kinds(), example_format=self.fields.example_format()),
-            rewrite_jobs, owner=self, num_threads=self.num_threads, desc=f"round {r}: rewrites", progress=self.progress)
+            example_kinds=self.fields.example_kinds(), example_format=self.fields.example_format())
+            for job in rewrite_jobs])
         rewrites, new_by_parent = [], {c.id: [] for c in beam}
-        for job, out in zip(rewrite_jobs, outs):
+        for job, text in zip(rewrite_jobs, outs):
             cand = job.reflection.candidate
-            text = out.examples if out is not None else None
             demos = parse_examples(text or "", limit=self.num_examples, fields=self.fields)
             entry = {"candidate": cand.id, "reflection": job.reflection.index, "reason": job.reason, "response": text,
                      "parsed": len(demos), "new": None}
@@ -403,50 +432,60 @@ class LbTOptimizer(Teleprompter):
         record["new"] = [c.id for c in new_cands]
 
         # 5. Score incumbents and newcomers; keep the best beam_size (ties: incumbents first).
-        candidates = list(beam) + new_cands
-        self._score(candidates, r, record)
+        candidates = self._score(list(beam) + new_cands, r, record)
         ranked = sorted(candidates, key=lambda c: -(c.score if c.score is not None else -1.0))
         record["candidates"] = [c.to_dict() for c in candidates]
         record["beam"] = [c.to_dict() for c in ranked[: self.beam_size]]
-        return record
+        return record, ranked[: self.beam_size]
 
-    def _score(self, candidates: list[Candidate], r: int, record: dict) -> None:
+    def _score(self, candidates: list[Candidate], r: int, record: dict) -> list[Candidate]:
+        """The candidates with their scores on this round's sample of the scoring pool: the LbT score of each set
+        (``score_metric="metric"``), or its accuracy or F1 per scorer, averaged over the scorers who answered."""
         pool = self._score_pool
         n = self.score_sample_size or max(1, self.eval_budget // max(1, len(candidates)))
         idx = random.Random(f"{self.seed}/{r}/score").sample(range(len(pool)), min(n, len(pool)))
-        scorers = [self._classifier] if self.scorer == "teacher" else self._students
-        jobs = [(c, lm, i) for c in candidates for lm in scorers for i in idx]
-        preds = self._clf.many([(c.demos, lm, self.fields.inputs_of(pool[i])) for c, lm, i in jobs], "score",
-                               f"round {r}: scoring {len(candidates)} set(s)", full=True)
-        by_cand: dict = {}
-        for (c, lm, i), pred in zip(jobs, preds):
-            if pred is not None:
-                by_cand.setdefault((c.id, id(lm)), ([], []))
-                by_cand[(c.id, id(lm))][0].append(pool[i])
-                by_cand[(c.id, id(lm))][1].append(pred)
-        for c in candidates:
-            parts = [by_cand.get((c.id, id(lm))) for lm in scorers]
-            parts = [p for p in parts if p and p[0]]
-            c.score = sum(self._set_score(exs, ps) for exs, ps in parts) / len(parts) if parts else None
-            c.n_scored = sum(len(p[0]) for p in parts)
+        scored = []
+        for c, res in zip(candidates, self._examine(self._scoring, candidates, idx, f"{r}/score", "score")):
+            answered = [got for got in res.records.values() if got]
+            if self.score_metric == "metric":
+                score = res.score
+            else:
+                parts = [self._set_score([pool[i] for i in got], [got[i]["answer"] for i in got]) for got in answered]
+                score = sum(parts) / len(parts) if parts else None
+            scored.append(replace(c, score=score, n_scored=sum(len(got) for got in answered)))
         record["score_sample"] = idx
+        return scored
 
-    def _value(self, example, pred) -> float:
-        """The metric's score of one prediction (a bool counts as 0/1)."""
-        return float(self._metric(example, pred))
-
-    def _set_score(self, examples: list, preds: list) -> float:
-        """A set's score on one scorer's answers: `score_metric` over the answered examples."""
-        if self.score_metric == "metric":
-            return sum(self._value(e, p) for e, p in zip(examples, preds)) / len(examples)
+    def _set_score(self, examples: list, answers: list) -> float:
+        """A set's score on one scorer's answers by `score_metric` accuracy (exact match) or f1 (binary F1 of Yes
+        for Yes/No tasks, macro F1 over the labels otherwise)."""
         out = self.fields.output
         ys = [self.fields.label_of(e[out]) for e in examples]
-        ps = [self.fields.label_of(p[out]) for p in preds]
+        ps = [self.fields.label_of(self._scorer.extract(a)) for a in answers]
         if self.score_metric == "accuracy":
             return accuracy(ys, ps)
         return binary_f1(ys, ps) if self.fields.yes_no else macro_f1(ys, ps, self.fields.labels)
 
     # --- LM calls ----------------------------------------------------------------------------------
+    def _examine(self, lbt: LbTScore, candidates: list[Candidate], slots: list, step: str, role: str) -> list:
+        """`lbt` (an exam) of every candidate's set on `slots`, side by side, recorded as ``<step>/<candidate>``;
+        its calls counted as `role`. Raises `LbtEnvironmentError` when every call failed."""
+        def one(cand):
+            with requests() as made, record_scope(pair=f"{step}/{cand.id}"):
+                res = lbt(demos=cand.demos, slots=slots)
+            got = [rec for by_slot in res.records.values() for rec in by_slot.values()]
+            asked = len(lbt.students) * len(slots)
+            for rec in got:
+                self._calls.add(role, pred=rec)
+            self._calls.add(role, asked - len(got), failed=asked - len(got), cached=len(got) - made[0])
+            return res
+
+        results = branches(one, candidates)
+        if slots and not any(by_slot for res in results for by_slot in res.records.values()):
+            raise LbtEnvironmentError(f"M3: every {role} call of round {step.split('/')[0]} failed after retries; "
+                                      "rerun the same command to retry")
+        return results
+
     def _normalize(self, examples: list, what: str) -> list:
         out = []
         for n, ex in enumerate(examples):
@@ -459,18 +498,28 @@ class LbTOptimizer(Teleprompter):
             raise ValueError(f"{what} is empty")
         return out
 
-    def _teacher_call(self, signature, role: str, rollout_id: int = 0, **inputs):
+    def _teach(self, role: str, pair: str, signature, rollout_id: int = 0, **inputs) -> str | None:
+        """The teacher's answer (the text of `signature`'s output) to one prompt, recorded as ``teach`` `pair`;
+        None when the call failed (no reason, no set: the round goes on)."""
         config = {"rollout_id": rollout_id}
         if signature is ReflectOnFailures and self.reason_max_new_tokens is not None:
             config["max_tokens"] = self.reason_max_new_tokens
-        try:
+        out = next(iter(signature.output_fields))
+
+        def make():
             # an answer the adapter cannot parse is the teacher's answer (no examples in it), not a failed call
-            out, cached = traced_call(lambda: predict_or_unparsed(dspy.Predict(signature), signature, **inputs,
-                                                                  config=config),
-                                      lm=self._teacher, adapter=self.teacher_adapter)
-        except Exception as exc:  # a failed call gives no reason / no set; the round goes on
+            with dspy.context(lm=self._teacher, adapter=self.teacher_adapter):
+                pred = predict_or_unparsed(dspy.Predict(signature), signature, **inputs, config=config)
+            return {"answer": pred[out], **{k: pred[k] for k in OUTPUT_FLAGS if pred.get(k) is not None}}
+
+        try:
+            with requests() as made:
+                rec = recorded("teach", {"pair": pair}, make)
+        except Exception as exc:
+            if backend_down(exc) is not None:
+                raise
             self._calls.add(role, failed=True)
-            log.warning("M3 teacher call failed: %s: %s", type(exc).__name__, str(exc)[:300])
+            log.debug("M3 teacher call failed: %s: %s", type(exc).__name__, str(exc)[:300])
             return None
-        self._calls.add(role, cached=cached, pred=out)
-        return out
+        self._calls.add(role, cached=not made[0], pred=rec)
+        return rec["answer"]

@@ -293,13 +293,14 @@ def write_report(run_dir: str | Path, s: dict | None = None) -> Path:
         if ev in s["baselines"]:
             lines += [f"Student `{ev}`:", "", baseline_table(s, ev)]
     lines += ["## LM calls per round", "",
-              "Calls issued by the optimizer per round and by the test evaluation of the round's best set; "
-              "\"answered by cache\" counts those DSPy's cache served without a request (repeated prompts, "
-              "resumed runs).", "", calls_table(s),
+              "Calls the optimizer needed per round and the test evaluation of the round's best set needed; "
+              "\"answered by cache\" counts those answered without a request: by DSPy's cache (repeated prompts) "
+              "or by the run's records (the calls a resumed run replays).", "", calls_table(s),
               "## Search per round", "", search_table(s)]
     if s.get("invocations"):
         lines += ["## Invocations of `lbt m3` on this directory", "",
-                  "Only invocations that finished are listed.", "",
+                  "Only invocations that finished are listed; LM calls are the requests each made (those of runs "
+                  "recorded before per-call records also count the calls answered by cache).", "",
                   "| started | wall time (s) | LM calls, optimizer | LM calls, test evaluation | answered by cache | "
                   "failed |", "|---|---|---|---|---|---|"]
         lines += [f"| {x['started']} | {x['seconds']} | {x['optimize']} | {x['eval']} | {x.get('cached', '–')} | "

@@ -1,42 +1,50 @@
 """`lbt m3 CFG`: optimise in-context examples the LbT way, evaluate test F1 after every round, with baselines.
 
-Configurations (each an `LbTOptimizer` run with the same teacher and seeds):
+Configurations (each an `LbTOptimizer` run with the same teacher and seeds): ``LbT`` (the configured students
+take the exams) and ``self`` (the teacher is its own only student: APO-style self-reflection; when the configured
+students are exactly the classifying teacher, ``self`` *is* the LbT run and is not run twice). Baselines without
+optimisation: zero-shot, K random training examples, and "always Yes" (no LM call). Test F1 is the teacher's
+(the paper's measure), and the students' too with ``eval_students``: each, taught by the set, takes the test
+set as an exam (`LbTScore`).
 
-- ``LbT``: the configured students take the exams.
-- ``self``: the teacher is its own only student (APO-style self-reflection; baseline ``self``). When the
-  configured students are exactly the classifying teacher, ``self`` *is* the LbT run and is not run twice.
-
-Baselines without optimisation: zero-shot, K random training examples, and "always Yes" (no LM call). Test F1
-is the teacher's (the paper's measure), and the students' too with ``eval_students``.
-
-The run directory (resumable, `RunStore`): ``config.yaml``; ``rounds.jsonl`` (one record per configuration
-and round: candidates, scores, reflections, rewrites, which student failed where, LM calls); ``eval.jsonl``
-(test F1 of the best set per round, and baselines); ``best_program_<configuration>.json`` (DSPy's JSON);
-``report.md``, ``summary.json`` and PNGs (`report.write_report`).
+The optimizer and the test evaluations run inside a `record_scope`, as `lbt m1` runs `M1`: every LM call is
+replayed from the run directory when recorded there, else made and appended as soon as it finishes
+(``teach.jsonl``: the teacher's answers; ``exam.jsonl``: every classification; keyed ``<configuration>/<round>/
+<step>/...``, the baselines ``baseline/<name>/...``). A killed run resumes, never asks again for a finished call,
+and its rounds are an uninterrupted run's. Summaries, rewritten as they are recomputed: ``rounds.jsonl`` (per
+configuration and round: candidates, scores, reflections, rewrites, which student failed where, LM calls),
+``eval.jsonl`` (test F1 of each round's best set, and of the baselines); also ``best_program_<configuration>.json``
+(DSPy's JSON), ``invocations.jsonl`` (one line per finished invocation), and `report.write_report`'s report.md,
+summary.json and PNGs. A directory from before the calls were recorded (summaries only) reads as it did; its
+rerun recomputes it.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import random
 import threading
 import time
 from pathlib import Path
 
+from ..exam import FixedExamMaker
+from ..lbt_score import LbTScore
 from ..model_output import OutputCounts
 from ..models import ModelPool
-from ..store import RunStore
+from ..runner import CallPool, Recorder, record_scope, using_pool
+from ..scoring.classification import ClassificationScorer
+from ..store import RunStore, encode_line
+from ..student import Student
 from .adapters import STEERING_PREFILLS, ClassifierAdapter, TeacherAdapter
-from .classify import Classifier
 from .config import M3Config
-from .formats import demo_dicts
+from .fields import TEXT_LABEL
 from .metrics import summary
-from .optimizer import LbTOptimizer, unique_names
+from .optimizer import LbTOptimizer, requests, students_of
 from .signatures import make_classifier
 from .tasks import load_task
 
-log = logging.getLogger("lbt_dspy")
+# What a resume checks in the records it reads (a bad line: file:line, exit 2).
+RECORD_FIELDS = {"teach": ("tp", "answer"), "exam": ("tp", "student", "slot", "answer", "score")}
 
 
 def subsample(examples: list, size: int | None, seed: str) -> list:
@@ -65,7 +73,6 @@ class _Models:
 
     def __init__(self, teacher, classifier, students: list):
         self.teacher, self.classifier, self.students = teacher, classifier, students
-        self.student_names = unique_names(students)
 
 
 def build_models(cfg: M3Config, pool: ModelPool) -> _Models:
@@ -78,12 +85,13 @@ def build_models(cfg: M3Config, pool: ModelPool) -> _Models:
 
 def run_m3(cfg: M3Config, output_path: str | Path, progress: bool = True, log_dir: str | None = None,
            models: _Models | None = None) -> dict:
-    """Run (or resume) M3 into `output_path`; returns LM call counts and wall time.
+    """Run (or resume) M3 into `output_path`; returns this invocation's LM requests (``optimize``, ``eval``),
+    the calls answered without one (``cached``: DSPy's cache, or the run's records), ``failed`` and wall time.
 
     Args:
         cfg: The configuration.
         output_path: The run directory.
-        progress: tqdm bars and one line per round.
+        progress: A progress bar and one line per round.
         log_dir: Where started model servers write logs.
         models: Ready LMs (tests); None builds them from `cfg` with a `ModelPool`.
     """
@@ -91,19 +99,17 @@ def run_m3(cfg: M3Config, output_path: str | Path, progress: bool = True, log_di
     task = load_task(cfg.dataset_type, cfg.question, **cfg.dataset_cfg)
     train = subsample(task.train, cfg.train_size, f"{cfg.seed}/train")
     test = subsample(task.test, cfg.test_size, f"{cfg.seed}/test")
-    store = RunStore(output_path, cfg.to_dict())
-    store.write_json("data.json", {"task": task.name, "question": task.question,
-                                   "train": demo_dicts(train),
+    store = RunStore(output_path, cfg.to_dict(), required=RECORD_FIELDS)
+    store.write_json("data.json", {"task": task.name, "question": task.question, "train": TEXT_LABEL.dicts(train),
                                    "test_labels": [e.label for e in test], "train_size": len(train),
                                    "test_size": len(test), "self_is_lbt": self_is_lbt(cfg)})
-    calls = {"optimize": 0, "eval": 0, "cached": 0, "failed": 0}
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         if models is not None:
-            _run(cfg, store, task.question, train, test, models, calls, progress)
+            calls = _run(cfg, store, task.question, train, test, models, progress)
         else:
             with ModelPool(cache=cfg.cache, num_retries=cfg.num_retries, log_dir=log_dir) as pool:
-                _run(cfg, store, task.question, train, test, build_models(cfg, pool), calls, progress)
+                calls = _run(cfg, store, task.question, train, test, build_models(cfg, pool), progress)
         calls["seconds"] = round(time.monotonic() - t0, 1)
         store.append("invocations", {"key": f"{started}/{len(store.load('invocations'))}", "started": started,
                                      **calls})
@@ -112,87 +118,89 @@ def run_m3(cfg: M3Config, output_path: str | Path, progress: bool = True, log_di
     return calls
 
 
-def _run(cfg, store, question, train, test, models: _Models, calls: dict, progress: bool) -> None:
-    program = make_classifier(question)
-    evaluated = store.load("eval")
+def _run(cfg, store, question, train, test, models: _Models, progress: bool) -> dict:
+    from tqdm.auto import tqdm
 
+    program, adapter, scorer = make_classifier(question), ClassifierAdapter(), ClassificationScorer(TEXT_LABEL)
+    calls = {"optimize": 0, "eval": 0, "cached": 0, "failed": 0}
+    summaries = {stage: store.load(stage) for stage in ("rounds", "eval")}  # replaced as they are recomputed
+    bar = tqdm(total=None, desc="lbt m3", disable=not progress, dynamic_ncols=True, unit="call")
     lock = threading.Lock()
 
-    def count(role, failed, cached, pred=None):
+    def tick(stage):
         with lock:
-            calls["eval"] += 1
-            calls["failed"] += failed
-            calls["cached"] += cached
+            bar.update(1)
+    recorder = Recorder(store, on_new=tick)
 
-    clf = Classifier(program, ClassifierAdapter(), cfg.concurrency, progress, on_call=count)
-    evaluators = [("teacher", models.classifier)]
-    if cfg.eval_students:
-        evaluators += list(zip(models.student_names, models.students))
+    def summarize(stage: str, rec: dict) -> None:
+        summaries[stage][rec["key"]] = rec
+        store.write_text(f"{stage}.jsonl", "".join(encode_line(r).decode("utf-8") for r in summaries[stage].values()))
+
+    students = students_of(models.students, program, adapter, "label")
+    evaluators = [Student(models.classifier, adapter, "teacher", program, "label")] + (
+        students if cfg.eval_students else [])
+    tests = [LbTScore([ev], FixedExamMaker(test), scorer, skip_failed=True) for ev in evaluators]
     labels = [e.label for e in test]
 
-    def evaluate(key_prefix: str, demos: list, meta: dict, desc: str) -> None:
-        for ev_name, lm in evaluators:
-            key = f"{key_prefix}/{ev_name}"
-            if key in evaluated:
-                continue
-            before, cached_before = calls["eval"], calls["cached"]
-            full = clf.many([(demos, lm, e.text) for e in test], "test", f"{desc} ({ev_name})", full=True)
-            preds = [None if p is None else p[clf.fields.output] for p in full]
-            answers = OutputCounts.of(p for p in full if p is not None)  # what the model said, as data
-            rec = {"key": key, **meta, "evaluator": ev_name, **summary(labels, preds),
-                   "calls": calls["eval"] - before, "cached": calls["cached"] - cached_before, "preds": preds,
-                   "unparsed": answers.unparsed, "cut_off": answers.cut_off, "empty": answers.empty}
-            store.append("eval", rec)
-            evaluated[key] = rec
+    def evaluate(tp: str, pair: str, key: str, demos: list, meta: dict) -> None:
+        """Test F1 of `demos` for each evaluator: the evaluator, taught by them, classifies the test set."""
+        for lbt in tests:
+            name = lbt.students[0].name
+            with requests() as made, record_scope(recorder, tp=tp, pair=pair):
+                got = lbt(demos=demos).records[name]
+            preds = [scorer.extract(got[i]["answer"]) if i in got else None for i in range(len(test))]
+            answers = OutputCounts.of(got.values())  # what the model said, as data
+            summarize("eval", {"key": f"{key}/{name}", **meta, "evaluator": name, **summary(labels, preds),
+                               "calls": len(test), "cached": len(got) - made[0], "preds": preds,
+                               "unparsed": answers.unparsed, "cut_off": answers.cut_off, "empty": answers.empty})
+            calls["eval"] += len(test) - (len(got) - made[0])
+            calls["cached"] += len(got) - made[0]
+            calls["failed"] += len(test) - len(got)
 
-    # Baselines first: they are cheap and give the reference points.
-    if "zero_shot" in cfg.baselines:
-        evaluate("baseline/zero_shot", [], {"baseline": "zero_shot"}, "zero-shot on test")
-    if "random" in cfg.baselines:
-        for d in range(cfg.random_draws):
-            demos = random.Random(f"{cfg.seed}/random/{d}").sample(train, min(cfg.num_examples, len(train)))
-            evaluate(f"baseline/random{d}", demos, {"baseline": "random", "draw": d, "demos": demo_dicts(demos)},
-                     f"random K draw {d} on test")
+    run_pool = CallPool(cfg.concurrency)  # every LM call of the run, `concurrency` at a time
+    try:
+        with using_pool(run_pool):
+            # Baselines first: they are cheap and give the reference points.
+            if "zero_shot" in cfg.baselines:
+                evaluate("baseline", "zero_shot", "baseline/zero_shot", [], {"baseline": "zero_shot"})
+            if "random" in cfg.baselines:
+                for d in range(cfg.random_draws):
+                    demos = random.Random(f"{cfg.seed}/random/{d}").sample(train, min(cfg.num_examples, len(train)))
+                    evaluate("baseline", f"random{d}", f"baseline/random{d}", demos,
+                             {"baseline": "random", "draw": d, "demos": TEXT_LABEL.dicts(demos)})
 
-    configurations = [("LbT", models.students, models.student_names)]
-    if "self" in cfg.baselines and not self_is_lbt(cfg):
-        configurations.append(("self", [models.classifier], ["teacher"]))
-    def evaluate_best(name: str, record: dict) -> None:  # test F1 of a round's best set
-        best, r = record["beam"][0], record["round"]
-        evaluate(f"{name}/{r}", best["demos"], {"config": name, "round": r, "best": best["id"],
-                                                "train_score": best["score"]}, f"{name} round {r} on test")
+            configurations = [("LbT", models.students, [s.name for s in students])]
+            if "self" in cfg.baselines and not self_is_lbt(cfg):
+                configurations.append(("self", [models.classifier], ["teacher"]))
+            for name, lms, student_names in configurations:
+                def on_round(record, name=name, student_names=student_names):
+                    r, best = record["round"], record["beam"][0]
+                    summarize("rounds", {"key": f"{name}/{r}", "config": name, "students": student_names,
+                                         "record": record})
+                    calls["optimize"] += record["calls"]["total"] - record["calls"]["cached"]
+                    calls["cached"] += record["calls"]["cached"]
+                    calls["failed"] += record["calls"]["failed"]
+                    evaluate(name, f"{r}/test", f"{name}/{r}", [TEXT_LABEL.example(d) for d in best["demos"]],
+                             {"config": name, "round": r, "best": best["id"], "train_score": best["score"]})
+                    if progress:
+                        f1 = summaries["eval"][f"{name}/{r}/teacher"]["f1"]
+                        score = "n/a" if best["score"] is None else f"{best['score']:.3f}"
+                        tqdm.write(f"{name} round {r}: best train score {score}, test F1 {100 * f1:.1f}, "
+                                   f"LM calls {record['calls']['total']}, {record['seconds']:.0f} s")
 
-    rounds_done = store.load("rounds")
-    for name, students, student_names in configurations:
-        prior = []
-        while f"{name}/{len(prior)}" in rounds_done and len(prior) <= cfg.rounds:
-            prior.append(rounds_done[f"{name}/{len(prior)}"]["record"])
-
-        def on_round(record, name=name, student_names=student_names):
-            r = record["round"]
-            calls["optimize"] += record["calls"]["total"]
-            calls["failed"] += record["calls"]["failed"]
-            calls["cached"] += record["calls"].get("cached", 0)
-            store.append("rounds", {"key": f"{name}/{r}", "config": name, "students": student_names,
-                                    "record": record})
-            evaluate_best(name, record)
-            if progress:
-                f1 = evaluated[f"{name}/{r}/teacher"]["f1"]
-                score = record["beam"][0]["score"]
-                score_txt = f"{score:.3f}" if score is not None else "n/a"
-                from tqdm.auto import tqdm
-
-                tqdm.write(f"{name} round {r}: best train score {score_txt}, test F1 {100 * f1:.1f}, "
-                           f"LM calls {record['calls']['total']}, {record['seconds']:.0f} s")
-
-        optimizer = LbTOptimizer(
-            students=students, config=cfg, teacher_classifier=models.classifier, classifier_adapter=ClassifierAdapter(),
-            teacher_adapter=TeacherAdapter(STEERING_PREFILLS if cfg.teacher_prefill else None),
-            num_threads=cfg.concurrency, history=prior, on_round=on_round, progress=progress)
-        best = optimizer.compile(program, trainset=train, teacher=models.teacher)
-        for record in optimizer.history:  # rounds stored by an interrupted run but not yet evaluated
-            evaluate_best(name, record)
-        best.save(str(store.path / f"best_program_{name}.json"))
+                optimizer = LbTOptimizer(
+                    students=lms, config=cfg, teacher_classifier=models.classifier, classifier_adapter=adapter,
+                    teacher_adapter=TeacherAdapter(STEERING_PREFILLS if cfg.teacher_prefill else None),
+                    num_threads=cfg.concurrency, on_round=on_round)
+                with record_scope(recorder, tp=name):
+                    best = optimizer.compile(program, trainset=train, teacher=models.teacher)
+                best.save(str(store.path / f"best_program_{name}.json"))
+    finally:
+        bar.close()
+        run_pool.close()
+    if run_pool.down is not None:
+        raise run_pool.down
+    return calls
 
 
 __all__ = ["run_m3", "build_models", "self_is_lbt", "subsample"]

@@ -15,7 +15,7 @@ from ..data import DATA_DIR
 from ..data.jsonl import read_jsonl
 from ..errors import LbtError
 from ..registry import did_you_mean
-from .formats import as_demos
+from .fields import TEXT_LABEL
 
 #: The patch's ``prompts/liar.md`` question (positive = label 1 = the HF `liar` "false" class).
 LIAR_QUESTION = ("Determine whether the Statement is a lie (Yes) or not (No) based on the Context and other "
@@ -27,7 +27,7 @@ FALLACY_QUESTION = "Does this argument contain a logical fallacy, i.e. is its co
 TASKS = {"liar": LIAR_QUESTION, "fallacy": FALLACY_QUESTION}
 
 
-@dataclass
+@dataclass(frozen=True)
 class BinaryTask:
     """A Yes/No task: the question and the train/test examples (``dspy.Example(text, label)``)."""
 
@@ -74,4 +74,4 @@ def _read(path: Path) -> list[dspy.Example]:
             raise LbtError(f"{path}: row {n}: text must be a non-empty string")
         if row["label"] not in (0, 1, True, False, "Yes", "No", "yes", "no", "0", "1"):
             raise LbtError(f"{path}: row {n}: label must be 0/1 or Yes/No, got {row['label']!r}")
-    return as_demos(rows)
+    return [TEXT_LABEL.example(r) for r in rows]

@@ -140,22 +140,28 @@ class ModelPool:
         self._stack.close()
         self._servers.clear()
 
-    def prefix_cache(self) -> dict | None:
-        """Prompt tokens served from the prefix caches of the vLLM servers this pool started, so far
-        (``{"hits", "queries"}``; None when it started none that report them)."""
-        counts = [c for c in (getattr(s, "prefix_cache", lambda: None)() for s in self._servers.values()) if c]
-        if not counts:
-            return None
-        return {"hits": sum(c["hits"] for c in counts), "queries": sum(c["queries"] for c in counts)}
+    def prefix_cache(self) -> dict:
+        """The prefix-cache counters of each vLLM server this pool started, by ``api_base``: prompt tokens so
+        far (``{"hits", "queries"}``), or None for one not answering (`vllm_server.PrefixCacheWatch` reads it)."""
+        return {s.api_base: s.prefix_cache() for s in self._servers.values() if hasattr(s, "prefix_cache")}
 
     def shared_server(self, key, factory):
         """Start (once per key) a server that this pool stops on close."""
-        if key not in self._servers:
-            server = factory()
+        return self.shared_servers([(key, factory)])[0]
+
+    def shared_servers(self, items: list) -> list:
+        """Start (once per key) the servers of ``[(key, factory), ...]`` together, each in a thread; this pool
+        stops them on close. If one cannot start, the others are stopped and its error is raised, naming its
+        endpoint when there are several."""
+        new = [(key, factory()) for key, factory in items if key not in self._servers]
+        for _, server in new:
             self._stack.callback(server.stop)
-            server.start()
-            self._servers[key] = server
-        return self._servers[key]
+        if len(new) == 1:
+            new[0][1].start()
+        elif new:
+            _start_together([server for _, server in new])
+        self._servers.update(new)
+        return [self._servers[key] for key, _ in items]
 
     def lm(self, entry: dict, default_sample_cfg: dict | None = None, where: str = "model") -> dspy.LM:
         """A `dspy.LM` for a config entry (``model_type``, ``model_cfg``, ``sample_cfg``)."""
@@ -195,6 +201,33 @@ class ModelPool:
             return factory(pool=self, sample_kwargs=sample_kwargs, **cfg)
         except TypeError as exc:
             raise LbtError(f"{where}.model_cfg: {exc}") from None
+
+
+def _start_together(servers: list) -> None:
+    """`start` each server in a thread of its own. The first that cannot start (or a Ctrl-C) cancels the others'
+    starts; all are stopped and its one-line error raised, prefixed with its endpoint."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    failed = None
+    with ThreadPoolExecutor(len(servers), thread_name_prefix="lbt-server-start") as ex:
+        futures = {ex.submit(server.start): server for server in servers}
+        try:
+            for fut in as_completed(futures):
+                if fut.exception() is not None and failed is None:
+                    failed = (futures[fut], fut.exception())
+                    for server in servers:
+                        server.cancel()
+        except BaseException:
+            for server in servers:
+                server.cancel()
+            raise
+    if failed is not None:
+        for server in servers:
+            server.stop()
+        server, exc = failed
+        if isinstance(exc, LbtError):
+            raise type(exc)(f"{server.api_base}: {exc}") from None
+        raise exc
 
 
 def _api_bases(api_base, where: str) -> list:
@@ -284,24 +317,25 @@ def local_endpoints(pool, checkpoint: str, sample_kwargs: dict, where: str = "mo
         raise LbtError(f"{where}.serve_args: expected a list of command-line arguments")
     if server == "transformers" and serve_args:
         raise LbtError(f"{where}.serve_args: vLLM flags; the transformers fallback takes none")
-    bases = []
+    items = []  # the replicas, started together (`ModelPool.shared_servers`)
     for r in range(replicas):
-        log = os.path.join(pool.log_dir, f"server-{len(pool._servers)}.log") if pool.log_dir else None
+        log = os.path.join(pool.log_dir, f"server-{len(pool._servers) + r}.log") if pool.log_dir else None
         if server == "vllm":
             from .vllm_server import VLLMServer
 
             key = ("vllm", checkpoint, tuple(map(str, serve_args or ())), bool(enforce_eager), r)
-            srv = pool.shared_server(key, lambda log=log: VLLMServer(checkpoint, serve_args=serve_args, log_path=log,
-                                                                    enforce_eager=enforce_eager))
+            items.append((key, lambda log=log: VLLMServer(checkpoint, serve_args=serve_args, log_path=log,
+                                                          enforce_eager=enforce_eager)))
         else:
             from .embedded import TransformersServer
 
             # its continuous batching takes the first request's sampling settings: one server per setting
             key = ("transformers", checkpoint, json.dumps(sample_kwargs, sort_keys=True), r)
             greedy = sample_kwargs.get("temperature") == 0
-            srv = pool.shared_server(key, lambda log=log: TransformersServer(checkpoint, log_path=log,
-                                                                            do_sample=not greedy))
-        bases.append(srv.api_base)
+            items.append((key, lambda log=log: TransformersServer(checkpoint, log_path=log, do_sample=not greedy)))
+    servers = pool.shared_servers(items)
+    bases = [srv.api_base for srv in servers]
+    srv = servers[-1]
     return (bases[0] if replicas == 1 else bases), srv.model
 
 

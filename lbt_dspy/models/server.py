@@ -1,17 +1,22 @@
 """A model server lbt starts and stops: one lifecycle for vLLM (the engine) and `transformers serve` (the fallback).
 
-The server is a process of its own on a free loopback port, in its own session, killed with lbt (even by SIGKILL,
-through the parent-death signal). A server that cannot start is one line naming why and its log: the port is
-taken, memory ran out, the checkpoint cannot be loaded, the CPU is not supported, or its last log line.
+The server is a process of its own on a free loopback port, in a session and process group of its own with a
+guard (`server_guard`, POSIX) that kills the whole group when lbt dies, even by SIGKILL, or when the server exits,
+so none of its processes (vLLM's engine core and workers) outlive it. A server that cannot start is one line
+naming why and its log: the port is taken, memory ran out, the checkpoint cannot be loaded, the CPU is not
+supported, or its last log line.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,21 +36,28 @@ START_FAILURES = [
 ]
 
 
+GUARD = Path(__file__).with_name("server_guard.py")
+_ports_given: set = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one given before in this process: servers started together get distinct ones."""
+    with _ports_lock:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
 
 
-def _die_with_parent() -> None:
-    """In the server child: get SIGKILL when lbt dies, even by SIGKILL (Linux), so no server is orphaned."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+def guarded(cmd: list) -> list:
+    """`cmd` run under `server_guard` (POSIX; elsewhere `cmd` itself): its whole process group dies with lbt."""
+    if os.name != "posix" or not sys.executable:
+        return cmd
+    return [sys.executable, "-I", "-S", str(GUARD), str(os.getpid()), *cmd]
 
 
 def start_failure(log_tail: str, port: int) -> str:
@@ -75,7 +87,8 @@ class LocalServer:
         self.port = port or free_port()
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="lbt-serve-", suffix=".log")[1])
         self.startup_timeout = startup_timeout
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None  # the guard (`guarded`), whose exit is the server's
+        self._cancel = threading.Event()
 
     @property
     def model(self) -> str:
@@ -97,18 +110,25 @@ class LocalServer:
         return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
     def start(self) -> "LocalServer":
+        """Start the server and wait for its ``/health``; a one-line `LbtEnvironmentError` if it cannot start (or
+        `cancel` was called meanwhile: another replica failed)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = self.command()
+        if shutil.which(cmd[0]) is None:  # the guard would run it: say so here, as Popen would
+            raise LbtEnvironmentError(f"{self.kind} could not start: no such program ({cmd[0]})")
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(guarded(cmd), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                         start_new_session=True)
         except OSError as exc:
-            raise LbtEnvironmentError(f"{self.kind} could not start: {exc.strerror or exc} "
-                                      f"({self.command()[0]})") from None
+            raise LbtEnvironmentError(f"{self.kind} could not start: {exc.strerror or exc} ({cmd[0]})") from None
         finally:
             log.close()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
+            if self._cancel.is_set():
+                self.stop()
+                raise LbtEnvironmentError(f"{self.kind} for {self.checkpoint} on port {self.port}: start cancelled")
             if self.proc.poll() is not None:
                 self._fail(f"exited with code {self.proc.returncode}")
             if self.healthy():
@@ -116,6 +136,10 @@ class LocalServer:
             time.sleep(0.5)
         self.stop()
         self._fail(f"did not answer /health within {self.startup_timeout:.0f} s")
+
+    def cancel(self) -> None:
+        """Make a `start` in progress (in another thread) stop the server and raise."""
+        self._cancel.set()
 
     def _fail(self, what: str):
         tail = self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
@@ -131,15 +155,21 @@ class LocalServer:
             return False
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """SIGTERM to the server's process group (15 s to exit), then SIGKILL to whatever is left of it: also
+        when the server process itself already died (killed), whose children (vLLM's engine core and worker)
+        would otherwise outlive it, holding their memory (the guard kills them too, on Linux)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, 15)
                 self.proc.wait(timeout=15)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, 9)
-                except ProcessLookupError:
-                    pass
+                pass
+        try:
+            os.killpg(self.proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.proc = None
 
     def __enter__(self) -> "LocalServer":

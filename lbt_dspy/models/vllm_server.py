@@ -21,6 +21,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
@@ -67,7 +69,7 @@ class VLLMServer(LocalServer):
 
     One server takes greedy and sampled requests alike (sampling is per request), continues an assistant
     prefill (``continue_final_message``), decodes to a JSON schema (``response_format``) and caches prompt
-    prefixes; `prefix_cache` reads its hit counters.
+    prefixes; `prefix_cache` reads its hit counters (`PrefixCacheWatch`: per replica over a run).
 
     Args:
         checkpoint: Model directory (or name, with a hub a GPU user can reach).
@@ -122,7 +124,10 @@ class VLLMServer(LocalServer):
         return env
 
     def prefix_cache(self) -> dict | None:
-        """``{"hits", "queries"}`` prompt tokens of the server's prefix cache so far, or None if unknown."""
+        """``{"hits", "queries"}`` prompt tokens of the server's prefix cache so far; None if unknown (not
+        answering, or its process has exited: its port may already be someone else's)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
         return prefix_cache_counts(self.metrics_url)
 
 
@@ -165,4 +170,132 @@ def hit_rate(before: dict | None, after: dict | None) -> dict | None:
     return {"hits": int(hits), "queries": int(queries), "rate": round(hits / queries, 4) if queries else None}
 
 
-__all__ = ["VLLMServer", "vllm_python", "vllm_build", "prefix_cache_counts", "parse_prefix_cache", "hit_rate"]
+class PrefixCacheWatch:
+    """The prefix-cache hit rate of each vLLM replica over a run, and their total.
+
+    `read` gives every replica's counters by ``api_base`` (``{"hits", "queries"}``, or None for one not
+    answering: `ModelPool.prefix_cache`). They are read by `open` (or entering a ``with``), then every
+    `interval` seconds in a daemon thread until `close`, and once more by `result`; each replica keeps its last
+    reading, so one that dies mid-run still counts with what it had served at that reading, and says so.
+
+    Args:
+        read: ``() -> {api_base: counts or None}``.
+        interval: Seconds between readings.
+
+    Example:
+        >>> readings = iter([{"a": {"hits": 0, "queries": 0}}, {"a": {"hits": 30, "queries": 60}}])
+        >>> with PrefixCacheWatch(lambda: next(readings), interval=60) as watch:
+        ...     pass  # the run
+        >>> watch.result()["rate"], watch.result()["replicas"][0]["state"]
+        (0.5, 'live')
+    """
+
+    def __init__(self, read, interval: float = 5.0):
+        self.read = read
+        self.interval = float(interval)
+        self.start: dict = {}  # api_base -> counts when the run began (None: not answering)
+        self.last: dict = {}   # api_base -> (counts, monotonic time) of its last answered reading
+        self.end: dict | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PrefixCacheWatch":
+        return self.open()
+
+    def open(self) -> "PrefixCacheWatch":
+        """The first reading (the run begins), then one every `interval` seconds until `close`."""
+        self.start = self._poll()
+        if self.start:  # no vLLM server (a remote endpoint, a scripted one): nothing to watch
+            self._thread = threading.Thread(target=self._loop, name="lbt-prefix-cache", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _poll(self) -> dict:
+        readings, now = self.read(), time.monotonic()
+        for base, counts in readings.items():
+            if counts is not None:
+                self.last[base] = (counts, now)
+        return readings
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._poll()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def result(self) -> dict | None:
+        """``{"hits", "queries", "rate", "replicas": [...]}``, None without vLLM servers. Each replica:
+        ``api_base``, its own ``hits``/``queries``/``rate`` and ``state``: ``live`` (read at the end), ``down``
+        (not answering at the end: counted as of its last reading, ``as_of_s`` seconds before the end) or
+        ``unavailable`` (no reading at the start: not counted)."""
+        if not self.start:
+            return None
+        self.close()
+        if self.end is None:
+            self.end = self._poll()
+        now = time.monotonic()
+        replicas = []
+        for base, first in self.start.items():
+            counts, at = self.last.get(base, (None, now))
+            rate = hit_rate(first, counts)
+            state = "unavailable" if rate is None else "live" if self.end.get(base) is not None else "down"
+            replicas.append({"api_base": base, **(rate or {"hits": None, "queries": None, "rate": None}),
+                             "state": state, **({"as_of_s": round(now - at, 1)} if state == "down" else {})})
+        known = [r for r in replicas if r["state"] != "unavailable"]
+        if not known:
+            return {"hits": None, "queries": None, "rate": None, "replicas": replicas}
+        hits, queries = sum(r["hits"] for r in known), sum(r["queries"] for r in known)
+        return {"hits": hits, "queries": queries, "rate": round(hits / queries, 4) if queries else None,
+                "replicas": replicas}
+
+
+def prefix_cache_lines(report: dict | None) -> list[str]:
+    """A `PrefixCacheWatch.result` as printed (`lbt m1`) and in report.md: the total, then each replica when
+    there are several (or when one could not be read), one line each.
+
+    Example:
+        >>> prefix_cache_lines({"hits": 5, "queries": 10, "rate": 0.5, "replicas": [
+        ...     {"api_base": "http://a/v1", "hits": 5, "queries": 10, "rate": 0.5, "state": "live"},
+        ...     {"api_base": "http://b/v1", "hits": None, "queries": None, "rate": None, "state": "unavailable"}]})
+        ... # doctest: +NORMALIZE_WHITESPACE
+        ['vLLM prefix cache: 50.0% of 10 prompt tokens served from it (1 of 2 replicas)',
+         '  replica http://a/v1: 50.0% of 10 prompt tokens',
+         '  replica http://b/v1: unavailable (its /metrics did not answer when the run began); not counted']
+    """
+    if not report:
+        return []
+    replicas = report.get("replicas") or []  # none in an engine.json written before replicas were counted
+    counted = [r for r in replicas if r["state"] != "unavailable"]
+
+    def share(r):
+        return "no prompt tokens" if r["rate"] is None else \
+            f"{100 * r['rate']:.1f}% of {r['queries']:,} prompt tokens"
+    if replicas and not counted:
+        head = "unavailable (no server's /metrics answered when the run began)"
+    else:
+        head = share(report) + ("" if report["rate"] is None else " served from it")
+        head += (f" ({len(counted)} of {len(replicas)} replicas)" if len(counted) < len(replicas) else
+                 f" ({len(replicas)} replicas)" if len(replicas) > 1 else "")
+    lines = [f"vLLM prefix cache: {head}"]
+    if len(replicas) > 1 or len(counted) < len(replicas):
+        for r in replicas:
+            if r["state"] == "unavailable":
+                what = "unavailable (its /metrics did not answer when the run began); not counted"
+            elif r["state"] == "down":
+                what = (f"{share(r)}, as of its last reading {r['as_of_s']:g} s before the end (down: its "
+                        "/metrics did not answer at the end)")
+            else:
+                what = share(r)
+            lines.append(f"  replica {r['api_base']}: {what}")
+    return lines
+
+
+__all__ = ["VLLMServer", "vllm_python", "vllm_build", "prefix_cache_counts", "parse_prefix_cache", "hit_rate",
+           "PrefixCacheWatch", "prefix_cache_lines"]

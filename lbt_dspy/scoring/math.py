@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import threading
 from functools import lru_cache
 
+from . import math_checks
 from .base import ExamScorer, exam_scorers
 
 FINAL_ANSWER_MARK = "[[Final Answer]]"
@@ -26,7 +26,7 @@ def marker_pattern(marker: str) -> re.Pattern:
 
 
 _FINAL_ANSWER = marker_pattern(FINAL_ANSWER_MARK)
-_MAX_ANSWER_CHARS = 2000  # a runaway "answer" is not worth a sympy parse
+_MAX_ANSWER_CHARS = math_checks.MAX_ANSWER_CHARS  # a runaway "answer" is not worth a sympy parse
 
 
 def last_boxed(text: str) -> str | None:
@@ -106,15 +106,12 @@ def extract_math_answer(text: str) -> str:
     return _last_line_answer(lines[-1]) if lines else ""
 
 
-def _parse(ans: str, timeout):
-    from math_verify import parse
-
-    ans = ans[:_MAX_ANSWER_CHARS]
-    return parse(f"${ans}$", parsing_timeout=timeout)
-
-
 def answers_equivalent(reference: str, answer: str) -> bool:
     """True when `answer` equals `reference` mathematically (math-verify), or as normalised text.
+
+    Equal text and two integers are settled here, at once; the rest is math-verify's parse, in a worker
+    process (`lbt_dspy.scoring.math_checks`: off this process's GIL, with timeouts in every thread), and its
+    verdict is cached: a pair of answers met again is not parsed again.
 
     Example:
         >>> answers_equivalent("\\\\frac{1}{2}", "0.5")
@@ -127,17 +124,12 @@ def answers_equivalent(reference: str, answer: str) -> bool:
     both = _plain_number(reference), _plain_number(answer)
     if None not in both:  # two integers: compared exactly, as math-verify would, without its parse
         return both[0] == both[1]
-    from math_verify import verify
+    return _checked(reference[:_MAX_ANSWER_CHARS], answer[:_MAX_ANSWER_CHARS])
 
-    # math-verify times out with SIGALRM, which exists only in the main thread.
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None
-    try:
-        gold, pred = _parse(reference, timeout), _parse(answer, timeout)
-        if not gold or not pred:
-            return False
-        return bool(verify(gold, pred, timeout_seconds=timeout))
-    except Exception:  # hostile model output must never crash a run
-        return False
+
+@lru_cache(maxsize=8192)
+def _checked(reference: str, answer: str) -> bool:
+    return math_checks.check(reference, answer)
 
 
 _PLAIN_INTEGER = re.compile(r"[-+]?\d{1,300}")
