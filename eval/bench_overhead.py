@@ -172,9 +172,9 @@ def layers(n: int = 500, rounds: int = 5) -> list[tuple[str, float]]:
                 ("+ Student (lbt's dspy.Module: its LM, adapter, answer flags)",
                  lambda i: student(question=question(i), demos=[demo], rollout_id=i % 9)),
                 ("+ grading (LbTScore.take: MathScorer, the record's fields)",
-                 lambda i: lbt.take(student, problem, demo, i % 9)),
+                 lambda i: lbt.take(student, problem, [demo], i % 9)),
                 ("+ recording (run directory: key lookup, JSON line, count)",
-                 lambda i: _recorded(recorder, next(keys), lambda: lbt.take(student, problem, demo, i % 9))),
+                 lambda i: _recorded(recorder, next(keys), lambda: lbt.take(student, problem, [demo], i % 9))),
             ]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # DSPy 3.4 deprecates messages= dicts (the adapter's path)
