@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 import dspy
 
 from .errors import LbtError, backend_down
+from .models.router import affinity
 from .records import prediction_record
 from .runner import parallel, recorded
 from .scoring.base import ExamScorer
@@ -121,8 +122,10 @@ class LbTScore(dspy.Module):
             demos = [dspy.Example(question=item["question"], rationale=rationale, answer=answer)]
         slots = range(len(exam)) if slots is None else slots
         todo = [(student, slot) for student in self.students for slot in slots]
-        records = parallel([lambda s=s, slot=slot: self._answer(s, exam[slot], demos, slot) for s, slot in todo],
-                           owner=self, num_threads=self.num_threads)
+        # every exam prompt starts with the demos: they go to one replica, whose prefix cache holds them
+        with affinity("exam\x00" + "\x00".join(str(sorted(dict(d).items())) for d in demos)):
+            records = parallel([lambda s=s, slot=slot: self._answer(s, exam[slot], demos, slot) for s, slot in todo],
+                               owner=self, num_threads=self.num_threads)
         return exam_prediction([s.name for s in self.students], exam,
                                [(s.name, slot, rec) for (s, slot), rec in zip(todo, records) if rec is not None])
 

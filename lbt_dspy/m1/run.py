@@ -5,7 +5,7 @@ The run executes the same modules a user composes (`components.build_m1`: `Teach
 (``greedy.jsonl``, ``teach.jsonl``, ``exam.jsonl``, keyed ``tp/pair/student/slot``), replayed if it
 finished before, else made and appended as soon as it finishes. A killed run resumes and never asks
 again for a finished generation; the picks are the module's, recomputed from the records by
-`results.summarize`. The greedy baseline (the teacher at temperature 0) runs first.
+`results.summarize`. The greedy baseline (the teacher at temperature 0) is queued first, beside M1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..config import M1Config
 from ..errors import LbtError, backend_down
 from ..models import ModelPool
 from ..models.vllm_server import PrefixCacheWatch
-from ..runner import CallPool, Recorder, Stopped, branches, parallel, record_scope, run_settings, using_pool
+from ..runner import CallPool, Recorder, Stopped, branches, gather, record_scope, run_settings, using_pool
 from ..store import RunStore
 from .results import RECORD_FIELDS, tp_key  # tp_key lives in results (readers need it without the run)
 
@@ -90,18 +90,15 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
         run_pool = CallPool(cfg.concurrency)  # every LM call of the run, `concurrency` at a time
         try:
             with using_pool(run_pool), run_settings():
-                # The greedy baseline, then M1 on every problem (problems side by side, their calls in one pool).
+                # The greedy baseline and M1 on every problem, side by side in one pool: the greedy answers are queued
+                # first and waited for last, so the servers do not idle between the two (tail of one, start of other).
                 def greedy_answer(k, tp):
                     with record_scope(recorder, tp=k, stage="greedy"):
                         return greedy.sample(tp["question"], 0)
                 def failed_call(exc: Exception) -> bool:  # counted by the recorder; a rerun retries it
                     return recorder.is_call_failure(exc) or backend_down(exc) is not None or isinstance(exc, Stopped)
 
-                try:
-                    parallel([lambda k=k, tp=tp: greedy_answer(k, tp) for k, tp in zip(keys, tps)])
-                except Exception as exc:
-                    if not failed_call(exc):
-                        raise  # failed calls are counted; their problems' M1 is still tried below
+                greedy_calls = run_pool.submit_all([lambda k=k, tp=tp: greedy_answer(k, tp) for k, tp in zip(keys, tps)])
 
                 def solve(item):
                     k, tp = item
@@ -116,6 +113,11 @@ def run_m1(cfg: M1Config, output_path: str | Path, progress: bool = True, log_di
                             raise  # not a failed LM call (those are counted; a rerun resumes the problem)
 
                 branches(solve, list(zip(keys, tps)), limit=max(1, min(len(tps), cfg.concurrency)))
+                try:
+                    gather(greedy_calls)
+                except Exception as exc:
+                    if not failed_call(exc):
+                        raise  # failed calls are counted (a rerun retries them)
         finally:
             bar.close()
             run_pool.close()

@@ -108,6 +108,7 @@ class ModelEntry:
     azure_api_version: str | None = None
     send_top_k: bool = False
     timeout: float = 600.0
+    routing: str | None = None  # replicas: "affinity" or "least_loaded" (models/router.py); None: its default
 
 
 class ModelPool:
@@ -178,10 +179,13 @@ class ModelPool:
         engine_kwargs = dict(api_key=_api_key(resolved, where), prefill=resolved.prefill, tokenizer=resolved.tokenizer,
                              extra_body=resolved.extra_body, send_top_k=resolved.send_top_k, timeout=resolved.timeout)
         bases = _api_bases(resolved.api_base, where)
-        if len(bases) > 1:  # data-parallel replicas: the least-loaded live one takes each request
-            from .router import RoutedEngine
+        if len(bases) > 1:  # data-parallel replicas: the router picks one per request
+            from .router import ROUTINGS, RoutedEngine
 
-            engine = RoutedEngine(resolved.model, bases, **engine_kwargs)
+            if resolved.routing not in (None, *ROUTINGS):
+                raise LbtError(f"{where}.model_cfg.routing: one of {', '.join(ROUTINGS)}, got {resolved.routing!r}")
+            engine = RoutedEngine(resolved.model, bases, **({"routing": resolved.routing} if resolved.routing else {}),
+                                  **engine_kwargs)
         else:
             engine = OpenAICompatEngine(resolved.model, api_base=bases[0], azure_api_version=resolved.azure_api_version,
                                         **engine_kwargs)
@@ -275,13 +279,13 @@ def _api_key(entry: ModelEntry, where: str) -> str | None:
 def openai_entry(pool, sample_kwargs, model: str, api_base: str | list | None = None, name: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None, prefill: str = "assistant",
                  tokenizer: str | None = None, extra_body: dict | None = None, fastchat: bool = True,
-                 timeout: float = 600.0) -> ModelEntry:
+                 timeout: float = 600.0, routing: str | None = None) -> ModelEntry:
     """Any OpenAI-compatible endpoint. The key comes from `api_key_env` (or, discouraged, `api_key`);
-    `timeout` is seconds per request. A list of `api_base` URLs: replicas, each request to the least loaded."""
+    `timeout` is seconds per request. A list of `api_base` URLs: replicas, spread by `routing` (models/router.py)."""
     if api_key is not None:  # seed configs put keys inline; keep them out of saved configs (redacted)
         os.environ.setdefault(api_key_env, api_key)
     return ModelEntry(name or model, model, api_base, api_key_env, prefill, tokenizer, extra_body or {},
-                      timeout=float(timeout))
+                      timeout=float(timeout), routing=routing)
 
 
 @model_types.register("azure_openai")
@@ -340,37 +344,39 @@ def local_endpoints(pool, checkpoint: str, sample_kwargs: dict, where: str = "mo
 
 
 def _local_entry(name: str, checkpoint: str, api_base, server: str, timeout: float = 600.0,
-                 served: str | None = None) -> ModelEntry:
+                 served: str | None = None, routing: str | None = None) -> ModelEntry:
     """The entry of a served local checkpoint. The prompt is rendered here with the checkpoint's chat template and
     the prefill appended, then continued on ``/v1/completions``: byte for byte the seed's prompt (a server's
     ``continue_final_message`` strips the prefill's trailing whitespace). vLLM takes ``top_k`` and JSON schemas
     there too; the transformers fallback is asked for the model it serves (`served`: its sampling view)."""
     if server == "vllm":
         return ModelEntry(name, served or checkpoint, api_base, None, "completions", checkpoint,
-                          send_top_k=True, timeout=float(timeout))
-    return ModelEntry(name, served or checkpoint, api_base, None, "completions", checkpoint, timeout=float(timeout))
+                          send_top_k=True, timeout=float(timeout), routing=routing)
+    return ModelEntry(name, served or checkpoint, api_base, None, "completions", checkpoint, timeout=float(timeout),
+                      routing=routing)
 
 
 @model_types.register("vllm")
 def vllm_entry(pool, sample_kwargs, model: str, api_base: str | list | None = None, name: str | None = None,
                api_key_env: str | None = None, serve_args: list | None = None, prefill: str = "continue",
                tokenizer: str | None = None, timeout: float = 600.0, enforce_eager: bool = True,
-               replicas: int = 1) -> ModelEntry:
+               replicas: int = 1, routing: str | None = None) -> ModelEntry:
     """A vLLM server: a running one (`api_base`, or a list of replicas on one or many machines: each request
     goes to the least loaded live one), or, without `api_base`, one lbt starts for `model` (`VLLMServer`: the
     CPU build where there is no GPU, the CUDA build where there is; `serve_args` adds flags such as
-    ``["--tensor-parallel-size", "2"]``; `replicas` starts that many)."""
+    ``["--tensor-parallel-size", "2"]``; `replicas` starts that many). `routing`: how requests are spread over
+    replicas, ``affinity`` or ``least_loaded`` (`models.router.RoutedEngine`)."""
     if api_base is None:
         api_base, _ = local_endpoints(pool, model, sample_kwargs, "model_cfg", "vllm", serve_args, replicas,
                                       enforce_eager)
     return ModelEntry(name or model.rstrip("/").split("/")[-1], model, api_base, api_key_env, prefill,
-                      tokenizer or model, send_top_k=True, timeout=float(timeout))
+                      tokenizer or model, send_top_k=True, timeout=float(timeout), routing=routing)
 
 
 @model_types.register("embedded")
 def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: str | None = None,
                    api_base: str | list | None = None, replicas: int = 1, server: str = "vllm",
-                   serve_args: list | None = None, enforce_eager: bool = True) -> ModelEntry:
+                   serve_args: list | None = None, enforce_eager: bool = True, routing: str | None = None) -> ModelEntry:
     """SmolLM2-135M-Instruct (or `checkpoint`), served on loopback by vLLM (`VLLMServer`).
 
     `server: transformers` selects the fallback for a platform with no vLLM wheel (`TransformersServer`).
@@ -385,4 +391,4 @@ def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: 
                                            enforce_eager)
     elif server not in SERVERS:
         raise LbtError(f"model_cfg.server: one of {', '.join(SERVERS)}, got {server!r}")
-    return _local_entry(name, ckpt, api_base, server, served=served)
+    return _local_entry(name, ckpt, api_base, server, served=served, routing=routing)

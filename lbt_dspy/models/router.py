@@ -3,7 +3,15 @@
 `RoutedEngine` keeps one `OpenAICompatEngine` per endpoint, so every request still takes the one
 client path (same prefill modes, same error translation); it only chooses where a request goes:
 
-- **least loaded**: the live endpoint with the fewest requests in flight (ties rotate);
+- **affinity** (a request with a key): requests that share a prompt prefix carry one key (`affinity`: a TR-TA
+  pair's demo for its exam problems; unset, the turns before the last user turn, a few-shot program's demos)
+  and go to one replica, whose prefix cache then holds that prefix. A key's first request goes to the least
+  loaded replica, its *home*; the key's later requests go home while it is live and has fewer than
+  ``load_factor`` x the mean requests in flight (bounded loads), else to the least loaded, the key's new home.
+  Loads count every `RoutedEngine` of the process (a run's teacher and students share the replicas' batches),
+  and so do homes (both students of a pair meet its demo on one replica);
+- **least loaded** (a request without a key, or ``routing="least_loaded"``): the live endpoint with the fewest
+  requests in flight (ties rotate);
 - **a dead endpoint is taken out**: after `allowed_fails` consecutive failures it cools down for
   `cooldown` seconds (doubling while it keeps failing, up to `max_cooldown`); then one request
   probes it, and a success puts it back in the rotation;
@@ -26,9 +34,14 @@ rates of a few vLLM replicas (hundreds per second) that difference is whole core
 
 from __future__ import annotations
 
+import collections
+import contextvars
+import hashlib
 import itertools
+import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dspy.lm15 as lm15_errors
@@ -40,6 +53,68 @@ from .engine import OpenAICompatEngine
 FAILOVER_ERRORS = (lm15_errors.TransportError, lm15_errors.TimeoutError)
 # Errors that count against an endpoint's health (a 4xx or a 429 says nothing about it being dead).
 HEALTH_ERRORS = FAILOVER_ERRORS + (lm15_errors.ServerError,)
+
+
+ROUTINGS = ("affinity", "least_loaded")
+
+_AFFINITY: contextvars.ContextVar[str | None] = contextvars.ContextVar("lbt_affinity", default=None)
+
+
+@contextmanager
+def affinity(key: str | None):
+    """LM calls made inside carry `key` (also the calls submitted from here to a `runner.CallPool`, which copies
+    the submitter's context): a `RoutedEngine` sends the requests of one key to one replica, so its prefix cache
+    holds what they share. None: no key of its own (the request's may still be derived, see `request_key`).
+
+    Args:
+        key: What the requests share, e.g. a TR-TA pair's demo (any string; hashed).
+
+    Example:
+        >>> with affinity("tp-3/pair-5"):
+        ...     request_key(None)
+        'tp-3/pair-5'
+    """
+    token = _AFFINITY.set(key)
+    try:
+        yield
+    finally:
+        _AFFINITY.reset(token)
+
+
+def request_key(request) -> str | None:
+    """The affinity key of a DSPy request: the one set by `affinity`, else the turns before its last user turn
+    when there are any besides the system message (a few-shot program's demos, a conversation so far), else
+    None (the request goes to the least-loaded replica).
+
+    Example:
+        >>> from dspy.lm15 import Message, Request
+        >>> demo = [Message.user("2+2?"), Message.assistant("4"), Message.user("3+3?")]
+        >>> request_key(Request(model="m", messages=demo)) is not None, request_key(Request(model="m", messages=demo[2:]))
+        (True, None)
+    """
+    key = _AFFINITY.get()
+    if key is not None or request is None:
+        return key
+    messages = list(getattr(request, "messages", None) or ())
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=0)
+    if last_user == 0:
+        return None
+    system = request.system if isinstance(request.system, str) or request.system is None else \
+        "".join(p.text for p in request.system)
+    return "\x00".join([system or ""] + [f"{m.role}:{m.text or ''}" for m in messages[:last_user]])
+
+
+# Requests in flight per server (api_base) from this process, over every RoutedEngine (a run's teacher and
+# students are engines of their own over the same replicas); each affinity key's home (its digest -> api_base,
+# the most recently used MAX_HOMES); and the lock every routing decision takes.
+_IN_FLIGHT: collections.Counter = collections.Counter()
+_HOMES: collections.OrderedDict = collections.OrderedDict()
+MAX_HOMES = 1 << 16
+_LOCK = threading.Lock()
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass
@@ -66,6 +141,10 @@ class RoutedEngine:
     Args:
         model: The model name the servers expect in requests.
         api_bases: The endpoints' ``/v1`` URLs (data-parallel replicas; one or many machines).
+        routing: ``"affinity"`` (a request with a key goes to its key's replica while that one has room, the
+            others to the least loaded) or ``"least_loaded"`` (every request to the least loaded).
+        load_factor: With affinity, a replica takes a key's request while it has fewer than ``load_factor`` x
+            the mean requests in flight (>= 1; higher: more cache hits, less balance).
         allowed_fails: Consecutive failures after which an endpoint is taken out.
         cooldown: Seconds an endpoint stays out before a probe request tries it again.
         max_cooldown: Upper bound of the cooldown, which doubles while the endpoint keeps failing.
@@ -78,18 +157,25 @@ class RoutedEngine:
         >>> lm = dspy.LM("openai/meta-llama/Meta-Llama-3-8B-Instruct", engine=engine)  # doctest: +SKIP
     """
 
-    def __init__(self, model: str, api_bases: list[str], allowed_fails: int = 1, cooldown: float = 5.0,
-                 max_cooldown: float = 120.0, **engine_kwargs):
+    def __init__(self, model: str, api_bases: list[str], routing: str = "affinity", load_factor: float = 1.25,
+                 allowed_fails: int = 1, cooldown: float = 5.0, max_cooldown: float = 120.0, **engine_kwargs):
         if not api_bases:
             raise ValueError("RoutedEngine needs at least one api_base")
         if len(set(api_bases)) != len(api_bases):
             raise ValueError(f"api_base lists an endpoint twice: {api_bases}")
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        if not load_factor >= 1:
+            raise ValueError(f"load_factor must be >= 1, got {load_factor!r}")
         self.model = model
+        self.routing = routing
+        self.load_factor = float(load_factor)
         self.allowed_fails = max(1, int(allowed_fails))
         self.cooldown = float(cooldown)
         self.max_cooldown = max(float(max_cooldown), self.cooldown)
         self.endpoints = [Endpoint(b, OpenAICompatEngine(model, api_base=b, **engine_kwargs)) for b in api_bases]
-        self._lock = threading.Lock()
+        for ep in self.endpoints:  # made here, once: the first requests' threads would each make one (no lock in
+            _ = ep.engine.client   # cached_property), ~40 ms of CPU apiece (TLS context) while the run starts
         self._turn = itertools.count()  # the endpoints share one tokenizer (engine._tokenizer)
 
     def __deepcopy__(self, memo):
@@ -116,11 +202,33 @@ class RoutedEngine:
         return f"RoutedEngine(model={self.model!r}, api_bases={self.api_base!r}, prefill={self.prefill!r})"
 
     # --- routing ---------------------------------------------------------------------------------
-    def _pick(self, tried: set[int]) -> tuple[Endpoint | None, bool]:
-        """The least-loaded live endpoint not yet tried by this request, else the one due back first;
-        and whether this request is the probe of an endpoint back from its cooldown."""
+    def _load(self, ep: Endpoint) -> int:
+        """Requests in flight on `ep`'s server from this process: every `RoutedEngine` that routes to it (a run's
+        teacher and students share the replicas' batches)."""
+        return _IN_FLIGHT[ep.api_base]
+
+    def _by_key(self, key: str, live: list[Endpoint]) -> Endpoint:
+        """`key`'s home if it is live and has fewer than ``load_factor`` x the mean in flight over the live
+        endpoints (this request counted); else the least loaded, which becomes the key's home."""
+        digest = _digest(key)
+        home = _HOMES.get(digest)
+        total = sum(self._load(ep) for ep in live) + 1
+        bound = math.ceil(self.load_factor * total / len(live))
+        ep = next((e for e in live if e.api_base == home), None)
+        if ep is None or self._load(ep) >= bound:
+            ep = min(live, key=self._load)  # ties: the rotation order
+            _HOMES[digest] = ep.api_base
+            if len(_HOMES) > MAX_HOMES:
+                _HOMES.popitem(last=False)
+        _HOMES.move_to_end(digest)
+        return ep
+
+    def _pick(self, tried: set[int], key: str | None = None) -> tuple[Endpoint | None, bool]:
+        """Among the endpoints not yet tried by this request: a live one, by its key (`_by_key`) or the least
+        loaded; else the one due back first. Also whether this request is the probe of an endpoint back from its
+        cooldown."""
         now = time.monotonic()
-        with self._lock:
+        with _LOCK:
             n = len(self.endpoints)
             start = next(self._turn) % n
             order = [self.endpoints[(start + k) % n] for k in range(n)]
@@ -129,24 +237,29 @@ class RoutedEngine:
                 return None, False
             live = [ep for ep in candidates if ep.up(now) and not ep.probing]
             if live:
-                ep = min(live, key=lambda e: e.in_flight)  # ties: the rotation order
+                if key is not None and self.routing == "affinity":
+                    ep = self._by_key(key, live)
+                else:
+                    ep = min(live, key=self._load)  # ties: the rotation order
             else:
                 # Every untried endpoint is out: probe the one whose cooldown ends first (one probe at a time).
                 due = [ep for ep in candidates if ep.up(now) and ep.probing]
                 waiting = [ep for ep in candidates if not ep.up(now)]
                 if due:  # its probe is still running; send there too rather than fail
-                    ep = min(due, key=lambda e: e.in_flight)
+                    ep = min(due, key=self._load)
                 else:
                     ep = min(waiting, key=lambda e: e.down_until)
             probe = ep.consecutive_fails >= self.allowed_fails and ep.up(now) and not ep.probing
             if probe:
                 ep.probing = True  # the first request after the cooldown is the probe
             ep.in_flight += 1
+            _IN_FLIGHT[ep.api_base] += 1
             return ep, probe
 
     def _done(self, ep: Endpoint, probe: bool, ok: bool, counts: bool) -> None:
-        with self._lock:
+        with _LOCK:
             ep.in_flight -= 1
+            _IN_FLIGHT[ep.api_base] -= 1
             if probe:
                 ep.probing = False
             if ok:
@@ -168,8 +281,9 @@ class RoutedEngine:
     def complete(self, request):
         tried: set[int] = set()
         last_error: Exception | None = None
+        key = request_key(request) if self.routing == "affinity" else None
         while True:
-            ep, probe = self._pick(tried)
+            ep, probe = self._pick(tried, key)
             if ep is None:  # every endpoint failed this request over: DSPy's retry routes it again
                 if all(e.engine.breaker.is_open for e in self.endpoints):
                     raise self._all_down()
@@ -211,7 +325,7 @@ class RoutedEngine:
     def status(self) -> list[dict]:
         """Per endpoint: requests in flight, served, failed, and whether it is in the rotation now."""
         now = time.monotonic()
-        with self._lock:
+        with _LOCK:
             return [{"api_base": ep.api_base, "in_flight": ep.in_flight, "served": ep.served, "failed": ep.failed,
                      "up": ep.up(now), "down_for_s": round(max(0.0, ep.down_until - now), 2)}
                     for ep in self.endpoints]
