@@ -280,3 +280,123 @@ def test_an_m1_run_whose_replicas_all_die_stops_with_one_line(tmp_path, capsys):
     assert code == 1 and len(err.splitlines()) == 1, err
     assert f"lbt: error: {a.api_base}, {b.api_base}: backend down" in err
     assert elapsed < 60
+
+
+# --- affinity: a key's requests meet one replica's prefix cache ------------------------------------------------
+def keyed(lm, n, key, concurrency=1):
+    from lbt_dspy.models.router import affinity
+
+    def one(i):
+        with affinity(key):
+            return lm(f"[[Question]]: Tom has {i} apples. Tom buys 2 more apples. How many? ({key})")[0]
+    with ThreadPoolExecutor(concurrency) as ex:
+        return list(ex.map(one, range(n)))
+
+
+def served(*servers):
+    return [len(s.requests) for s in servers]
+
+
+def test_requests_with_one_key_go_to_one_replica_and_keys_spread():
+    with FakeOpenAI() as a, FakeOpenAI() as b, FakeOpenAI() as c:
+        engine = RoutedEngine("fake", [a.api_base, b.api_base, c.api_base], api_key="x")
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0)
+        assert engine.routing == "affinity"
+        for k in range(30):
+            before = served(a, b, c)
+            keyed(lm, 4, f"pair-{k}")
+            got = [x - y for x, y in zip(served(a, b, c), before)]
+            assert sorted(got) == [0, 0, 4], (k, got)  # the key's four requests on one replica
+        assert min(served(a, b, c)) >= 4 * 6  # 30 keys over 3 replicas: none left out (the least loaded first)
+
+
+def test_both_students_of_a_pair_meet_its_demo_on_one_replica():
+    """Two engines (a run's two students) over the same replicas share loads and homes."""
+    with FakeOpenAI() as a, FakeOpenAI() as b:
+        one = dspy.LM("openai/fake", engine=RoutedEngine("fake", [a.api_base, b.api_base], api_key="x"),
+                      cache=False, num_retries=0)
+        two = dspy.LM("openai/fake", engine=RoutedEngine("fake", [a.api_base, b.api_base], api_key="y"),
+                      cache=False, num_retries=0)
+        for k in range(8):
+            before = served(a, b)
+            keyed(one, 3, f"demo-{k}")
+            keyed(two, 3, f"demo-{k}")
+            assert sorted(x - y for x, y in zip(served(a, b), before)) == [0, 6], k
+
+
+def test_a_full_home_sends_a_keys_requests_to_the_least_loaded():
+    with FakeOpenAI(delay=0.3) as a, FakeOpenAI(delay=0.3) as b:
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], api_key="x", load_factor=1.25)
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0)
+        keyed(lm, 8, "busy-pair", concurrency=8)  # all at once: the home passes 1.25 x the mean, then the other
+        assert sorted(served(a, b)) != [0, 8] and sum(served(a, b)) == 8
+        assert all(ep["in_flight"] == 0 for ep in engine.status())
+
+
+def test_a_down_home_sends_a_keys_requests_elsewhere_and_none_is_lost():
+    with FakeOpenAI() as a, FakeOpenAI() as b:
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], api_key="x", cooldown=30)
+        lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0)
+        keyed(lm, 2, "pair-x")
+        home, other = (a, b) if a.requests else (b, a)
+        kill(home)
+        out = keyed(lm, 6, "pair-x")
+        assert len(out) == 6 and all("[[Final Answer]]" in x for x in out)
+        assert len(other.requests) == 6  # the first failed over at once, the rest sent there
+
+
+def test_least_loaded_routing_ignores_keys():
+    with FakeOpenAI() as a, FakeOpenAI() as b:
+        engine = RoutedEngine("fake", [a.api_base, b.api_base], api_key="x", routing="least_loaded")
+        keyed(dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0), 8, "pair-y")
+        assert served(a, b) == [4, 4]  # one at a time: ties rotate
+
+
+def test_the_affinity_key_of_a_request():
+    from dspy.lm15 import Message, Request
+
+    from lbt_dspy.models.router import affinity, request_key
+
+    few_shot = [Message.user("2+2?"), Message.assistant("4"), Message.user("3+3?")]
+    assert request_key(Request(model="m", messages=few_shot[2:])) is None  # zero-shot: no key, least loaded
+    k1 = request_key(Request(model="m", messages=few_shot))
+    k2 = request_key(Request(model="m", messages=few_shot[:2] + [Message.user("5+5?")]))
+    assert k1 and k1 == k2  # the demos, not the question asked
+    with affinity("mine"):
+        assert request_key(Request(model="m", messages=few_shot)) == "mine"
+    with pytest.raises(ValueError, match="routing"):
+        RoutedEngine("fake", ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"], routing="nearest")
+
+
+def test_model_cfg_routing_picks_the_policy(fake_server):
+    with ModelPool(cache=False) as pool, FakeOpenAI() as other:
+        bases = [fake_server.api_base, other.api_base]
+        assert pool.lm(entry(bases)).engine.routing == "affinity"
+        e = entry(bases)
+        e["model_cfg"]["routing"] = "least_loaded"
+        assert pool.lm(e).engine.routing == "least_loaded"
+        e["model_cfg"]["routing"] = "nearest"
+        with pytest.raises(LbtError, match="routing"):
+            pool.lm(e)
+
+
+@pytest.mark.parametrize("routing", ["affinity", "least_loaded"])
+def test_an_m1_run_sends_each_pairs_exam_to_one_replica(tmp_path, routing):
+    """Both students' exam calls of a TR-TA pair (its demo in every prompt) reach one replica; least-loaded
+    routing (one call at a time: ties rotate) splits them."""
+    with FakeOpenAI() as a, FakeOpenAI() as b:
+        model = {**entry([a.api_base, b.api_base])["model_cfg"], "routing": routing}
+        cfg = fake_config(a.api_base, concurrency=1, num_pairs=2)
+        cfg["teacher_model_cfg"] = {"model_type": "openai", "model_cfg": model}
+        cfg["student_model_cfgs"] = [{"model_type": "openai", "model_cfg": {**model, "name": n}} for n in ("s1", "s2")]
+        calls = run_m1(M1Config.from_dict(cfg), tmp_path / "run", progress=False)
+        assert calls["failed"] == 0 and calls["exam"] == 3 * 2 * 2 * 2
+        where: dict[str, set] = {}  # the demo (the prompt up to the question asked) -> the replicas it reached
+        for name, srv in (("a", a), ("b", b)):
+            for r in srv.requests:
+                text = "\n".join(m.get("content") or "" for m in r["body"].get("messages", []))
+                if text.count("[[Question]]") > 1:  # an exam prompt: a demo, then the question
+                    where.setdefault(text.rsplit("[[Question]]", 1)[0], set()).add(name)
+        assert where
+        split = [demo for demo, names in where.items() if len(names) > 1]
+        assert (not split) if routing == "affinity" else split
