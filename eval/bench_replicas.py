@@ -54,6 +54,8 @@ ROUTER_FLAGS = {"vllm-router round_robin": ["--policy", "round_robin"],
                 "vllm-router cache_aware tuned": ["--policy", "cache_aware", "--cache-threshold", "0.9",
                                                   "--balance-abs-threshold", "8", "--balance-rel-threshold", "1.2"]}
 POLICIES = ("lbt least-loaded", "lbt affinity", *ROUTER_FLAGS)
+# The default rows (cache_aware as it comes sends every request to one replica here: `--policies` adds it).
+DEFAULT_POLICIES = ("lbt least-loaded", "lbt affinity", "vllm-router round_robin", "vllm-router cache_aware tuned")
 VENV_ROUTER = Path("/work/venv-vrouter/bin/vllm-router")
 
 
@@ -66,8 +68,8 @@ class Workload:
         58
     """
 
-    problems: int = 16
-    pairs: int = 16
+    problems: int = 8
+    pairs: int = 8
     exam_problems: int = 3
     students: int = 2
 
@@ -104,6 +106,8 @@ class Row:
     hit_rate: float
     busy: float
     client_cpu_ms: float
+    steady_calls_per_s: float
+    load: float
     per_replica: list = field(default_factory=list)
     profile: list = field(default_factory=list)
 
@@ -217,7 +221,16 @@ def run_row(policy: str, n: int, work: Workload, costs: ReplicaCosts, slack: flo
     tokens = sum(s["prompt_tokens"] for s in stats)
     return Row(policy, n, concurrency, made, seconds, sum(s["hit_tokens"] for s in stats) / max(tokens, 1),
                sum(s["busy_s"] for s in stats) / (costs.capacity * n * seconds), 1000 * cpu / made,
-               [s["requests"] for s in stats], busy_profile(stats, n * costs.capacity))
+               steady_rate(stats), os.getloadavg()[0], [s["requests"] for s in stats],
+               busy_profile(stats, n * costs.capacity))
+
+
+def steady_rate(stats: list[dict]) -> float:
+    """Answers per second between the 10th and the 90th percentile answer: the run without its start and its
+    tail (which a paper-sized run, hundreds of thousands of calls, hardly has)."""
+    ends = sorted(b for s in stats for _, b in s["spans"])
+    lo, hi = int(0.1 * len(ends)), int(0.9 * len(ends))
+    return (hi - lo) / max(ends[hi] - ends[lo], 1e-9)
 
 
 def busy_profile(stats: list[dict], slots: int, bins: int = 10) -> list[float]:
@@ -236,7 +249,8 @@ def busy_profile(stats: list[dict], slots: int, bins: int = 10) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--replicas", default="1,2,4,8", help="replica counts N (N=1: the direct baseline)")
-    ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of: {', '.join(POLICIES)}")
+    ap.add_argument("--policies", default=",".join(DEFAULT_POLICIES),
+                    help=f"comma-separated, of: {', '.join(POLICIES)}")
     ap.add_argument("--problems", type=int, default=Workload.problems)
     ap.add_argument("--pairs", type=int, default=Workload.pairs)
     ap.add_argument("--exam-problems", type=int, default=Workload.exam_problems)
@@ -247,7 +261,7 @@ def main() -> None:
     ap.add_argument("--decode-ms", type=float, default=1000 * ReplicaCosts.decode_s, help="ms per generated token")
     ap.add_argument("--gen-tokens", type=int, default=ReplicaCosts.gen_tokens, help="tokens generated per request")
     ap.add_argument("--cache-blocks", type=int, default=ReplicaCosts.cache_blocks, help="prefix cache size (blocks)")
-    ap.add_argument("--slack", type=float, default=1.0, help="concurrency = ceil(slack x N x K)")
+    ap.add_argument("--slack", type=float, default=2.0, help="concurrency = ceil(slack x N x K)")
     ap.add_argument("--vllm-router", help="the vllm-router executable (default: on PATH, else /work/venv-vrouter)")
     ap.add_argument("--quick", action="store_true", help="a small run (a test): N=1,2, lbt's two policies")
     ap.add_argument("--json", help="also write the rows here")
@@ -281,9 +295,8 @@ def main() -> None:
           f"{costs.block_tokens} tokens; concurrency = ceil({args.slack} x N x K)")
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)\n")
     rows: list[Row] = []
-    header = (f"{'policy':26s} {'N':>2s} {'conc':>5s} {'calls/s':>8s} {'xN=1':>6s} {'/N':>5s} {'hit rate':>8s} "
-              f"{'busy':>5s} {'cpu ms/call':>11s}  requests per replica")
-    print(header)
+    print(f"{'policy':29s} {'N':>2s} {'conc':>5s} {'calls/s':>8s} {'xN=1':>6s} {'/N':>5s} {'steady /N':>9s} "
+          f"{'hit rate':>8s} {'busy':>5s} {'cpu ms/call':>11s} {'load':>5s}  requests per replica")
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         base = None
         todo = [("direct", 1)] if 1 in ns else []
@@ -293,10 +306,12 @@ def main() -> None:
             rows.append(row)
             base = base or (row if n == 1 else None)
             ratio = row.calls_per_s / base.calls_per_s if base else float("nan")
-            print(f"{policy:26s} {n:2d} {row.concurrency:5d} {row.calls_per_s:8.2f} {ratio:6.2f} {ratio / n:5.2f} "
-                  f"{row.hit_rate:8.3f} {row.busy:5.2f} {row.client_cpu_ms:11.2f}  {row.per_replica}", flush=True)
+            steady = row.steady_calls_per_s / base.steady_calls_per_s if base else float("nan")
+            print(f"{policy:29s} {n:2d} {row.concurrency:5d} {row.calls_per_s:8.2f} {ratio:6.2f} {ratio / n:5.2f} "
+                  f"{steady / n:9.2f} {row.hit_rate:8.3f} {row.busy:5.2f} {row.client_cpu_ms:11.2f} {row.load:5.2f}  "
+                  f"{row.per_replica}", flush=True)
             if args.profile:
-                print(f"{'':26s} busy by tenth of the run: {' '.join(f'{x:.2f}' for x in row.profile)}")
+                print(f"{'':29s} busy by tenth of the run: {' '.join(f'{x:.2f}' for x in row.profile)}")
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if why:

@@ -62,12 +62,12 @@ class ReplicaCosts:
 
     Example:
         >>> ReplicaCosts(capacity=8).service_s(uncached_tokens=100, gen_tokens=10)
-        0.07
+        0.42
     """
 
     capacity: int = 8
-    prefill_s: float = 0.0005
-    decode_s: float = 0.002
+    prefill_s: float = 0.003
+    decode_s: float = 0.012
     gen_tokens: int = 96
     cache_blocks: int = 4096
     block_tokens: int = 16

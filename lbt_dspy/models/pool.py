@@ -308,7 +308,7 @@ SERVERS = ("vllm", "transformers")
 def local_endpoints(pool, checkpoint: str, sample_kwargs: dict, where: str = "model_cfg", server: str = "vllm",
                     serve_args: list | None = None, replicas: int = 1, enforce_eager: bool = True) -> tuple:
     """Start (once per pool and setting) the server(s) for a local checkpoint; returns their ``api_base`` (a list
-    for `replicas` > 1, each request then going to the least loaded) and the model name requests carry.
+    for `replicas` > 1, spread by the router: `models.router`) and the model name requests carry.
 
     ``server: vllm`` (the engine; one server takes every sampling setting) or ``transformers`` (the explicit
     fallback for a platform with no vLLM wheel: one server per sampling setting, see `TransformersServer`)."""
@@ -362,7 +362,7 @@ def vllm_entry(pool, sample_kwargs, model: str, api_base: str | list | None = No
                tokenizer: str | None = None, timeout: float = 600.0, enforce_eager: bool = True,
                replicas: int = 1, routing: str | None = None) -> ModelEntry:
     """A vLLM server: a running one (`api_base`, or a list of replicas on one or many machines: each request
-    goes to the least loaded live one), or, without `api_base`, one lbt starts for `model` (`VLLMServer`: the
+    goes to a live one by `routing`), or, without `api_base`, one lbt starts for `model` (`VLLMServer`: the
     CPU build where there is no GPU, the CUDA build where there is; `serve_args` adds flags such as
     ``["--tensor-parallel-size", "2"]``; `replicas` starts that many). `routing`: how requests are spread over
     replicas, ``affinity`` or ``least_loaded`` (`models.router.RoutedEngine`)."""
@@ -380,7 +380,7 @@ def embedded_entry(pool, sample_kwargs, name: str = "smollm2-135m", checkpoint: 
     """SmolLM2-135M-Instruct (or `checkpoint`), served on loopback by vLLM (`VLLMServer`).
 
     `server: transformers` selects the fallback for a platform with no vLLM wheel (`TransformersServer`).
-    `replicas: N` starts N servers and sends each request to the least loaded (worth it with cores to spare).
+    `replicas: N` starts N servers and spreads requests over them (`routing`; worth it with cores to spare).
     """
     from .embedded import checkpoint_path
 
