@@ -38,28 +38,35 @@ def test_the_prefix_cache_hits_leading_full_blocks_and_forgets_the_least_recent(
 
 
 def test_batch_slots_hold_at_most_capacity_and_serve_first_come_first():
-    slots, order, running, peak = BatchSlots(2), [], [0], [0]
-    lock = threading.Lock()
+    def run(capacity):
+        slots, go, order, running, peak = BatchSlots(capacity), threading.Event(), [], [0], [0]
+        lock = threading.Lock()
 
-    def job(i):
-        slots.acquire()
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-            order.append(i)
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        slots.release()
+        def job(i):
+            slots.acquire()
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                order.append(i)
+            go.wait()  # hold the slot until every job has arrived
+            with lock:
+                running[0] -= 1
+            slots.release()
 
-    threads = []
-    for i in range(6):
-        threads.append(threading.Thread(target=job, args=(i,)))
-        threads[-1].start()
-        time.sleep(0.005)  # arrive in order
-    for t in threads:
-        t.join()
-    assert peak[0] == 2 and order == list(range(6))
+        threads = []
+        for i in range(6):
+            threads.append(threading.Thread(target=job, args=(i,)))
+            threads[-1].start()
+            deadline = time.monotonic() + 10
+            while len(order) + slots.queued < i + 1 and time.monotonic() < deadline:  # arrived, in order
+                time.sleep(0.001)
+        go.set()
+        for t in threads:
+            t.join()
+        return peak[0], order
+
+    assert run(2)[0] == 2
+    assert run(1) == (1, list(range(6)))  # one at a time, in the order they came
 
 
 def test_a_replica_answers_openai_requests_counts_its_cache_and_renders_for_vllm_router():
@@ -88,7 +95,12 @@ def test_the_bench_quick_mode_prints_its_table():
     out = subprocess.run([sys.executable, str(ROOT / "eval" / "bench_replicas.py"), "--quick"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line.split() for line in out.stdout.splitlines()
-            if line.startswith(("direct ", "lbt least-loaded ", "lbt affinity "))]
-    assert [r[0] for r in rows] == ["direct", "lbt", "lbt"] and [r[-4] for r in rows][:1]
-    assert "load average at start" in out.stdout and "target" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("direct ", "lbt least-loaded ", "lbt affinity "))]
+    assert [r.split()[0] for r in rows] == ["direct", "lbt", "lbt"]
+    calls = int(out.stdout.split(" LM calls per run")[0].rsplit("= ", 1)[1])
+    for row in rows:  # every call of the run reached a replica once; the hit rate is a fraction
+        per_replica = json.loads(row[row.index("["):])
+        assert sum(per_replica) == calls and len(per_replica) == (1 if row.startswith("direct") else 2), row
+        hit_rate = float(row[:row.index("[")].split()[-4])  # hit rate, busy, cpu ms/call, load
+        assert 0 < hit_rate < 1, row
+    assert "load average at start" in out.stdout and out.stdout.count("target >= 0.90") == 2

@@ -325,7 +325,7 @@ def test_both_students_of_a_pair_meet_its_demo_on_one_replica():
 
 
 def test_a_full_home_sends_a_keys_requests_to_the_least_loaded():
-    with FakeOpenAI(delay=0.3) as a, FakeOpenAI(delay=0.3) as b:
+    with FakeOpenAI(delay=1.0) as a, FakeOpenAI(delay=1.0) as b:  # all 8 in flight together, even on a busy machine
         engine = RoutedEngine("fake", [a.api_base, b.api_base], api_key="x", load_factor=1.25)
         lm = dspy.LM("openai/fake", engine=engine, cache=False, num_retries=0)
         keyed(lm, 8, "busy-pair", concurrency=8)  # all at once: the home passes 1.25 x the mean, then the other
