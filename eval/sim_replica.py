@@ -156,6 +156,9 @@ class BatchSlots:
         return len(self._waiting)
 
 
+_SAMPLES_LOCK = threading.Lock()
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     daemon_threads = True
@@ -201,9 +204,10 @@ class SimReplica:
         """Serve one prompt: wait for a batch slot, look the prefix up, sleep its cost. Returns the text, the
         prompt tokens and the generated tokens."""
         c = self.costs
-        with self._lock:
+        with _SAMPLES_LOCK:  # the counter is shared by the replicas of a run
             nth = self.samples.get(prompt, 0)
             self.samples[prompt] = nth + 1
+        with self._lock:
             self.counts["max_queued"] = max(self.counts["max_queued"], self.slots.queued + 1)
         gen = min(c.gen_tokens, max_tokens or c.gen_tokens)
         text = padded(scripted_answer(prompt, nth), gen * c.chars_per_token, f"{nth}#{prompt[-200:]}")
