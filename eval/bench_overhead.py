@@ -243,9 +243,12 @@ def main() -> None:
           f"{'met' if worst < 2 else 'NOT met'}")
     # CPU per call on both sides: the pipeline's 16 threads use every CPU, the floor one, so a wall-clock ratio
     # flatters the pipeline on a multi-core machine (and a loaded one inflates the floor's wall time)
+    one = results[rows[2][0]]["cpu_ms"] / floor_cpu
     print(f"within 3x of the bare call: {cpu_ratio:.2f}x (CPU time per call), {'met' if cpu_ratio <= 3 else 'NOT met'}; "
           f"wall time {ratio:.2f}x; dspy.Predict with the adapter and a demo alone: {predict:.2f}x, "
-          f"everything lbt adds to one exam call: +{(steps[-1][1] - steps[2][1]) / base:.2f}x")
+          f"everything lbt adds to one exam call: +{(steps[-1][1] - steps[2][1]) / base:.2f}x; "
+          f"the pipeline at concurrency 1: {one:.2f}x (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+          f"at the end)")
 
 
 if __name__ == "__main__":

@@ -40,9 +40,20 @@ def lbt_scores(exam_scores: Mapping[str, Sequence[float | None]]) -> tuple[dict[
     per = {}
     for student, scores in exam_scores.items():
         vals = [float(s) for s in scores if s is not None]
-        per[student] = mean(vals) if vals else None
+        per[student] = _mean(vals) if vals else None
     given = [v for v in per.values() if v is not None]
-    return per, (mean(given) if given else None)
+    return per, (_mean(given) if given else None)
+
+
+def _mean(vals: list[float]) -> float:
+    """`statistics.mean`, bit for bit, without its exact-fraction sum where that sum is exact anyway: one value,
+    or whole numbers (exam scores are 0 or 1) whose float sum is exact and whose quotient Python rounds once,
+    as `statistics.mean` does."""
+    if len(vals) == 1:
+        return vals[0] + 0.0  # as statistics.mean: -0.0 is 0.0
+    if all(v.is_integer() and abs(v) <= 2**20 for v in vals) and len(vals) <= 2**20:
+        return sum(vals) / len(vals)
+    return mean(vals)
 
 
 def exam_prediction(students: Iterable[str], exam: Sequence[Mapping], taken) -> dspy.Prediction:

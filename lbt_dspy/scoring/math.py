@@ -46,13 +46,16 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+_ANSWER_PREFIX = re.compile(r"^(the )?(correct |final )?answer( is)?\s*[:=]?\s*", re.I)
+
+
 def _strip_wrappers(ans: str) -> str:
     """Remove the decoration around an answer: quotes, $...$, \\(...\\), "the answer is", a final period."""
     prev = None
     while ans != prev:
         prev = ans
         ans = ans.strip().strip("'`").strip().rstrip(".").strip()
-        ans = re.sub(r"^(the )?(correct |final )?answer( is)?\s*[:=]?\s*", "", ans, flags=re.I)
+        ans = _ANSWER_PREFIX.sub("", ans)
         if len(ans) >= 2 and ans.startswith("$") and ans.endswith("$"):
             ans = ans[1:-1]
         if ans.startswith("\\(") and ans.endswith("\\)"):
@@ -145,10 +148,16 @@ def _plain_number(s: str) -> int | None:
     return int(s) if _PLAIN_INTEGER.fullmatch(s) else None
 
 
+_TEXT_COMMAND = re.compile(r"\\text\{([^{}]*)\}")
+_SPACING_COMMAND = re.compile(r"\\(left|right|!|,|;)")
+_WHITESPACE = re.compile(r"\s+")
+
+
 def _norm_text(s: str) -> str:
-    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
-    s = re.sub(r"\\(left|right|!|,|;)", "", s)
-    return re.sub(r"\s+", "", s).strip("$.").lower()
+    if "\\" in s:  # both patterns start with a backslash
+        s = _TEXT_COMMAND.sub(r"\1", s)
+        s = _SPACING_COMMAND.sub("", s)
+    return _WHITESPACE.sub("", s).strip("$.").lower()
 
 
 @exam_scorers.register("math")
