@@ -86,8 +86,16 @@ def test_module_and_lbt_m1_give_the_same_scores_and_picks_math(tmp_path, varied)
     assert decided >= 2  # the problems had answers to choose between
 
 
-def test_module_and_lbt_m1_give_the_same_scores_and_picks_code(tmp_path):
+def test_module_and_lbt_m1_give_the_same_scores_and_picks_code(tmp_path, monkeypatch):
+    import fake_openai
     from test_code_m1 import code_config
+
+    # Two pairs the scripted teacher wrote alike make the same exam prompts, asked from two pairs' branches at
+    # once: an answer that varied with the order they arrive in would make the two runs differ by a race. Exam
+    # prompts (they hold a pair the scripted teacher wrote) get one answer each; the teacher's samples still vary.
+    plain = fake_openai.scripted_answer
+    monkeypatch.setattr(fake_openai, "scripted_answer",
+                        lambda prompt, nth=0: plain(prompt, 0 if "Follow the docstring step by step." in prompt else nth))
 
     with FakeOpenAI() as srv:
         raw = code_config(srv.api_base, concurrency=1, num_pairs=3, dataset_cfg={"limit": 4})
