@@ -160,15 +160,7 @@ def test_twenty_sigkills_m3(tmp_path):
 
 def _m3_calls(run) -> list[str]:
     """The keys of every recorded M3 call; each must be whole and there once."""
-    keys = []
-    for s in ("teach", "exam"):
-        f = run / f"{s}.jsonl"
-        if f.exists():
-            data = f.read_bytes()
-            assert not data or data.endswith(b"\n"), f"{f}: torn last line"
-            keys += [json.loads(x)["key"] for x in data.splitlines()]
-    assert len(keys) == len(set(keys))
-    return keys
+    return _record_keys(run, ("teach", "exam"))
 
 
 def test_m3_ctrl_c_stops_within_two_seconds_and_the_rerun_resumes(tmp_path):
@@ -223,17 +215,22 @@ def test_m3_a_dead_server_stops_the_run_within_seconds_with_one_line(tmp_path):
 
 
 # --- one writer per run, a dead server fails fast, Ctrl-C stops at once ---------------------------------
-def _records_are_whole(run):
-    """Every line of every stage is one complete JSON record, and no key is there twice."""
+def _record_keys(run, stages=("greedy", "teach", "exam")) -> list[str]:
+    """The keys of every record of `stages`: every line one complete JSON record, no key there twice."""
     keys = []
-    for s in ("greedy", "teach", "exam"):
+    for s in stages:
         f = run / f"{s}.jsonl"
         if f.exists():
             data = f.read_bytes()
             assert not data or data.endswith(b"\n"), f"{f}: torn last line"
             keys += [json.loads(x)["key"] for x in data.splitlines()]
     assert len(keys) == len(set(keys))
-    return len(keys)
+    return keys
+
+
+def _records_are_whole(run):
+    """Every line of every stage is one complete JSON record, and no key is there twice."""
+    return len(_record_keys(run))
 
 
 def test_two_runs_on_one_output_path_the_second_is_refused_naming_the_first(tmp_path):

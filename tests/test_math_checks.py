@@ -147,8 +147,10 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("how", ["exit", "interrupt"])
 def test_no_hang_at_exit_or_on_ctrl_c(how):
+    # The terminal's SIGINT, even when the suite runs from a background job (SIGINT ignored there, inherited)
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, how], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "LBT_CHECK_WORKERS": "2"})
+                            env={**os.environ, "LBT_CHECK_WORKERS": "2"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert pids
     if how == "interrupt":

@@ -13,7 +13,8 @@ import time
 import pytest
 import yaml
 
-from lbt_dspy.models.vllm_server import PrefixCacheWatch, prefix_cache_lines
+from lbt_dspy.models.vllm_server import PrefixCacheWatch, prefix_cache_counts, prefix_cache_lines
+from test_server_guard import group_alive as _group_alive  # noqa: E402
 
 LBT = [sys.executable, "-m", "lbt_dspy.cli"]
 A, B = "http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"
@@ -108,20 +109,6 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _group_alive(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group `pgid`."""
-    alive = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[2]) == pgid and stat[0] != "Z":
-                alive.append(int(entry))
-    return alive
-
-
 def _lines(run, *stages) -> int:
     """Whole records written so far (a line being appended is not counted until its newline)."""
     return sum((run / f"{s}.jsonl").read_bytes().count(b"\n") for s in stages or ("greedy", "teach", "exam")
@@ -165,9 +152,19 @@ def test_two_embedded_replicas_one_sigkilled_mid_run_nothing_lost_both_hit_rates
             if first and time.monotonic() - first >= 8 and _lines(run, "exam"):
                 break
             time.sleep(0.1)
-        assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()}"
         victim = servers[1]
         port = _cmdline(victim)[_cmdline(victim).index("--port") + 1]
+        # The victim has served prompts, and the run's watch (every 5 s) has read it since: its last reading
+        # then holds queries, whichever replica the router happened to favour so far.
+        served = None
+        while proc.poll() is None and time.monotonic() < deadline:
+            counts = prefix_cache_counts(f"http://127.0.0.1:{port}/metrics")
+            if counts and counts["queries"] > 0:
+                served = served or time.monotonic()
+                if time.monotonic() - served >= 6:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()}"
         done_at_kill = _lines(run)
         os.kill(victim, signal.SIGKILL)
         t_kill = time.monotonic()
