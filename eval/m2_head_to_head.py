@@ -35,10 +35,10 @@ ARMS = ("correctness", "lbt")  # eval order: base, correctness-dpo, lbt-dpo -> l
 FLAGS = {"correctness": ["--correctness-only"], "lbt": []}
 
 
-def step(log: list, name: str, argv: list[str], done: Path) -> None:
-    """Run one `lbt` command unless `done` exists; record the command and its wall time."""
+def step(log: list, name: str, argv: list[str], done: Path | None) -> None:
+    """Run one `lbt` command unless `done` exists (None: always run); record the command and its wall time."""
     cmd = "lbt " + " ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in argv)
-    if done.exists():
+    if done is not None and done.exists():
         log.append({"step": name, "command": cmd, "skipped": True})
         print(f"[{name}] done already ({done})")
         return
@@ -52,16 +52,16 @@ def step(log: list, name: str, argv: list[str], done: Path) -> None:
 
 def equal_count(out: Path, n_cap: int, seed: int) -> int:
     """The same number of pairs from each arm: seeded random draws, kept in the pairs' own order."""
-    counts = {arm: sum(1 for _ in open(out / f"pairs_{arm}" / "pairs.jsonl", encoding="utf-8")) for arm in ARMS}
+    lines = {arm: (out / f"pairs_{arm}" / "pairs.jsonl").read_text(encoding="utf-8").splitlines() for arm in ARMS}
+    counts = {arm: len(ls) for arm, ls in lines.items()}
     n = min(counts.values()) if not n_cap else min(n_cap, *counts.values())
     for arm in ARMS:
         target = out / f"pairs_{arm}" / f"equal_{n}.jsonl"
         if target.exists():
             continue
-        lines = (out / f"pairs_{arm}" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
-        keep = sorted(random.Random(f"{seed}:{arm}").sample(range(len(lines)), n))
+        keep = sorted(random.Random(f"{seed}:{arm}").sample(range(counts[arm]), n))
         tmp = target.with_suffix(".tmp")
-        tmp.write_text("".join(lines[i] + "\n" for i in keep), encoding="utf-8")
+        tmp.write_text("".join(lines[arm][i] + "\n" for i in keep), encoding="utf-8")
         tmp.replace(target)
     print(f"pairs: {counts} -> {n} each")
     return n
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                  *[x for arm in ARMS for x in ("--model", f"{arm}-dpo={out / f'train_{arm}'}")],
                  "--output-path", str(out / "eval")]
     # `lbt m2 eval` resumes from its records itself, so it always runs (a finished one only rereads them)
-    step(log, "eval", eval_argv, out / "eval" / "__never__")
+    step(log, "eval", eval_argv, None)
     wall = time.perf_counter() - t_start
     write_report(out, run, n, a, log, wall)
     print(f"\nwritten {out / 'head_to_head.md'}")

@@ -158,6 +158,15 @@ def test_twenty_sigkills_m3(tmp_path):
     assert sum(requested.values()) - sum(reference.values()) + cut_off <= 2 * kills
 
 
+def _server_down_after(srv, proc, done, n: int) -> float:
+    """Shut the scripted server down once `done()` reaches `n` (or the run ended); returns when it went down."""
+    while done() < n and proc.poll() is None:
+        time.sleep(0.005)
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+    return time.monotonic()
+
+
 def _m3_calls(run) -> list[str]:
     """The keys of every recorded M3 call; each must be whole and there once."""
     return _record_keys(run, ("teach", "exam"))
@@ -201,11 +210,7 @@ def test_m3_a_dead_server_stops_the_run_within_seconds_with_one_line(tmp_path):
     with FakeOpenAI(delay=0.02) as srv:
         cmd = LBT + ["m3", str(_m3_cfg(tmp_path, srv.api_base)), "--output-path", str(run), "-q"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        while len(_m3_calls(run)) < 30 and proc.poll() is None:
-            time.sleep(0.005)
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        t_dead = time.monotonic()
+        t_dead = _server_down_after(srv, proc, lambda: len(_m3_calls(run)), 30)
         rc = proc.wait(timeout=120)
         elapsed = time.monotonic() - t_dead
         err = proc.stderr.read().strip()
@@ -264,11 +269,7 @@ def _time_to_error(tmp_path, kill_after, num_retries=5):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         t_dead = time.monotonic()
         if kill_after:
-            while _count(run) < kill_after and proc.poll() is None:
-                time.sleep(0.005)
-            srv.httpd.shutdown()
-            srv.httpd.server_close()
-            t_dead = time.monotonic()
+            t_dead = _server_down_after(srv, proc, lambda: _count(run), kill_after)
         rc = proc.wait(timeout=120)
         elapsed = time.monotonic() - t_dead
     return elapsed, rc, proc.stderr.read().strip(), srv.api_base, run

@@ -122,7 +122,7 @@ def _records(run) -> dict:
 
 @pytest.mark.integration
 def test_two_embedded_replicas_one_sigkilled_mid_run_nothing_lost_both_hit_rates_reported(tmp_path):
-    families, pairs, exam_problems = 4, 3, 2
+    families, pairs, exam_problems = 8, 3, 2  # 80 calls: the run outlasts the wait for the victim to be read
     cfg = yaml.safe_load(open("configs/demo.yaml"))
     entry = {"model_type": "embedded", "model_cfg": {"replicas": 2}}
     cfg.update(teacher_model_cfg=entry, student_model_cfgs=[entry], num_pairs=pairs, concurrency=4, cache=False,
